@@ -1,0 +1,135 @@
+"""AES-256-GCM keyring and the seal/open step every datagram and stream frame goes through.
+
+One primary key encrypts; every key in the ring is tried to decrypt, so keys rotate with no downtime:
+add the new key everywhere, make it primary everywhere, then remove the old one. The cluster name is
+the associated data, so two clusters sharing a key still cannot talk to each other.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from gossip.wire import DecodeError
+
+KEY_SIZE = 32
+NONCE_SIZE = 12
+TAG_SIZE = 16
+ENCRYPTED_MARK = 0x80
+PLAIN_MARK = 0x00
+SEAL_OVERHEAD = 1 + NONCE_SIZE + TAG_SIZE
+
+
+class KeyringError(ValueError):
+    """A key or key file that cannot be used."""
+
+
+class AuthError(DecodeError):
+    """A sealed blob that no key in the ring opens (or plaintext where encryption is required)."""
+
+
+def generate_key() -> str:
+    """A fresh key, base64, as ``wiremesh keygen`` prints it."""
+    return base64.b64encode(os.urandom(KEY_SIZE)).decode()
+
+
+def parse_key(text: str, where: str = "key") -> bytes:
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise KeyringError(f"{where}: not valid base64") from None
+    if len(raw) != KEY_SIZE:
+        raise KeyringError(f"{where}: expected {KEY_SIZE} bytes (AES-256), got {len(raw)}")
+    return raw
+
+
+class Keyring:
+    """Keys in order; the first is the primary used for sending."""
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        if not keys:
+            raise KeyringError("a keyring needs at least one key")
+        for k in keys:
+            if len(k) != KEY_SIZE:
+                raise KeyringError(f"every key must be {KEY_SIZE} bytes")
+        self._keys = list(dict.fromkeys(keys))
+        self._ciphers = [AESGCM(k) for k in self._keys]
+
+    @classmethod
+    def from_file(cls, path: Path) -> Keyring:
+        """One base64 key per line; blank lines and ``#`` comments ignored; the first key is primary."""
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise KeyringError(f"{path}: cannot read keyring ({exc.strerror})") from None
+        keys = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                keys.append(parse_key(line, f"{path}:{lineno}"))
+        if not keys:
+            raise KeyringError(f"{path}: no keys in keyring file")
+        return cls(keys)
+
+    @property
+    def primary(self) -> bytes:
+        return self._keys[0]
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def encrypt(self, plaintext: bytes, aad: bytes, nonce: bytes) -> bytes:
+        return nonce + self._ciphers[0].encrypt(nonce, plaintext, aad)
+
+    def decrypt(self, blob: bytes, aad: bytes) -> bytes:
+        if len(blob) < NONCE_SIZE + TAG_SIZE:
+            raise AuthError("sealed blob too short")
+        nonce, body = blob[:NONCE_SIZE], blob[NONCE_SIZE:]
+        for cipher in self._ciphers:
+            try:
+                return cipher.decrypt(nonce, body, aad)
+            except InvalidTag:
+                continue
+        raise AuthError("no key in the keyring authenticates this message")
+
+
+class Sealer:
+    """Wraps wire bytes for the network: AES-GCM with the keyring, or a plaintext mark when insecure."""
+
+    def __init__(
+        self,
+        keyring: Keyring | None,
+        cluster: str,
+        nonce_source: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.keyring = keyring
+        self._aad = cluster.encode()
+        self._nonce = nonce_source
+
+    @property
+    def overhead(self) -> int:
+        return SEAL_OVERHEAD if self.keyring else 1
+
+    def seal(self, data: bytes) -> bytes:
+        if self.keyring is None:
+            return bytes([PLAIN_MARK]) + data
+        return bytes([ENCRYPTED_MARK]) + self.keyring.encrypt(data, self._aad, self._nonce(NONCE_SIZE))
+
+    def open(self, blob: bytes) -> bytes:
+        """The wire bytes inside ``blob``; :class:`AuthError` when it is not ours."""
+        if not blob:
+            raise AuthError("empty")
+        mark = blob[0]
+        if self.keyring is None:
+            if mark != PLAIN_MARK:
+                raise AuthError("encrypted message but this node has no keyring")
+            return blob[1:]
+        if mark != ENCRYPTED_MARK:
+            raise AuthError("plaintext message refused: this cluster requires encryption")
+        return self.keyring.decrypt(blob[1:], self._aad)
