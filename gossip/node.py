@@ -1,0 +1,326 @@
+"""The Trio driver that connects one sans-I/O SWIM core to one transport.
+
+The core decides everything and reads no clock; this driver only feeds it inputs stamped with
+``trio.current_time()`` and carries out what it queued (datagrams, stream requests, events). After
+every input the driver *flushes*: sends the queued datagrams, starts one owned task per queued stream
+request, fans events out to subscribers, and moves the timer to the core's new deadline. All tasks live
+in the nursery of :meth:`GossipNode.run`, so cancelling ``run`` is a complete shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import trio
+
+from gossip.events import EventKind, MemberEvent, MemberInfo
+from gossip.transport import Transport
+from gossip.wire import Address
+
+# How often leave() re-checks the core besides being woken by every flush.
+LEAVE_POLL_INTERVAL = 0.05
+
+
+class StreamRequestLike(Protocol):
+    """What the driver reads from ``gossip.swim.StreamRequest`` (structural, to keep the driver testable)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def addr(self) -> Address: ...
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def timeout(self) -> float: ...
+
+
+class SwimCore(Protocol):
+    """The API of ``gossip.swim.Swim`` that the driver uses."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def addr(self) -> Address: ...
+
+    def receive_datagram(self, src: Address, data: bytes, now: float) -> None: ...
+    def handle_stream(self, src: Address, data: bytes, now: float) -> bytes | None: ...
+    def stream_result(self, request_id: int, reply: bytes | None, now: float) -> None: ...
+    def tick(self, now: float) -> None: ...
+    def join(self, seeds: Sequence[Address], now: float) -> None: ...
+    def alive_count(self) -> int: ...
+    def leave(self, now: float) -> None: ...
+    def leave_done(self) -> bool: ...
+    def set_meta(self, meta: bytes, now: float) -> None: ...
+    def set_kv(self, key: str, value: bytes | None, now: float) -> None: ...
+    def next_deadline(self) -> float: ...
+    def take_datagrams(self) -> Sequence[tuple[Address, bytes]]: ...
+    def take_stream_requests(self) -> Sequence[StreamRequestLike]: ...
+    def take_events(self) -> Sequence[MemberEvent]: ...
+    def members(self) -> Sequence[MemberInfo]: ...
+    def snapshot(self, now: float) -> dict[str, Any]: ...
+
+
+@dataclass(slots=True)
+class DriverStats:
+    datagrams_received: int = 0
+    datagrams_sent: int = 0
+    stream_requests: int = 0
+    stream_requests_failed: int = 0
+    streams_handled: int = 0
+    ticks: int = 0
+    events: int = 0
+    subscriber_drops: int = 0
+
+
+@dataclass(slots=True)
+class _Subscriber:
+    channel: trio.MemorySendChannel[MemberEvent]
+    dropped: int = 0
+
+
+_EVENT_LOG_LEVEL = {
+    EventKind.SUSPECT: logging.WARNING,
+    EventKind.DEAD: logging.WARNING,
+    EventKind.KV: logging.DEBUG,
+}
+
+
+def format_addr(addr: Address) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class GossipNode:
+    """Runs a SWIM core on a transport; see the module docstring for the flush cycle."""
+
+    def __init__(
+        self,
+        core: SwimCore,
+        transport: Transport,
+        *,
+        logger: logging.Logger | None = None,
+        min_tick_interval: float = 0.001,
+    ) -> None:
+        """``min_tick_interval`` spaces ticks so a core whose deadline fails to advance cannot spin."""
+        self.core = core
+        self.transport = transport
+        self.stats = DriverStats()
+        self._log = logger or logging.getLogger("wiremesh.gossip")
+        self._min_tick_interval = min_tick_interval
+        self._subscribers: list[_Subscriber] = []
+        self._nursery: trio.Nursery | None = None
+        self._timer: trio.CancelScope | None = None
+        self._last_tick = -math.inf
+        # Replaced after every flush: waiting on it means "wake me when the core may have changed".
+        self._progress = trio.Event()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._nursery is not None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Drive the core until cancelled; subscribers' channels are closed when this returns."""
+        if self._nursery is not None:
+            raise RuntimeError("this node is already running")
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self.transport.serve_streams, self._handle_stream)
+                nursery.start_soon(self._receive_loop)
+                nursery.start_soon(self._timer_loop)
+                await self._flush()  # anything queued before we started (set_meta, set_kv)
+                task_status.started()
+        finally:
+            self._nursery = None
+            self._timer = None
+            for sub in self._subscribers:
+                sub.channel.close()
+            self._subscribers.clear()
+
+    def _require_running(self) -> trio.Nursery:
+        if self._nursery is None:
+            raise RuntimeError("the node is not running; start GossipNode.run() first")
+        return self._nursery
+
+    # --- loops ----------------------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        while True:
+            src, data = await self.transport.receive_datagram()
+            self.stats.datagrams_received += 1
+            self.core.receive_datagram(src, data, trio.current_time())
+            await self._flush()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            with trio.CancelScope(deadline=self._next_wakeup()) as scope:
+                self._timer = scope
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self._timer = None
+            now = trio.current_time()
+            # Woken either by the deadline or by an input that moved it; tick only when it is due.
+            if now >= self._next_wakeup():
+                self._last_tick = now
+                self.stats.ticks += 1
+                self.core.tick(now)
+                await self._flush()
+
+    def _next_wakeup(self) -> float:
+        return max(self.core.next_deadline(), self._last_tick + self._min_tick_interval)
+
+    async def _handle_stream(self, src: Address, data: bytes) -> bytes | None:
+        self.stats.streams_handled += 1
+        reply = self.core.handle_stream(src, data, trio.current_time())
+        await self._flush()
+        return reply
+
+    async def _run_stream_request(self, request: StreamRequestLike) -> None:
+        reply = await self.transport.request(request.addr, request.data, request.timeout)
+        if reply is None:
+            self.stats.stream_requests_failed += 1
+        self.core.stream_result(request.id, reply, trio.current_time())
+        await self._flush()
+
+    # --- flush ----------------------------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        """Carry out everything the core queued. The synchronous part runs first, so a cancellation
+        during the sends below can only lose datagrams, which UDP may lose anyway."""
+        core = self.core
+        if self._nursery is not None:
+            for request in core.take_stream_requests():
+                self.stats.stream_requests += 1
+                self._nursery.start_soon(self._run_stream_request, request)
+        self._dispatch(core.take_events())
+        if self._timer is not None:
+            self._timer.deadline = self._next_wakeup()
+        self._progress.set()
+        self._progress = trio.Event()
+        datagrams = core.take_datagrams() if self._nursery is not None else ()
+        for addr, data in datagrams:
+            self.stats.datagrams_sent += 1
+            await self.transport.send_datagram(addr, data)
+
+    # --- events ---------------------------------------------------------------------------------
+
+    def subscribe(self, max_buffer: int = 1024) -> trio.MemoryReceiveChannel[MemberEvent]:
+        """A channel of every membership event from now on. A subscriber that falls more than
+        ``max_buffer`` behind loses events (counted) rather than stalling the gossip layer."""
+        send, recv = trio.open_memory_channel[MemberEvent](max_buffer)
+        self._subscribers.append(_Subscriber(send))
+        return recv
+
+    def _dispatch(self, events: Sequence[MemberEvent]) -> None:
+        for event in events:
+            self.stats.events += 1
+            self._log_event(event)
+            for sub in list(self._subscribers):
+                try:
+                    sub.channel.send_nowait(event)
+                except trio.WouldBlock:
+                    sub.dropped += 1
+                    self.stats.subscriber_drops += 1
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._subscribers.remove(sub)  # the subscriber closed its end
+
+    def _log_event(self, event: MemberEvent) -> None:
+        extra = {
+            "node": self.core.name,  # which node saw it: simulations run many in one process
+            "event": event.kind.value,
+            "member": event.name,
+            "incarnation": event.incarnation,
+            "addr": format_addr(event.addr),
+            "key": event.key,
+        }
+        level = _EVENT_LOG_LEVEL.get(event.kind, logging.INFO)
+        if event.kind is EventKind.KV:
+            self._log.log(
+                level,
+                "member %s kv %s changed (incarnation %d)",
+                event.name,
+                event.key,
+                event.incarnation,
+                extra=extra,
+            )
+        else:
+            self._log.log(
+                level,
+                "member %s %s (incarnation %d, %s)",
+                event.name,
+                event.kind.value,
+                event.incarnation,
+                extra["addr"],
+                extra=extra,
+            )
+
+    # --- commands -------------------------------------------------------------------------------
+
+    async def _wait_for_progress(self, max_wait: float) -> None:
+        """Return after the next flush, or after ``max_wait`` at the latest."""
+        progress = self._progress
+        with trio.move_on_after(max_wait):
+            await progress.wait()
+
+    async def join(self, seeds: Sequence[Address], *, attempts: int = 5, retry_interval: float = 2.0) -> bool:
+        """Contact ``seeds`` until one of them answers; True once we know another member.
+
+        Our own address is dropped from ``seeds`` so every node can be given the same seed list.
+        """
+        own = {self.core.addr, self.transport.local_addr}
+        targets = [s for s in seeds if s not in own]
+        if not targets:
+            return True
+        self._require_running()
+        for attempt in range(1, max(1, attempts) + 1):
+            self.core.join(targets, trio.current_time())
+            await self._flush()
+            with trio.move_on_after(retry_interval):
+                while self.core.alive_count() <= 1:
+                    await self._wait_for_progress(retry_interval)
+                return True
+            self._log.info("join attempt %d/%d via %d seed(s) got no answer", attempt, attempts, len(targets))
+        return self.core.alive_count() > 1
+
+    async def leave(self, timeout: float = 5.0) -> None:
+        """Announce that we leave and wait (bounded) until the core says the notice went out."""
+        self._require_running()
+        self.core.leave(trio.current_time())
+        await self._flush()
+        with trio.move_on_after(timeout):
+            while not self.core.leave_done():
+                await self._wait_for_progress(LEAVE_POLL_INTERVAL)
+            return
+        self._log.warning("leave notice not fully disseminated after %.1fs", timeout)
+
+    async def set_meta(self, meta: bytes) -> None:
+        self.core.set_meta(meta, trio.current_time())
+        await self._flush()
+
+    async def set_kv(self, key: str, value: bytes | None) -> None:
+        """Publish (or with None, delete) one node-local key/value."""
+        self.core.set_kv(key, value, trio.current_time())
+        await self._flush()
+
+    # --- queries --------------------------------------------------------------------------------
+
+    def members(self) -> list[MemberInfo]:
+        return list(self.core.members())
+
+    def snapshot(self) -> dict[str, Any]:
+        """The core's debug snapshot plus the driver's own counters under ``"driver"``."""
+        snap = dict(self.core.snapshot(trio.current_time()))
+        snap["driver"] = {
+            **asdict(self.stats),
+            "running": self.running,
+            "subscribers": len(self._subscribers),
+            "local_addr": format_addr(self.transport.local_addr),
+        }
+        return snap
