@@ -28,24 +28,25 @@ class TrafficStats:
     decode_failures: int = 0
     auth_failures: int = 0
     ignored: int = 0
-    msgs_in: Counter[str] = field(default_factory=Counter)
-    msg_bytes_in: Counter[str] = field(default_factory=Counter)
-    msgs_out: Counter[str] = field(default_factory=Counter)
-    msg_bytes_out: Counter[str] = field(default_factory=Counter)
+    # Keyed by the wire type code; names are only worked out for the snapshot.
+    msgs_in: Counter[int] = field(default_factory=Counter)
+    msg_bytes_in: Counter[int] = field(default_factory=Counter)
+    msgs_out: Counter[int] = field(default_factory=Counter)
+    msg_bytes_out: Counter[int] = field(default_factory=Counter)
 
     def count_in(self, msg_type: int, size: int) -> None:
-        name = _type_name(msg_type)
-        self.msgs_in[name] += 1
-        self.msg_bytes_in[name] += size
+        self.msgs_in[msg_type] += 1
+        self.msg_bytes_in[msg_type] += size
 
     def count_out(self, msg_type: int, size: int) -> None:
-        name = _type_name(msg_type)
-        self.msgs_out[name] += 1
-        self.msg_bytes_out[name] += size
+        self.msgs_out[msg_type] += 1
+        self.msg_bytes_out[msg_type] += size
 
     def as_dict(self) -> dict[str, Any]:
         per_type = {
-            direction: {name: {"messages": msgs[name], "bytes": sizes[name]} for name in sorted(msgs)}
+            direction: {
+                _type_name(code): {"messages": msgs[code], "bytes": sizes[code]} for code in sorted(msgs)
+            }
             for direction, msgs, sizes in (
                 ("in", self.msgs_in, self.msg_bytes_in),
                 ("out", self.msgs_out, self.msg_bytes_out),

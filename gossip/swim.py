@@ -29,6 +29,7 @@ from gossip.stats import TrafficStats
 from gossip.suspicion import Suspicion
 from gossip.timers import Timer, Timers
 from gossip.wire import (
+    CODE_OF,
     MAX_KEY_LEN,
     Ack,
     Address,
@@ -50,7 +51,6 @@ from gossip.wire import (
     decode_packet,
     encode_frame,
     encode_message,
-    to_obj,
 )
 
 # Room kept in every datagram for the version byte and the array header.
@@ -312,7 +312,7 @@ class Swim:
             self.stats.decode_failures += 1
             return
         for msg, size in messages:
-            self.stats.count_in(to_obj(msg)[0], size)
+            self.stats.count_in(CODE_OF[type(msg)], size)
             self._handle(src, msg, now)
 
     def handle_stream(self, src: Address, data: bytes, now: float) -> bytes | None:

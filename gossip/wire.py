@@ -330,14 +330,32 @@ _ARITY = {
 }
 
 
+# Plain dict lookups: constructing an IntEnum per message is measurable on the hot path.
+_TYPES: dict[int, MsgType] = {int(t): t for t in MsgType}
+
+CODE_OF: dict[type, int] = {
+    Ping: MsgType.PING,
+    IndirectPing: MsgType.INDIRECT_PING,
+    Ack: MsgType.ACK,
+    Nack: MsgType.NACK,
+    Alive: MsgType.ALIVE,
+    Suspect: MsgType.SUSPECT,
+    Dead: MsgType.DEAD,
+    KvUpdate: MsgType.KV,
+    KvNotice: MsgType.KV_NOTICE,
+    PushPull: MsgType.PUSH_PULL,
+    KvPull: MsgType.KV_PULL,
+    ErrorReply: MsgType.ERROR,
+}
+
+
 def from_obj(obj: Any) -> Message:
     """The message an array describes; :class:`DecodeError` if it describes none."""
     if type(obj) is not list or not obj or type(obj[0]) is not int:
         raise _fail("message: expected [type, ...]")
-    try:
-        t = MsgType(obj[0])
-    except ValueError:
-        raise _fail(f"message: unknown type {obj[0]}") from None
+    t = _TYPES.get(obj[0])
+    if t is None:
+        raise _fail(f"message: unknown type {obj[0]}")
     if len(obj) != _ARITY[t]:
         raise _fail(f"{t.name}: expected {_ARITY[t] - 1} fields")
     f = obj[1:]
