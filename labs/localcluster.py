@@ -97,7 +97,10 @@ class LocalCluster:
         cluster: str = "lab",
         gossip: Mapping[str, Any] | None = None,
         python: str = sys.executable,
+        prefix: str = "node",
+        seed_port: int | None = None,
     ) -> None:
+        """``seed_port``: join an agent outside this cluster instead of our own first agent."""
         self.workdir = workdir
         self.cluster = cluster
         self.python = python
@@ -108,11 +111,12 @@ class LocalCluster:
         self.keyring.chmod(0o600)
         self.agents: dict[str, Agent] = {}
         for i in range(n):
-            name = f"node{i + 1}"
+            name = f"{prefix}{i + 1}"
             self.agents[name] = Agent(
                 name, free_port(), free_port(), workdir / f"{name}.toml", workdir / f"{name}.log"
             )
         self.seed = next(iter(self.agents.values()))
+        self.seed_port = seed_port
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -130,7 +134,7 @@ class LocalCluster:
         top = {
             "name": agent.name,
             "bind": f"{LOOPBACK}:{agent.gossip_port}",
-            "join": [] if agent is self.seed else [f"{LOOPBACK}:{self.seed.gossip_port}"],
+            "join": self._seeds_for(agent),
             "join_retry_interval": 0.5,
             "join_attempts": 20,
             "keyring_file": str(self.keyring),
@@ -144,6 +148,11 @@ class LocalCluster:
             lines.append("\n[gossip]")
             lines += [f"{k} = {_toml_value(v)}" for k, v in self.gossip.items()]
         agent.config.write_text("\n".join(lines) + "\n")
+
+    def _seeds_for(self, agent: Agent) -> list[str]:
+        if self.seed_port is not None:
+            return [f"{LOOPBACK}:{self.seed_port}"]
+        return [] if agent is self.seed else [f"{LOOPBACK}:{self.seed.gossip_port}"]
 
     def start(self, name: str) -> Agent:
         agent = self.agents[name]

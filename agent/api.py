@@ -1,0 +1,156 @@
+"""The agent's HTTP API: membership, health and the gossip debug snapshot, served by hypercorn on Trio.
+
+Endpoints are ``async def`` on purpose: FastAPI runs plain ``def`` endpoints in worker threads, where
+the gossip node (a single-threaded Trio object) and ``trio.current_time`` must not be touched.
+
+Member ``meta`` is always base64: it is opaque bytes (usually msgpack), so one encoding keeps clients
+simple. ``since`` in the gossip core is on the Trio clock, which means nothing to a client, so the API
+reports ``age_seconds`` and a wall-clock ``since`` (RFC 3339) derived from it.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, cast
+
+import trio
+from fastapi import FastAPI
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from hypercorn.typing import ASGIFramework
+from pydantic import BaseModel
+
+from agent.config import HostPort, format_address, parse_listen
+from agent.logs import rfc3339
+from gossip.events import MemberInfo
+
+log = logging.getLogger("wiremesh.api")
+
+
+class NodeView(Protocol):
+    """What the API reads from the gossip node; tests pass a fake."""
+
+    @property
+    def name(self) -> str: ...
+
+    def members(self) -> list[MemberInfo]: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+class Member(BaseModel):
+    name: str
+    addr: str
+    state: str
+    incarnation: int
+    since: str
+    age_seconds: float
+    meta: str
+
+
+class Health(BaseModel):
+    status: str
+    name: str
+
+
+def member_view(member: MemberInfo, now: float, wall_now: float) -> Member:
+    age = max(0.0, now - member.since)
+    return Member(
+        name=member.name,
+        addr=format_address(member.addr),
+        state=str(member.state),
+        incarnation=member.incarnation,
+        since=rfc3339(wall_now - age),
+        age_seconds=round(age, 3),
+        meta=base64.b64encode(member.meta).decode(),
+    )
+
+
+def create_app(
+    node: NodeView,
+    *,
+    clock: Callable[[], float] = trio.current_time,
+    wall_clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    """``clock`` must be the clock the gossip core is driven with, since member ages are measured on it."""
+    app = FastAPI(title="wiremesh agent", version="0.1.0")
+
+    @app.get("/v1/health")
+    async def health() -> Health:
+        return Health(status="ok", name=node.name)
+
+    @app.get("/v1/members")
+    async def members() -> list[Member]:
+        now, wall_now = clock(), wall_clock()
+        return [member_view(m, now, wall_now) for m in sorted(node.members(), key=lambda m: m.name)]
+
+    @app.get("/debug/gossip")
+    async def debug_gossip() -> dict[str, Any]:
+        return node.snapshot()
+
+    return app
+
+
+async def _serve_shielded(
+    app: FastAPI,
+    config: HypercornConfig,
+    stop: trio.Event,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    # Shielded so that cancelling serve_api becomes hypercorn's own graceful shutdown (via ``stop``)
+    # instead of tearing its tasks down mid-response; graceful_timeout bounds how long that takes.
+    with trio.CancelScope(shield=True):
+        # Starlette's ASGI signature is looser than hypercorn's protocol; the app is a valid ASGI 3 app.
+        asgi_app = cast(ASGIFramework, app)
+        await serve(asgi_app, config, shutdown_trigger=stop.wait, task_status=task_status)
+
+
+def bind_listener(hp: HostPort) -> socket.socket:
+    """Bound here rather than by hypercorn so a taken port is one plain OSError naming the address."""
+    try:
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(
+            hp.host, hp.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot listen on {hp} for the HTTP API: {exc.strerror}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {hp} for the HTTP API: {exc.strerror}") from None
+    return sock
+
+
+async def serve_api(
+    app: FastAPI,
+    listen: str,
+    *,
+    graceful_timeout: float = 2.0,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``listen`` (``host:port``, port 0 for any) until cancelled; reports the bound port.
+
+    Cancelling it is a graceful shutdown: open requests get up to ``graceful_timeout`` to finish.
+    """
+    sock = bind_listener(parse_listen(listen))
+    port = int(sock.getsockname()[1])
+    config = HypercornConfig()
+    config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns (listens on, closes) the socket from here
+    config.graceful_timeout = graceful_timeout
+    config.errorlog = log
+    config.accesslog = None
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        try:
+            await nursery.start(_serve_shielded, app, config, stop)
+            task_status.started(port)
+            await trio.sleep_forever()
+        finally:
+            stop.set()

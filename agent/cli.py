@@ -1,0 +1,206 @@
+"""The ``wiremesh`` command: run the agent, and talk to a running one over its HTTP API.
+
+Exit codes: 0 success, 1 the agent could not be reached or answered with an error, 2 bad usage or a
+bad configuration (one ``wiremesh: error: ...`` line on stderr, like argparse's own usage errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, TextIO
+
+from agent.config import LOG_FORMATS, LOG_LEVELS, ConfigError, flag_for, load_config, load_keyring
+from gossip.keyring import Sealer, generate_key
+
+PROG = "wiremesh"
+DEFAULT_API = "http://127.0.0.1:7947"
+API_ENV = "WIREMESH_API"
+EXIT_UNREACHABLE = 1
+EXIT_USAGE = 2
+
+
+class ApiError(Exception):
+    """The agent's API could not be used; the message is meant for the user as is."""
+
+
+def api_base(url: str) -> str:
+    """Accept ``host:port`` as well as a full URL, since that is what people type."""
+    url = url.strip().rstrip("/")
+    return url if "://" in url else f"http://{url}"
+
+
+def fetch_json(api: str, path: str, *, timeout: float = 5.0) -> Any:
+    import httpx  # only the client commands need it; the agent process is leaner without it
+
+    url = api_base(api) + path
+    try:
+        response = httpx.get(url, timeout=timeout)
+    except httpx.TransportError as exc:
+        raise ApiError(f"cannot reach the agent at {api_base(api)} ({exc or type(exc).__name__})") from None
+    except httpx.InvalidURL as exc:
+        raise ApiError(f"bad --api URL {api!r}: {exc}") from None
+    if response.status_code != 200:
+        raise ApiError(f"{url}: HTTP {response.status_code} {response.reason_phrase}")
+    try:
+        return response.json()
+    except ValueError:
+        raise ApiError(f"{url}: the answer is not JSON (is this a wiremesh agent?)") from None
+
+
+def format_age(seconds: float) -> str:
+    """Two units at most (``3m12s``, ``2d4h``): enough to tell flapping from long-lived."""
+    total = int(max(0.0, seconds))
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size or (unit == "s" and not parts):
+            parts.append(f"{total // size}{unit}")
+            total %= size
+    return "".join(parts[:2])
+
+
+def members_table(members: list[dict[str, Any]]) -> str:
+    header = ("NAME", "ADDRESS", "STATE", "INCARNATION", "SINCE")
+    rows = [
+        (str(m["name"]), str(m["addr"]), str(m["state"]), str(m["incarnation"]), format_age(m["age_seconds"]))
+        for m in members
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]
+    )
+
+
+def _run_agent(args: argparse.Namespace) -> int:
+    # Imported here so that the client subcommands do not pay for importing the gossip stack.
+    import trio
+
+    from agent.logs import configure_logging
+    from agent.runner import run_agent
+
+    overrides = {
+        "name": args.name,
+        "bind": args.bind,
+        "advertise": args.advertise,
+        "join": args.join,
+        "keyring_file": args.keyring,
+        "insecure": args.insecure,
+        "cluster": args.cluster,
+        "http_listen": args.http,
+        "state_dir": args.state_dir,
+        "log_format": args.log_format,
+        "log_level": args.log_level,
+    }
+    try:
+        cfg = load_config(Path(args.config) if args.config else None, overrides)
+        sealer = Sealer(load_keyring(cfg), cfg.cluster)
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(cfg.log_format, cfg.log_level)
+    try:
+        trio.run(partial(run_agent, cfg, sealer=sealer))
+    except KeyboardInterrupt:  # a Ctrl-C before the signal handler was installed
+        return 130
+    except (OSError, BaseExceptionGroup) as exc:
+        # Startup failures (a port already taken) arrive wrapped by however many nurseries they crossed.
+        leaf = _only_oserror(exc)
+        if leaf is None:
+            raise
+        print(f"{PROG}: error: {leaf.strerror or leaf}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    return 0
+
+
+def _only_oserror(exc: BaseException) -> OSError | None:
+    """The first OSError inside ``exc`` if that is all it holds, else None (a bug: let it propagate)."""
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [_only_oserror(e) for e in exc.exceptions]
+        return leaves[0] if leaves and all(leaves) else None
+    return None
+
+
+def _members(args: argparse.Namespace, out: TextIO) -> int:
+    members = fetch_json(args.api, "/v1/members")
+    if args.json:
+        print(json.dumps(members, indent=2), file=out)
+    elif members:
+        print(members_table(members), file=out)
+    else:
+        print("no members", file=out)
+    return 0
+
+
+def _debug_gossip(args: argparse.Namespace, out: TextIO) -> int:
+    print(json.dumps(fetch_json(args.api, "/debug/gossip"), indent=2, sort_keys=True), file=out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="WireGuard mesh agent")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    agent = sub.add_parser("agent", help="run the agent", description="Run the agent in the foreground.")
+    agent.add_argument("--config", metavar="FILE", help="TOML config file; flags override its values")
+    agent.add_argument("--name", help="node name (default: host name)")
+    agent.add_argument("--bind", metavar="HOST:PORT", help="gossip bind address (default 0.0.0.0:7946)")
+    agent.add_argument("--advertise", metavar="HOST:PORT", help="address other nodes reach us at")
+    agent.add_argument(
+        "--join",
+        metavar="HOST:PORT",
+        action="append",
+        help="seed to join (repeatable; replaces the file's list)",
+    )
+    agent.add_argument(flag_for("keyring_file"), metavar="FILE", help="keyring file (see `wiremesh keygen`)")
+    agent.add_argument(
+        "--insecure",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run gossip unencrypted (no keyring)",
+    )
+    agent.add_argument("--cluster", help="cluster name; nodes of other clusters are refused")
+    agent.add_argument(
+        flag_for("http_listen"), metavar="HOST:PORT", help="HTTP API address (default 127.0.0.1:7947)"
+    )
+    agent.add_argument("--state-dir", metavar="DIR", help="where the agent keeps its state")
+    agent.add_argument(
+        "--log-format", choices=LOG_FORMATS, help="text (default) or json, one object per line"
+    )
+    agent.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
+
+    default_api = os.environ.get(API_ENV) or DEFAULT_API
+    api_help = f"agent API URL (default ${API_ENV} or {DEFAULT_API})"
+    members = sub.add_parser("members", help="list cluster members as a running agent sees them")
+    members.add_argument("--api", default=default_api, help=api_help)
+    members.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+
+    sub.add_parser("keygen", help="print a new encryption key (one line of a keyring file)")
+
+    debug = sub.add_parser("debug", help="inspect a running agent")
+    debug_sub = debug.add_subparsers(dest="debug_command", required=True, metavar="WHAT")
+    gossip = debug_sub.add_parser("gossip", help="print the gossip layer's debug snapshot")
+    gossip.add_argument("--api", default=default_api, help=api_help)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "agent":
+            return _run_agent(args)
+        if args.command == "members":
+            return _members(args, sys.stdout)
+        if args.command == "debug":
+            return _debug_gossip(args, sys.stdout)
+        print(generate_key())
+        return 0
+    except ApiError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE

@@ -1,0 +1,373 @@
+"""The agent's configuration: one TOML file, optionally overridden by command-line flags.
+
+Both sources go through the same validation, so a value is checked the same way wherever it came
+from, and every error names where it came from (file or flag), the key, and what is wrong. Loading is
+pure apart from reading the file: the host name and the advertise-address probe are passed in.
+
+Addresses are ``host:port`` strings; IPv6 hosts are bracketed (``[::1]:7946``). A bare string with
+several colons is taken as an IPv6 address with no port.
+
+Advertise address: when not set, it is the bind address; when the bind host is unspecified
+(``0.0.0.0`` or ``::``) the address the kernel would use towards the default route is advertised, and
+if there is none (no default route, e.g. in a lab namespace) ``advertise`` must be set explicitly. An
+advertise port of 0 (the default when binding port 0) means "the port the transport actually bound".
+
+Relative paths in the file are relative to the file's directory; relative paths given as flags are
+relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import socket
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, get_type_hints
+
+from gossip.config import GossipConfig
+from gossip.keyring import Keyring, KeyringError
+from gossip.wire import MAX_NAME_LEN, Address
+
+DEFAULT_GOSSIP_PORT = 7946
+DEFAULT_HTTP_LISTEN = "127.0.0.1:7947"
+DEFAULT_STATE_DIR = "/var/lib/wiremesh"
+COMMAND_LINE = "command line"
+
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+# Top-level keys whose command-line flag is not simply ``--key-with-dashes``.
+_FLAG_NAMES = MappingProxyType({"keyring_file": "--keyring", "http_listen": "--http"})
+_TOP_KEYS = (
+    "name",
+    "bind",
+    "advertise",
+    "join",
+    "join_attempts",
+    "join_retry_interval",
+    "keyring_file",
+    "insecure",
+    "cluster",
+    "http_listen",
+    "state_dir",
+    "log_format",
+    "log_level",
+    "gossip",
+)
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?$")
+
+
+def flag_for(key: str) -> str:
+    """The command-line flag that stands in for a top-level config key."""
+    return _FLAG_NAMES.get(key, "--" + key.replace("_", "-"))
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; ``str()`` is the one line the CLI prints."""
+
+    def __init__(self, source: str, key: str | None, problem: str) -> None:
+        self.source = source
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return format_address((self.host, self.port))
+
+    @property
+    def address(self) -> Address:
+        return (self.host, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    name: str
+    bind: HostPort
+    advertise: HostPort  # port 0: whatever port the transport bound
+    join: tuple[HostPort, ...]
+    join_attempts: int
+    join_retry_interval: float
+    keyring_file: Path | None
+    insecure: bool
+    cluster: str
+    http_listen: HostPort
+    state_dir: Path
+    log_format: LogFormat
+    log_level: str
+    gossip: GossipConfig
+
+
+def format_address(addr: Address) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def split_hostport(text: str, default_port: int | None) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port``, ``[v6]``, bare ``v6`` or ``host``; ValueError says what is wrong."""
+    text = text.strip()
+    port_text: str | None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError("missing ']' after IPv6 address")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ValueError("expected ':port' after ']'")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") > 1:
+        host, port_text = text, None
+    elif ":" in text:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, None
+    if not host:
+        raise ValueError("empty host")
+    if port_text is None:
+        if default_port is None:
+            raise ValueError("missing port (expected host:port)")
+        return host, default_port
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"bad port {port_text!r} (expected 0-65535)")
+    return host, int(port_text)
+
+
+def parse_listen(text: str) -> HostPort:
+    """A listen address given as a string (``serve_api``); ValueError when it is not one."""
+    host, port = split_hostport(text, None)
+    return HostPort(host, port)
+
+
+def default_route_address(family: socket.AddressFamily) -> str | None:
+    """The source address the kernel picks towards the default route, or None.
+
+    Connecting a UDP socket sends nothing; it only asks the routing table. The destinations are
+    documentation addresses, so no real host is ever named.
+    """
+    target = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((target, 9))
+            host = str(sock.getsockname()[0])
+    except OSError:
+        return None
+    ip = ipaddress.ip_address(host.split("%")[0])
+    return None if ip.is_loopback or ip.is_unspecified else host
+
+
+_TYPE_NAMES = MappingProxyType(
+    {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "table"}
+)
+
+
+def _type_name(kind: type) -> str:
+    return _TYPE_NAMES.get(kind, kind.__name__)
+
+
+class _Reader:
+    """Typed access to the merged raw values, raising ConfigError labelled with each value's origin."""
+
+    def __init__(self, path: Path | None, file_values: Mapping[str, Any], flags: Mapping[str, Any]) -> None:
+        self.path = path
+        self.values: dict[str, Any] = {**file_values, **flags}
+        self.from_flag = frozenset(flags)
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        top = key.split(".")[0].split("[")[0]
+        if top in self.from_flag or self.path is None:
+            return ConfigError(COMMAND_LINE, flag_for(top), problem)
+        return ConfigError(str(self.path), key, problem)
+
+    def base_dir(self, key: str) -> Path | None:
+        return None if key in self.from_flag or self.path is None else self.path.parent
+
+    def typed(self, key: str, value: Any, kind: type) -> Any:
+        if kind is float and type(value) is int:
+            return float(value)
+        if type(value) is not kind:
+            raise self.error(key, f"expected {_type_name(kind)}, got {_type_name(type(value))} {value!r}")
+        return value
+
+    def get(self, key: str, kind: type, default: Any) -> Any:
+        return self.typed(key, self.values[key], kind) if key in self.values else default
+
+    def text(self, key: str, default: str) -> str:
+        value: str = self.get(key, str, default)
+        if not value or any(c.isspace() or not c.isprintable() for c in value):
+            raise self.error(key, f"must be non-empty with no spaces or control characters (got {value!r})")
+        return value
+
+    def number(self, key: str, kind: type, default: float, minimum: float, *, exclusive: bool = False) -> Any:
+        value = self.get(key, kind, default)
+        if value < minimum or (exclusive and value == minimum):
+            raise self.error(key, f"out of range: {value} (must be {'>' if exclusive else '>='} {minimum})")
+        return value
+
+    def choice(self, key: str, options: tuple[str, ...], default: str) -> str:
+        value: str = self.get(key, str, default)
+        if value not in options:
+            raise self.error(key, f"must be one of {', '.join(options)} (got {value!r})")
+        return value
+
+    def address(
+        self, key: str, text: str, default_port: int | None, *, names: bool, min_port: int = 0
+    ) -> HostPort:
+        try:
+            host, port = split_hostport(text, default_port)
+        except ValueError as exc:
+            raise self.error(key, f"bad address {text!r}: {exc}") from None
+        try:
+            host = str(ipaddress.ip_address(host))
+        except ValueError:
+            if not names or not _HOSTNAME_RE.match(host) or host.replace(".", "").isdigit():
+                wanted = "an IP address or host name" if names else "an IP address"
+                raise self.error(key, f"bad address {text!r}: host must be {wanted}") from None
+        if port < min_port:
+            raise self.error(key, f"bad address {text!r}: port must be {min_port}-65535")
+        return HostPort(host, port)
+
+    def path_value(self, key: str) -> Path | None:
+        value: str | None = self.get(key, str, None)
+        if value is None:
+            return None
+        if not value:
+            raise self.error(key, "must not be empty")
+        path = Path(value).expanduser()
+        base = self.base_dir(key)
+        return base / path if base is not None and not path.is_absolute() else path
+
+
+def _check_unknown(reader: _Reader, table: Mapping[str, Any], known: tuple[str, ...], prefix: str) -> None:
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
+            raise reader.error(prefix + key, f"unknown key{hint}")
+
+
+def _gossip_config(reader: _Reader) -> GossipConfig:
+    table = reader.values.get("gossip", {})
+    if not isinstance(table, dict):
+        raise reader.error("gossip", f"expected table, got {_type_name(type(table))}")
+    hints = get_type_hints(GossipConfig)
+    names = tuple(f.name for f in fields(GossipConfig))
+    _check_unknown(reader, table, names, "gossip.")
+    kwargs = {key: reader.typed(f"gossip.{key}", value, hints[key]) for key, value in table.items()}
+    try:
+        return GossipConfig(**kwargs)
+    except ValueError as exc:
+        message = str(exc)
+        # GossipConfig names the offending field first in its messages.
+        culprit = min((n for n in names if n in message), key=message.find, default=None)
+        raise reader.error(f"gossip.{culprit}" if culprit else "gossip", message) from None
+
+
+def _resolve_advertise(
+    reader: _Reader, bind: HostPort, detect: Callable[[socket.AddressFamily], str | None]
+) -> HostPort:
+    if "advertise" in reader.values:
+        adv = reader.address("advertise", reader.get("advertise", str, ""), bind.port, names=False)
+        if ipaddress.ip_address(adv.host).is_unspecified:
+            raise reader.error("advertise", f"cannot advertise the unspecified address {adv.host}")
+        return adv
+    if not ipaddress.ip_address(bind.host).is_unspecified:
+        return bind
+    family = socket.AF_INET6 if ":" in bind.host else socket.AF_INET
+    host = detect(family)
+    if host is None:
+        raise reader.error(
+            "advertise",
+            f"missing required key: bind is {bind.host} and no non-loopback address was found to advertise",
+        )
+    return HostPort(host, bind.port)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The raw TOML table, or a ConfigError naming the file (and the line, for syntax errors)."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(str(path), None, f"cannot read config file ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), None, f"TOML syntax error: {exc}") from None
+
+
+def load_config(
+    path: Path | None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    hostname: Callable[[], str] = socket.gethostname,
+    detect_address: Callable[[socket.AddressFamily], str | None] = default_route_address,
+) -> AgentConfig:
+    """Validate the file (if any) with ``overrides`` (top-level keys, from flags) winning over it."""
+    file_values = read_config_file(path) if path is not None else {}
+    reader = _Reader(path, file_values, {k: v for k, v in (overrides or {}).items() if v is not None})
+    _check_unknown(reader, reader.values, _TOP_KEYS, "")
+
+    name = reader.text("name", hostname())
+    if len(name.encode()) > MAX_NAME_LEN:
+        raise reader.error("name", f"too long ({len(name.encode())} bytes, at most {MAX_NAME_LEN})")
+    bind_text = reader.get("bind", str, f"0.0.0.0:{DEFAULT_GOSSIP_PORT}")
+    bind = reader.address("bind", bind_text, DEFAULT_GOSSIP_PORT, names=False)
+    advertise = _resolve_advertise(reader, bind, detect_address)
+
+    seeds = reader.get("join", list, [])
+    join = tuple(
+        reader.address(
+            f"join[{i}]", reader.typed(f"join[{i}]", s, str), DEFAULT_GOSSIP_PORT, names=True, min_port=1
+        )
+        for i, s in enumerate(seeds)
+    )
+    insecure: bool = reader.get("insecure", bool, False)
+    keyring_file = reader.path_value("keyring_file")
+    if not insecure and keyring_file is None:
+        raise reader.error(
+            "keyring_file",
+            "missing required key: set a keyring file (make one with `wiremesh keygen > FILE`) "
+            "or insecure = true to run unencrypted",
+        )
+    if insecure and keyring_file is not None:
+        raise reader.error("insecure", "insecure = true contradicts keyring_file; set only one")
+    http_text = reader.get("http_listen", str, DEFAULT_HTTP_LISTEN)
+    http_listen = reader.address("http_listen", http_text, None, names=True)
+    log_format: LogFormat = "json" if reader.choice("log_format", LOG_FORMATS, "text") == "json" else "text"
+
+    return AgentConfig(
+        name=name,
+        bind=bind,
+        advertise=advertise,
+        join=join,
+        join_attempts=reader.number("join_attempts", int, 5, 1),
+        join_retry_interval=reader.number("join_retry_interval", float, 2.0, 0.0, exclusive=True),
+        keyring_file=keyring_file,
+        insecure=insecure,
+        cluster=reader.text("cluster", "wiremesh"),
+        http_listen=http_listen,
+        state_dir=reader.path_value("state_dir") or Path(DEFAULT_STATE_DIR),
+        log_format=log_format,
+        log_level=reader.choice("log_level", LOG_LEVELS, "info"),
+        gossip=_gossip_config(reader),
+    )
+
+
+def load_keyring(cfg: AgentConfig) -> Keyring | None:
+    """The keyring the config names (None when insecure), as a ConfigError pointing at keyring_file."""
+    if cfg.keyring_file is None:
+        return None
+    try:
+        return Keyring.from_file(cfg.keyring_file)
+    except KeyringError as exc:
+        raise ConfigError("keyring_file", None, str(exc)) from None

@@ -1,0 +1,140 @@
+"""The composition root: wires config, keyring, gossip and the HTTP API into one Trio nursery tree.
+
+Shutdown: SIGTERM or SIGINT makes the node leave the cluster gracefully (so peers mark it "left"
+at once instead of suspecting it), then everything is cancelled and ``run_agent`` returns, so the
+process exits 0. A second signal during the leave skips the rest of it. Nothing is written to disk
+yet; anything that will be persisted belongs under ``cfg.state_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import socket
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from agent.api import create_app, serve_api
+from agent.config import AgentConfig, HostPort, format_address, load_keyring
+from gossip.events import MemberInfo
+from gossip.keyring import Sealer
+from gossip.node import GossipNode
+from gossip.swim import Swim
+from gossip.transport import open_udp_tcp_transport
+from gossip.wire import Address
+
+log = logging.getLogger("wiremesh.agent")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInfo:
+    """What a started agent reports to whoever started it (tests, labs): where to reach it."""
+
+    name: str
+    gossip_addr: Address
+    advertise_addr: Address
+    api_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class _NamedNode:
+    """The API's view of the node: the node itself plus the name it was configured with."""
+
+    node: GossipNode
+    name: str
+
+    def members(self) -> list[MemberInfo]:
+        return self.node.members()
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.node.snapshot()
+
+
+async def resolve_seeds(seeds: Sequence[HostPort], own: Address) -> list[Address]:
+    """Seeds as IP addresses of our own family, skipping ourselves and names that do not resolve."""
+    family = socket.AF_INET6 if ":" in own[0] else socket.AF_INET
+    resolved: list[Address] = []
+    for seed in seeds:
+        try:
+            infos = await trio.socket.getaddrinfo(seed.host, seed.port, family=family, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            log.warning("cannot resolve seed %s: %s", seed, exc)
+            continue
+        sockaddr = infos[0][4]
+        addr = (str(sockaddr[0]), int(sockaddr[1]))
+        if addr != own and addr not in resolved:
+            resolved.append(addr)
+    return resolved
+
+
+async def _join(node: GossipNode, cfg: AgentConfig, own: Address) -> None:
+    seeds = await resolve_seeds(cfg.join, own)
+    if not seeds:
+        log.info("no seeds to join; waiting for other nodes to join us")
+        return
+    ok = await node.join(seeds, attempts=cfg.join_attempts, retry_interval=cfg.join_retry_interval)
+    if ok:
+        log.info("joined the cluster", extra={"seeds": ", ".join(map(format_address, seeds))})
+    else:
+        log.warning(
+            "could not join any seed; running alone until another node joins us",
+            extra={"seeds": ", ".join(map(format_address, seeds))},
+        )
+
+
+async def run_agent(
+    cfg: AgentConfig,
+    *,
+    sealer: Sealer | None = None,
+    task_status: trio.TaskStatus[AgentInfo] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run until SIGTERM/SIGINT (then leave and return) or until cancelled (then just stop)."""
+    if sealer is None:
+        sealer = Sealer(load_keyring(cfg), cfg.cluster)
+    if sealer.keyring is None:
+        log.warning("gossip encryption is OFF (insecure = true); anyone who can reach the port can join")
+    async with AsyncExitStack() as stack:
+        signals = stack.enter_context(trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT))
+        try:
+            transport = await stack.enter_async_context(open_udp_tcp_transport(cfg.bind.host, cfg.bind.port))
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot bind gossip to {cfg.bind}: {exc.strerror or exc}") from None
+        bound = transport.local_addr
+        advertise = (cfg.advertise.host, cfg.advertise.port or bound[1])
+        core = Swim(cfg.gossip, cfg.name, advertise, sealer, random.Random(), trio.current_time())
+        node = GossipNode(core, transport)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            api_port = await nursery.start(
+                serve_api, create_app(_NamedNode(node, cfg.name)), str(cfg.http_listen)
+            )
+            log.info(
+                "agent %s started: gossip on %s (advertised as %s), API on %s",
+                cfg.name,
+                format_address(bound),
+                format_address(advertise),
+                format_address((cfg.http_listen.host, api_port)),
+            )
+            nursery.start_soon(_join, node, cfg, advertise)
+            task_status.started(AgentInfo(cfg.name, bound, advertise, api_port))
+
+            async for signum in signals:
+                log.info("%s received: leaving the cluster", signal.Signals(signum).name)
+                break
+            with trio.CancelScope() as leave_scope:
+                nursery.start_soon(_cancel_on_next_signal, signals, leave_scope)
+                await node.leave()
+            nursery.cancel_scope.cancel()
+    log.info("agent %s stopped", cfg.name)
+
+
+async def _cancel_on_next_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async for signum in signals:
+        log.warning("%s received again: not waiting for the leave to finish", signal.Signals(signum).name)
+        scope.cancel()
+        return

@@ -1,0 +1,279 @@
+"""Config files and flags: good input, and for every class of mistake an error naming file, key and reason."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.config import (
+    AgentConfig,
+    ConfigError,
+    HostPort,
+    format_address,
+    load_config,
+    load_keyring,
+    split_hostport,
+)
+from gossip.config import GossipConfig
+from gossip.keyring import generate_key
+
+
+def no_detect(family: socket.AddressFamily) -> str | None:
+    return None
+
+
+def load(tmp_path: Path, text: str, overrides: dict[str, Any] | None = None, **kw: Any) -> AgentConfig:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    kw.setdefault("hostname", lambda: "testhost")
+    kw.setdefault("detect_address", no_detect)
+    return load_config(path, overrides, **kw)
+
+
+def config_error(
+    tmp_path: Path, text: str, overrides: dict[str, Any] | None = None, **kw: Any
+) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text, overrides, **kw)
+    return info.value
+
+
+GOOD = """
+name = "node-a"
+bind = "127.0.0.1:7000"
+advertise = "127.0.0.2:7001"
+join = ["127.0.0.3:7002", "127.0.0.4", "seed.example"]
+join_attempts = 3
+join_retry_interval = 1
+keyring_file = "keys/ring"
+cluster = "prod"
+http_listen = "127.0.0.1:8000"
+state_dir = "state"
+log_format = "json"
+log_level = "debug"
+
+[gossip]
+probe_interval = 2
+probe_timeout = 0.75
+disable_tcp_pings = true
+"""
+
+
+def test_good_file(tmp_path: Path) -> None:
+    cfg = load(tmp_path, GOOD)
+    assert cfg.name == "node-a"
+    assert cfg.bind == HostPort("127.0.0.1", 7000)
+    assert cfg.advertise == HostPort("127.0.0.2", 7001)
+    assert cfg.join == (
+        HostPort("127.0.0.3", 7002),
+        HostPort("127.0.0.4", 7946),
+        HostPort("seed.example", 7946),
+    )
+    assert cfg.join_attempts == 3
+    assert cfg.join_retry_interval == 1.0 and isinstance(cfg.join_retry_interval, float)
+    # Relative paths in a file are relative to the file, not to wherever the agent was started.
+    assert cfg.keyring_file == tmp_path / "keys" / "ring"
+    assert cfg.state_dir == tmp_path / "state"
+    assert not cfg.insecure
+    assert cfg.cluster == "prod"
+    assert cfg.http_listen == HostPort("127.0.0.1", 8000)
+    assert (cfg.log_format, cfg.log_level) == ("json", "debug")
+    assert cfg.gossip == GossipConfig(probe_interval=2.0, probe_timeout=0.75, disable_tcp_pings=True)
+
+
+def test_defaults(tmp_path: Path) -> None:
+    cfg = load(tmp_path, "insecure = true\nbind = '127.0.0.1'\n")
+    assert cfg.name == "testhost"
+    assert cfg.bind == HostPort("127.0.0.1", 7946)
+    assert cfg.advertise == cfg.bind
+    assert cfg.join == ()
+    assert cfg.keyring_file is None and cfg.insecure
+    assert cfg.cluster == "wiremesh"
+    assert cfg.http_listen == HostPort("127.0.0.1", 7947)
+    assert cfg.state_dir == Path("/var/lib/wiremesh")
+    assert (cfg.log_format, cfg.log_level) == ("text", "info")
+    assert (cfg.join_attempts, cfg.join_retry_interval) == (5, 2.0)
+    assert cfg.gossip == GossipConfig()
+
+
+def test_every_gossip_field_maps(tmp_path: Path) -> None:
+    changed: dict[str, Any] = {}
+    for f in dataclasses.fields(GossipConfig):
+        default = getattr(GossipConfig(), f.name)
+        if isinstance(default, bool):
+            changed[f.name] = not default
+        elif isinstance(default, int):
+            changed[f.name] = default + 1
+        else:
+            changed[f.name] = default * 1.5
+    lines = [f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in changed.items()]
+    cfg = load(tmp_path, "insecure = true\nbind = '127.0.0.1:1'\n[gossip]\n" + "\n".join(lines) + "\n")
+    assert cfg.gossip == GossipConfig(**changed)
+    assert cfg.gossip != GossipConfig()
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "reason"),
+    [
+        # wrong type
+        ("join_attempts = '5'", "join_attempts", "expected integer, got string '5'"),
+        ("insecure = 1", "insecure", "expected boolean, got integer 1"),
+        ("join = '127.0.0.1:1'", "join", "expected array, got string"),
+        ("join = [1]", "join[0]", "expected string, got integer 1"),
+        ("[gossip]\ndisable_tcp_pings = 1", "gossip.disable_tcp_pings", "expected boolean"),
+        ("[gossip]\nindirect_checks = 1.5", "gossip.indirect_checks", "expected integer, got number 1.5"),
+        ("gossip = 3", "gossip", "expected table, got integer"),
+        # out of range
+        ("join_attempts = 0", "join_attempts", "out of range: 0 (must be >= 1)"),
+        ("join_retry_interval = 0", "join_retry_interval", "out of range: 0.0 (must be > 0.0)"),
+        ("[gossip]\nprobe_timeout = 2.0", "gossip.probe_timeout", "must be shorter than probe_interval"),
+        ("[gossip]\nudp_buffer_size = 100", "gossip.udp_buffer_size", "at least 512"),
+        ("[gossip]\nretransmit_mult = -1", "gossip.retransmit_mult", "must not be negative"),
+        ("log_format = 'xml'", "log_format", "must be one of text, json (got 'xml')"),
+        ("name = 'has space'", "name", "no spaces"),
+        ("name = '" + "n" * 129 + "'", "name", "too long"),
+        # bad addresses
+        ("bind = '127.0.0.1:99999'", "bind", "bad port '99999'"),
+        ("bind = 'example.com:1'", "bind", "host must be an IP address"),
+        ("bind = '[::1:7946'", "bind", "missing ']'"),
+        ("advertise = '0.0.0.0:1'", "advertise", "cannot advertise the unspecified address"),
+        ("join = ['127.0.0.1:1', 'bad host!']", "join[1]", "bad address 'bad host!'"),
+        ("join = ['127.0.0.1:0']", "join[0]", "port must be 1-65535"),
+        ("http_listen = '127.0.0.1'", "http_listen", "missing port"),
+        # unknown keys, with a hint for typos
+        ("nmae = 'x'", "nmae", "unknown key (did you mean 'name'?)"),
+        (
+            "[gossip]\nprobe_timout = 0.1",
+            "gossip.probe_timout",
+            "unknown key (did you mean 'gossip.probe_timeout'?)",
+        ),
+        ("[transit]\nx = 1", "transit", "unknown key"),
+    ],
+)
+def test_errors_name_file_key_and_reason(tmp_path: Path, body: str, key: str, reason: str) -> None:
+    # Every case is otherwise valid, so the error can only come from ``body``.
+    base = [line for line in ("insecure = true", "bind = '127.0.0.1:7946'") if not body.startswith(line[:4])]
+    err = config_error(tmp_path, "\n".join([*base, body]) + "\n")
+    path = tmp_path / "agent.toml"
+    assert (err.source, err.key) == (str(path), key)
+    assert reason in err.problem
+    assert str(err).startswith(f"{path}: {key}: ")
+    assert "\n" not in str(err)
+
+
+def test_toml_syntax_error_gives_line(tmp_path: Path) -> None:
+    err = config_error(tmp_path, "insecure = true\nbind = \n")
+    assert err.source == str(tmp_path / "agent.toml")
+    assert "TOML syntax error" in str(err) and "line 2" in str(err)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.toml: cannot read config file \(No such file"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_insecure_without_keyring_is_refused(tmp_path: Path) -> None:
+    err = config_error(tmp_path, "bind = '127.0.0.1:1'\n")
+    assert err.key == "keyring_file"
+    assert "missing required key" in err.problem and "insecure = true" in err.problem
+
+
+def test_insecure_and_keyring_together_is_refused(tmp_path: Path) -> None:
+    err = config_error(tmp_path, "bind = '127.0.0.1:1'\ninsecure = true\nkeyring_file = 'k'\n")
+    assert err.key == "insecure" and "contradicts keyring_file" in err.problem
+
+
+def test_flags_override_file(tmp_path: Path) -> None:
+    cfg = load(
+        tmp_path,
+        GOOD,
+        {
+            "bind": "127.0.0.9:9000",
+            "join": ["127.0.0.8:1"],
+            "name": "flagged",
+            "keyring_file": "rel",
+            "cluster": None,
+        },
+    )
+    assert cfg.name == "flagged"
+    assert cfg.bind == HostPort("127.0.0.9", 9000)
+    assert cfg.advertise == HostPort("127.0.0.2", 7001)  # still from the file
+    assert cfg.join == (HostPort("127.0.0.8", 1),)  # replaced, not appended
+    assert cfg.keyring_file == Path("rel")  # a flag path is relative to the working directory
+    assert cfg.cluster == "prod"  # None means "flag not given"
+
+
+def test_flags_alone(tmp_path: Path) -> None:
+    cfg = load_config(
+        None, {"name": "solo", "bind": "[::1]:0", "insecure": True, "http_listen": "127.0.0.1:0"}
+    )
+    assert (cfg.name, cfg.bind, cfg.advertise, cfg.insecure) == (
+        "solo",
+        HostPort("::1", 0),
+        HostPort("::1", 0),
+        True,
+    )
+
+
+def test_flag_errors_name_the_flag(tmp_path: Path) -> None:
+    err = config_error(tmp_path, GOOD, {"bind": "nonsense:port", "http_listen": "x"})
+    assert str(err).startswith("command line: --bind: bad address 'nonsense:port'")
+    with pytest.raises(ConfigError, match=r"^command line: --keyring: missing required key"):
+        load_config(None, {"bind": "127.0.0.1:1"})
+
+
+def test_ipv6(tmp_path: Path) -> None:
+    cfg = load(
+        tmp_path,
+        "insecure = true\nbind = '[::1]:7000'\nhttp_listen = '[::1]:0'\n"
+        "join = ['[::1]:7001', '[fe80::1]', '::2']\n",
+    )
+    assert cfg.bind == HostPort("::1", 7000)
+    assert cfg.advertise == cfg.bind
+    assert cfg.join == (HostPort("::1", 7001), HostPort("fe80::1", 7946), HostPort("::2", 7946))
+    assert str(cfg.http_listen) == "[::1]:0"
+    assert format_address(("::1", 7946)) == "[::1]:7946"
+    assert split_hostport("[::1]:80", None) == ("::1", 80)
+    with pytest.raises(ValueError, match="expected ':port'"):
+        split_hostport("[::1]80", None)
+
+
+def test_advertise_defaults(tmp_path: Path) -> None:
+    asked: list[socket.AddressFamily] = []
+
+    def detect(family: socket.AddressFamily) -> str | None:
+        asked.append(family)
+        return "127.0.0.5" if family == socket.AF_INET else "::5"
+
+    wildcard = load(tmp_path, "insecure = true\nbind = '0.0.0.0:7100'\n", detect_address=detect)
+    assert wildcard.advertise == HostPort("127.0.0.5", 7100)
+    assert load(
+        tmp_path, "insecure = true\nbind = '[::]:7100'\n", detect_address=detect
+    ).advertise == HostPort("::5", 7100)
+    assert asked == [socket.AF_INET, socket.AF_INET6]
+    # An advertise address without a port takes the bind port.
+    explicit = load(
+        tmp_path, "insecure = true\nbind = '0.0.0.0:7100'\nadvertise = '127.0.0.6'\n", detect_address=detect
+    )
+    assert explicit.advertise == HostPort("127.0.0.6", 7100)
+
+
+def test_wildcard_bind_with_nothing_to_advertise_is_refused(tmp_path: Path) -> None:
+    err = config_error(tmp_path, "insecure = true\n")  # default bind 0.0.0.0, detector finds nothing
+    assert err.key == "advertise" and "missing required key" in err.problem and "0.0.0.0" in err.problem
+
+
+def test_load_keyring(tmp_path: Path) -> None:
+    (tmp_path / "ring").write_text(f"# primary first\n{generate_key()}\n\n{generate_key()}\n")
+    cfg = load(tmp_path, "bind = '127.0.0.1:1'\nkeyring_file = 'ring'\n")
+    keyring = load_keyring(cfg)
+    assert keyring is not None and len(keyring) == 2
+    assert load_keyring(dataclasses.replace(cfg, keyring_file=None, insecure=True)) is None
+
+    (tmp_path / "ring").write_text("not-a-key\n")
+    with pytest.raises(ConfigError, match=r"^keyring_file: .*ring:1: not valid base64"):
+        load_keyring(cfg)
