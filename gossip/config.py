@@ -48,6 +48,10 @@ class GossipConfig:
             raise ValueError("probe_interval, probe_timeout and gossip_interval must be positive")
         if self.suspicion_mult < 1 or self.suspicion_max_timeout_mult < 1:
             raise ValueError("suspicion_mult and suspicion_max_timeout_mult must be at least 1")
+        if self.awareness_max_multiplier < 1:
+            raise ValueError("awareness_max_multiplier must be at least 1")
+        if not 0 < self.nack_fraction <= 1:
+            raise ValueError("nack_fraction must be in (0, 1]")
         if self.udp_buffer_size < 512:
             raise ValueError("udp_buffer_size must be at least 512 bytes")
 

@@ -30,6 +30,7 @@ from gossip.suspicion import Suspicion
 from gossip.timers import Timer, Timers
 from gossip.wire import (
     CODE_OF,
+    MAX_COUNTER,
     MAX_KEY_LEN,
     Ack,
     Address,
@@ -112,6 +113,12 @@ def _node_key(name: str) -> Hashable:
 
 def _kv_key(node: str, key: str) -> Hashable:
     return ("kv", node, key)
+
+
+def _bump(n: int) -> int:
+    """One more than ``n``, but never past what the wire carries: a number peers cannot decode would
+    make every datagram that carries it (acks included) undecodable."""
+    return min(n + 1, MAX_COUNTER)
 
 
 class Swim:
@@ -283,7 +290,7 @@ class Swim:
         if meta == self._me.meta:
             return
         self._me.meta = meta
-        self._me.incarnation += 1
+        self._me.incarnation = _bump(self._me.incarnation)
         self._broadcast_self_alive()
         self._event(EventKind.UPDATE, self._me, now)
 
@@ -296,8 +303,8 @@ class Swim:
         version, current = self._me.kv.get(key, (0, None))
         if version and current == value:
             return
-        self._me.kv[key] = (version + 1, value)
-        self._announce_kv(self.name, key, version + 1, value)
+        self._me.kv[key] = (_bump(version), value)
+        self._announce_kv(self.name, key, _bump(version), value)
         self._event(EventKind.KV, self._me, now, key)
 
     def receive_datagram(self, src: Address, data: bytes, now: float) -> None:
@@ -527,6 +534,8 @@ class Swim:
 
     def _on_alive(self, msg: Alive, now: float, rebroadcast: bool) -> None:
         if msg.name == self.name:
+            if self._leaving:
+                return  # refuting would replace our queued leave notice (memberlist bails out too)
             me = self._me
             newer = msg.incarnation > me.incarnation
             if newer or (msg.incarnation == me.incarnation and (msg.addr, msg.meta) != (me.addr, me.meta)):
@@ -561,11 +570,12 @@ class Swim:
 
     def _on_suspect(self, msg: Suspect, now: float) -> None:
         m = self._members.get(msg.name)
-        if m is None or msg.incarnation < m.incarnation:
+        if m is None:
             return
         if m is self._me:
-            if not self._leaving:
-                self._refute(msg.incarnation)
+            self._answer_accusation(msg.incarnation)
+            return
+        if msg.incarnation < m.incarnation:
             return
         if m.state is MemberState.SUSPECT:
             entry = self._suspicions.get(m.name)
@@ -601,11 +611,12 @@ class Swim:
 
     def _on_dead(self, msg: Dead, now: float) -> None:
         m = self._members.get(msg.name)
-        if m is None or msg.incarnation < m.incarnation or not m.live:
+        if m is None:
             return
         if m is self._me:
-            if not self._leaving:
-                self._refute(msg.incarnation)
+            self._answer_accusation(msg.incarnation)
+            return
+        if msg.incarnation < m.incarnation or not m.live:
             return
         left = msg.sender == msg.name
         m.incarnation, m.since = msg.incarnation, now
@@ -616,8 +627,19 @@ class Swim:
         self._queue_broadcast(_node_key(m.name), msg)
         self._event(EventKind.LEFT if left else EventKind.DEAD, m, now)
 
+    def _answer_accusation(self, incarnation: int) -> None:
+        """Someone says we are suspect or dead. At or above our incarnation: refute. Below it, the
+        accuser missed our earlier refutation; re-announce it (no bump) so it rides on the next
+        datagram, the buddy-system ack included, instead of waiting for anti-entropy."""
+        if self._leaving:
+            return
+        if incarnation >= self._me.incarnation:
+            self._refute(incarnation)
+        else:
+            self._broadcast_self_alive()
+
     def _refute(self, incarnation: int) -> None:
-        self._me.incarnation = max(self._me.incarnation, incarnation) + 1
+        self._me.incarnation = _bump(max(self._me.incarnation, incarnation))
         self._awareness.apply_delta(1)
         self._broadcast_self_alive()
 
@@ -660,15 +682,15 @@ class Swim:
         if mine == 0 and value is None:
             self._me.kv[key] = (version, None)
             return
-        self._me.kv[key] = (version + 1, current)
-        self._announce_kv(self.name, key, version + 1, current)
+        self._me.kv[key] = (_bump(version), current)
+        self._announce_kv(self.name, key, _bump(version), current)
 
     def _on_kv_notice(self, src: Address, msg: KvNotice, now: float) -> None:
         if msg.node == self.name:
             mine, current = self._me.kv.get(msg.key, (0, None))
             if msg.version > mine:
-                self._me.kv[msg.key] = (msg.version + 1, current)
-                self._announce_kv(self.name, msg.key, msg.version + 1, current)
+                self._me.kv[msg.key] = (_bump(msg.version), current)
+                self._announce_kv(self.name, msg.key, _bump(msg.version), current)
             return
         m = self._members.get(msg.node)
         pull = (msg.node, msg.key)

@@ -17,6 +17,8 @@ import msgpack
 WIRE_VERSION = 1
 MAX_NAME_LEN = 128
 MAX_KEY_LEN = 128
+# The largest sequence number, incarnation or version the decoder accepts.
+MAX_COUNTER = (1 << 63) - 1
 
 Address: TypeAlias = tuple[str, int]
 
@@ -255,7 +257,7 @@ def _fail(why: str) -> DecodeError:
     return DecodeError(why)
 
 
-def _int(v: Any, what: str, lo: int = 0, hi: int = (1 << 63) - 1) -> int:
+def _int(v: Any, what: str, lo: int = 0, hi: int = MAX_COUNTER) -> int:
     if type(v) is not int or not lo <= v <= hi:
         raise _fail(f"{what}: expected an integer in [{lo}, {hi}]")
     return v

@@ -108,8 +108,8 @@ def test_every_gossip_field_maps(tmp_path: Path) -> None:
             changed[f.name] = not default
         elif isinstance(default, int):
             changed[f.name] = default + 1
-        else:
-            changed[f.name] = default * 1.5
+        else:  # stay valid: fractions such as nack_fraction must not pass 1
+            changed[f.name] = default * 1.5 if default >= 1 else default / 2
     lines = [f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in changed.items()]
     cfg = load(tmp_path, "insecure = true\nbind = '127.0.0.1:1'\n[gossip]\n" + "\n".join(lines) + "\n")
     assert cfg.gossip == GossipConfig(**changed)
