@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -142,15 +141,6 @@ def test_text_log_line_is_one_readable_line() -> None:
     line = TextFormatter().format(make_record(event="join", member="b c", incarnation=3))
     assert line.endswith(' INFO    wiremesh.gossip: member b join event=join member="b c" incarnation=3')
     assert "\n" not in line
-
-
-@pytest.fixture
-def restore_root_logger() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.mark.usefixtures("restore_root_logger")

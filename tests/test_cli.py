@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -72,16 +71,6 @@ def test_bad_config_as_a_real_process(tmp_path: Path) -> None:
     assert proc.stderr.splitlines() == [
         "wiremesh: error: bad.toml: gossip.probe_timeout: probe_timeout must be shorter than probe_interval"
     ]
-
-
-@pytest.fixture
-def restore_root_logger() -> Iterator[None]:
-    """``wiremesh agent`` configures logging for the process; undo it so later tests are unaffected."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.mark.usefixtures("restore_root_logger")

@@ -27,11 +27,6 @@ from gossip.wire import Address
 KEY = b"\x11" * 32
 
 
-@pytest.fixture
-def mock_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
 @pytest.fixture(autouse=True)
 def _quiet_gossip_log() -> Iterator[None]:
     """Thousands of membership lines would only slow the run down; the events are checked directly."""
@@ -120,7 +115,7 @@ def detection_bound(config: GossipConfig, n: int) -> float:
 
 
 async def test_200_members_at_10_percent_loss_never_declare_a_live_member_dead(
-    mock_clock: trio.testing.MockClock,
+    clock: trio.testing.MockClock,
 ) -> None:
     async with cluster_of(200, loss=0.10) as c:
         await wait_for(lambda: min(c.live_views()) == 200, timeout=300)
@@ -133,7 +128,7 @@ async def test_200_members_at_10_percent_loss_never_declare_a_live_member_dead(
 
 
 async def test_killed_member_is_declared_dead_by_everyone_within_the_bound(
-    mock_clock: trio.testing.MockClock,
+    clock: trio.testing.MockClock,
 ) -> None:
     n = 30
     async with cluster_of(n) as c:
@@ -149,7 +144,7 @@ async def test_killed_member_is_declared_dead_by_everyone_within_the_bound(
 
 
 async def test_partition_into_two_halves_heals_into_one_membership(
-    mock_clock: trio.testing.MockClock,
+    clock: trio.testing.MockClock,
 ) -> None:
     n = 20
     async with cluster_of(n) as c:
@@ -168,7 +163,7 @@ async def test_partition_into_two_halves_heals_into_one_membership(
 
 
 async def test_node_with_a_wrong_key_never_joins_and_changes_nothing(
-    mock_clock: trio.testing.MockClock,
+    clock: trio.testing.MockClock,
 ) -> None:
     async with cluster_of(5) as c:
         await wait_for(lambda: min(c.live_views()) == 5, timeout=60)
@@ -190,7 +185,7 @@ async def test_node_with_a_wrong_key_never_joins_and_changes_nothing(
         assert c.nodes["n0"].snapshot()["traffic"]["auth_failures"] >= 1
 
 
-async def test_other_cluster_name_with_the_same_key_is_refused(mock_clock: trio.testing.MockClock) -> None:
+async def test_other_cluster_name_with_the_same_key_is_refused(clock: trio.testing.MockClock) -> None:
     async with cluster_of(3) as c:
         await wait_for(lambda: min(c.live_views()) == 3, timeout=60)
         stranger = await c.add("stranger", 98, cluster="other")

@@ -12,19 +12,12 @@ from trio.testing import MockClock
 
 from gossip.memnet import MemoryNetwork, MemoryTransport
 from gossip.wire import Address
+from tests.conftest import watchdog
 
 A: Address = ("127.0.0.1", 7001)
 B: Address = ("127.0.0.1", 7002)
 C: Address = ("127.0.0.1", 7003)
 D: Address = ("127.0.0.1", 7004)
-
-WATCHDOG = 3600.0
-
-
-@pytest.fixture
-def clock() -> MockClock:
-    """Simulated time; pytest-trio only uses a clock that the test itself takes as an argument."""
-    return MockClock(autojump_threshold=0)
 
 
 @pytest.fixture
@@ -32,15 +25,9 @@ async def net(clock: MockClock) -> AsyncIterator[MemoryNetwork]:
     network = MemoryNetwork(random.Random(7), default_latency=0.010)
     async with trio.open_nursery() as nursery:
         await nursery.start(network.run)
-        nursery.start_soon(_watchdog)
+        nursery.start_soon(watchdog)
         yield network
         nursery.cancel_scope.cancel()
-
-
-async def _watchdog() -> None:
-    """Under autojump a test that waits for something that never comes jumps here and fails, not hangs."""
-    await trio.sleep(WATCHDOG)
-    raise AssertionError(f"still waiting after {WATCHDOG} simulated seconds")
 
 
 async def _receive_all(ep: MemoryTransport, within: float) -> list[tuple[float, Address, bytes]]:

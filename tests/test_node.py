@@ -19,6 +19,7 @@ from gossip.memnet import MemoryNetwork
 from gossip.node import GossipNode
 from gossip.transport import Transport, open_udp_tcp_transport
 from gossip.wire import Address
+from tests.conftest import watchdog
 
 A: Address = ("127.0.0.1", 7001)
 B: Address = ("127.0.0.1", 7002)
@@ -150,29 +151,14 @@ class FakeCore:
         return {"name": self.name, "now": now}
 
 
-WATCHDOG = 3600.0
-
-
-@pytest.fixture
-def clock() -> MockClock:
-    """Simulated time; pytest-trio only uses a clock that the test itself takes as an argument."""
-    return MockClock(autojump_threshold=0)
-
-
 @pytest.fixture
 async def net() -> AsyncIterator[MemoryNetwork]:
     network = MemoryNetwork(random.Random(1), default_latency=LATENCY)
     async with trio.open_nursery() as nursery:
         await nursery.start(network.run)
-        nursery.start_soon(_watchdog)
+        nursery.start_soon(watchdog)
         yield network
         nursery.cancel_scope.cancel()
-
-
-async def _watchdog() -> None:
-    """Under autojump a test that waits for something that never comes jumps here and fails, not hangs."""
-    await trio.sleep(WATCHDOG)
-    raise AssertionError(f"still waiting after {WATCHDOG} simulated seconds")
 
 
 @asynccontextmanager
