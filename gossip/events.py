@@ -23,6 +23,7 @@ class EventKind(StrEnum):
     LEFT = "left"
     UPDATE = "update"  # metadata or address changed
     KV = "kv"  # a node-local key/value changed; ``key`` says which
+    CONFLICT = "conflict"  # another address claims a live member's name; ``addr`` is the claimant
 
 
 @dataclass(frozen=True, slots=True)

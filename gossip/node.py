@@ -85,6 +85,7 @@ class _Subscriber:
 _EVENT_LOG_LEVEL = {
     EventKind.SUSPECT: logging.WARNING,
     EventKind.DEAD: logging.WARNING,
+    EventKind.CONFLICT: logging.ERROR,
     EventKind.KV: logging.DEBUG,
 }
 

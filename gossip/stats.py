@@ -28,6 +28,7 @@ class TrafficStats:
     decode_failures: int = 0
     auth_failures: int = 0
     ignored: int = 0
+    name_conflicts: int = 0
     # Keyed by the wire type code; names are only worked out for the snapshot.
     msgs_in: Counter[int] = field(default_factory=Counter)
     msg_bytes_in: Counter[int] = field(default_factory=Counter)
@@ -63,5 +64,6 @@ class TrafficStats:
             "decode_failures": self.decode_failures,
             "auth_failures": self.auth_failures,
             "ignored": self.ignored,
+            "name_conflicts": self.name_conflicts,
             "per_type": per_type,
         }

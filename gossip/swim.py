@@ -160,6 +160,7 @@ class Swim:
         self._relays: dict[int, _Relay] = {}
         self._streams: dict[int, _StreamWait] = {}
         self._pulls: set[tuple[str, str]] = set()
+        self._conflicts: dict[str, Address] = {}
         self._seq = 0
         self._stream_id = 0
         self._leaving = False
@@ -246,6 +247,7 @@ class Swim:
             "alive": self.alive_count(),
             "suspicions": suspicions,
             "broadcast_queue": len(self._broadcasts),
+            "name_conflicts": {name: f"{a[0]}:{a[1]}" for name, a in sorted(self._conflicts.items())},
             "traffic": self.stats.as_dict(),
         }
 
@@ -537,6 +539,11 @@ class Swim:
             if self._leaving:
                 return  # refuting would replace our queued leave notice (memberlist bails out too)
             me = self._me
+            if msg.addr != me.addr:
+                # Another machine uses our name. Refuting would start an endless incarnation race;
+                # keep the name (peers refuse the newcomer too) and say so loudly instead.
+                self._name_conflict(me, msg, now)
+                return
             newer = msg.incarnation > me.incarnation
             if newer or (msg.incarnation == me.incarnation and (msg.addr, msg.meta) != (me.addr, me.meta)):
                 self._refute(msg.incarnation)
@@ -551,6 +558,9 @@ class Swim:
                 self._queue_broadcast(_node_key(m.name), msg)
             return
         if msg.incarnation <= m.incarnation:
+            return
+        if m.live and msg.addr != m.addr:
+            self._name_conflict(m, msg, now)  # a live member keeps its name (memberlist does the same)
             return
         changed = (m.addr, m.meta) != (msg.addr, msg.meta)
         m.incarnation, m.addr, m.meta = msg.incarnation, msg.addr, msg.meta
@@ -567,6 +577,15 @@ class Swim:
         if changed:
             self._event(EventKind.UPDATE, m, now)
         self._queue_broadcast(_node_key(m.name), msg)
+
+    def _name_conflict(self, holder: Member, claim: Alive, now: float) -> None:
+        """Count every conflicting claim; report each claimant address once, not every gossip round."""
+        self.stats.name_conflicts += 1
+        if self._conflicts.get(holder.name) != claim.addr:
+            self._conflicts[holder.name] = claim.addr
+            self._out.events.append(
+                MemberEvent(EventKind.CONFLICT, holder.name, claim.incarnation, claim.addr, now)
+            )
 
     def _on_suspect(self, msg: Suspect, now: float) -> None:
         m = self._members.get(msg.name)

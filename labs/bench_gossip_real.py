@@ -4,8 +4,8 @@ For each cluster size: idle CPU % (of one core) and RSS per agent, then several 
 followed by a restart of the victim: detection time of each kill as the time until the first and
 the last surviving agent logged it dead. Reports p50 and max.
 
-    python -m labs.bench_gossip_real                 # N = 5, 10, 20; 5 kills each
-    python -m labs.bench_gossip_real --sizes 10 --kills 9
+    python -m labs.bench_gossip_real                 # N = 5, 10, 20; 9 kills each
+    python -m labs.bench_gossip_real --sizes 10 --kills 15
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[5, 10, 20])
-    parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--kills", type=int, default=9)
     parser.add_argument("--idle-window", type=float, default=20.0)
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="wiremesh-bench-"))

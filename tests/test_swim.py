@@ -325,7 +325,7 @@ def test_accusations_about_self_bump_the_incarnation_past_them() -> None:
     assert a.incarnation == 1
     a.receive_datagram(src, seal([Dead("a", 5, "b")]), 100.2)
     assert a.incarnation == 6
-    a.receive_datagram(src, seal([Alive("a", 9, node_addr(7), b"impostor")]), 100.3)
+    a.receive_datagram(src, seal([Alive("a", 9, a.addr, b"stale meta")]), 100.3)
     assert a.incarnation == 10
     a.receive_datagram(src, seal([Alive("a", 10, a.addr, b"")]), 100.4)  # our own news echoed back
     assert a.incarnation == 10
@@ -881,3 +881,40 @@ def test_arbitrary_traffic_keeps_the_core_consistent(steps: list[tuple[float, bo
     a.tick(now + 120.0)
     _check_invariants(a, now + 120.0, 0)
     assert math.isfinite(a.next_deadline())
+
+
+# --- name conflicts ----------------------------------------------------------------------------------
+
+
+def test_another_machine_claiming_our_name_is_reported_not_refuted() -> None:
+    a = lone(["b"])
+    a.take_events()
+    impostor = node_addr(9)
+    for t in (100.0, 100.5):
+        a.receive_datagram(impostor, seal([Alive("a", 5, impostor, b"")]), t)
+    assert a.incarnation == 0  # no incarnation race with the impostor
+    conflicts = [e for e in a.take_events() if e.kind is EventKind.CONFLICT]
+    assert [(e.name, e.addr) for e in conflicts] == [("a", impostor)]  # reported once per claimant
+    snapshot = a.snapshot(101.0)
+    assert snapshot["name_conflicts"] == {"a": f"{impostor[0]}:{impostor[1]}"}
+    assert snapshot["traffic"]["name_conflicts"] == 2
+
+
+def test_a_live_member_keeps_its_name_against_a_claim_from_elsewhere() -> None:
+    a = lone(["b"])
+    a.take_events()
+    a.receive_datagram(node_addr(9), seal([Alive("b", 7, node_addr(9), b"x")]), 100.0)
+    b = info(a, "b")
+    assert (b.addr, b.incarnation, b.meta) == (node_addr(2), 0, b"")
+    assert [e.kind for e in a.take_events()] == [EventKind.CONFLICT]
+
+
+def test_a_dead_member_may_come_back_from_a_new_address() -> None:
+    a = lone(["b"])
+    a.receive_datagram(node_addr(3), seal([Dead("b", 0, "c")]), 100.0)
+    assert info(a, "b").state is MemberState.DEAD
+    a.take_events()
+    a.receive_datagram(node_addr(9), seal([Alive("b", 1, node_addr(9), b"")]), 101.0)
+    b = info(a, "b")
+    assert (b.state, b.addr, b.incarnation) == (MemberState.ALIVE, node_addr(9), 1)
+    assert [e.kind for e in a.take_events()] == [EventKind.JOIN, EventKind.UPDATE]
