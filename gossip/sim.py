@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from gossip.config import GossipConfig
 from gossip.events import MemberEvent
 from gossip.keyring import Keyring, Sealer
+from gossip.shared import SharedState
 from gossip.swim import Swim
 from gossip.wire import Address
 
@@ -77,7 +78,9 @@ class Simulation:
         loss: float = 0.0,
         key: bytes | None = b"\x01" * 32,
         on_event: Callable[[Observed], None] | None = None,
+        shared: Callable[[str], SharedState] | None = None,
     ) -> None:
+        """``shared`` makes each node's application state (by node name), if the run needs one."""
         self.config = config or GossipConfig()
         self.rng = random.Random(seed)
         self.latency = latency
@@ -86,6 +89,8 @@ class Simulation:
         self.stats = SimStats()
         self.events: list[Observed] = []
         self._on_event = on_event
+        self._shared_factory = shared
+        self.shared: dict[str, SharedState] = {}
         self._sealer = Sealer(Keyring([key]) if key else None, "sim")
         self._heap: list[_Due] = []
         self._seq = itertools.count()
@@ -102,6 +107,8 @@ class Simulation:
             addr = self._nodes[name].core.addr
         else:
             addr = (f"198.18.{index // 250}.{index % 250}", 7946)
+        if self._shared_factory is not None:
+            self.shared[name] = self._shared_factory(name)
         core = Swim(
             self.config,
             name,
@@ -110,6 +117,7 @@ class Simulation:
             random.Random(self.rng.getrandbits(64)),
             self.now,
             incarnation=incarnation,
+            shared=self.shared.get(name),
         )
         self._nodes[name] = _Node(core)
         self._by_addr[addr] = name
@@ -125,6 +133,10 @@ class Simulation:
 
     def alive_names(self) -> list[str]:
         return [n for n, node in self._nodes.items() if node.alive]
+
+    def publish(self, name: str, key: str, payload: bytes) -> None:
+        self._nodes[name].core.publish(key, payload, self.now)
+        self._flush(name)
 
     def join(self, name: str, seeds: Iterable[str]) -> None:
         core = self._nodes[name].core

@@ -13,6 +13,7 @@ incarnation, which is how it refutes a suspicion (or a stale death after a resta
 from __future__ import annotations
 
 import base64
+import hashlib
 import random
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from gossip.broadcast import BroadcastQueue
 from gossip.config import GossipConfig
 from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
 from gossip.keyring import AuthError, Sealer
+from gossip.shared import SharedState
 from gossip.state import Member
 from gossip.stats import TrafficStats
 from gossip.suspicion import Suspicion
@@ -35,6 +37,9 @@ from gossip.wire import (
     Ack,
     Address,
     Alive,
+    AppNotice,
+    AppPull,
+    AppUpdate,
     Dead,
     DecodeError,
     ErrorReply,
@@ -115,6 +120,15 @@ def _kv_key(node: str, key: str) -> Hashable:
     return ("kv", node, key)
 
 
+def _app_key(key: str) -> Hashable:
+    return ("app", key)
+
+
+def app_digest(payload: bytes) -> bytes:
+    """What an AppNotice carries: enough to tell two payloads apart, small enough for any datagram."""
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
+
 def _bump(n: int) -> int:
     """One more than ``n``, but never past what the wire carries: a number peers cannot decode would
     make every datagram that carries it (acks included) undecodable."""
@@ -134,6 +148,7 @@ class Swim:
         now: float,
         meta: bytes = b"",
         incarnation: int = 0,
+        shared: SharedState | None = None,
     ) -> None:
         if not name or len(name) > 128:
             raise ValueError("node name must be 1..128 characters")
@@ -144,6 +159,7 @@ class Swim:
         self.addr = addr
         self._sealer = sealer
         self._rng = rng
+        self._shared = shared
         self._me = Member(name, addr, incarnation, MemberState.ALIVE, now, meta)
         self._members: dict[str, Member] = {name: self._me}
         # Live (alive or suspect) members other than us, as a list for O(1) random sampling.
@@ -160,6 +176,7 @@ class Swim:
         self._relays: dict[int, _Relay] = {}
         self._streams: dict[int, _StreamWait] = {}
         self._pulls: set[tuple[str, str]] = set()
+        self._app_pulls: set[str] = set()
         self._conflicts: dict[str, Address] = {}
         self._seq = 0
         self._stream_id = 0
@@ -309,6 +326,12 @@ class Swim:
         self._announce_kv(self.name, key, _bump(version), value)
         self._event(EventKind.KV, self._me, now, key)
 
+    def publish(self, key: str, payload: bytes, now: float) -> None:
+        """Spread one item of the application's shared state (it has already stored it)."""
+        if not key or len(key) > MAX_KEY_LEN:
+            raise ValueError(f"key must be 1..{MAX_KEY_LEN} characters")
+        self._announce_app(key, payload)
+
     def receive_datagram(self, src: Address, data: bytes, now: float) -> None:
         self.stats.datagrams_in += 1
         self.stats.bytes_in += len(data)
@@ -336,6 +359,11 @@ class Swim:
                 return self._seal_frame(self._push_pull_msg(join=False))
             case Ping() if msg.target == self.name:
                 return self._seal_frame(Ack(msg.seq))
+            case AppPull():
+                payload = self._shared.get(msg.key) if self._shared else None
+                if payload is None:
+                    return self._seal_frame(ErrorReply("no such item"))
+                return self._seal_frame(AppUpdate(msg.key, payload))
             case KvPull():
                 owner = self._members.get(msg.node)
                 if owner and msg.key in owner.kv:
@@ -351,6 +379,8 @@ class Swim:
             return
         if wait.kind == "kv_pull":
             self._pulls.discard(wait.detail)
+        elif wait.kind == "app_pull":
+            self._app_pulls.discard(wait.detail)
         msg = self._open_frame(reply) if reply is not None else None
         if msg is None:
             self.stats.stream_failures += 1
@@ -363,6 +393,8 @@ class Swim:
                     self._probe.acked = True
             case ("kv_pull", KvUpdate()):
                 self._on_kv(msg, now)
+            case ("app_pull", AppUpdate()):
+                self._on_app(msg, now)
             case _:
                 self.stats.ignored += 1
 
@@ -392,6 +424,10 @@ class Swim:
                 self._on_kv(msg, now)
             case KvNotice():
                 self._on_kv_notice(src, msg, now)
+            case AppUpdate():
+                self._on_app(msg, now)
+            case AppNotice():
+                self._on_app_notice(src, msg)
             case _:
                 self.stats.ignored += 1
 
@@ -675,6 +711,8 @@ class Swim:
                     self._on_dead(Dead(r.name, r.incarnation, r.name), now)
             for kv in r.kv:
                 self._on_kv(kv, now, rebroadcast=False)
+        if msg.app and self._shared is not None:
+            self._shared.merge_full_state(msg.app, now)
 
     # --- node-local key/values -----------------------------------------------------------------
 
@@ -725,6 +763,25 @@ class Swim:
             self._broadcasts.queue(_kv_key(node, key), encoded)
         else:
             self._broadcasts.queue(_kv_key(node, key), encode_message(KvNotice(node, key, version)))
+
+    # --- the application's shared state --------------------------------------------------------
+
+    def _on_app(self, msg: AppUpdate, now: float) -> None:
+        if self._shared is not None and self._shared.receive(msg.key, msg.payload, now):
+            self._announce_app(msg.key, msg.payload)
+
+    def _on_app_notice(self, src: Address, msg: AppNotice) -> None:
+        if self._shared is None or msg.key in self._app_pulls or not self._shared.wants(msg.key, msg.digest):
+            return
+        self._app_pulls.add(msg.key)
+        self._stream(src, AppPull(msg.key), _StreamWait("app_pull", msg.key))
+
+    def _announce_app(self, key: str, payload: bytes) -> None:
+        update = encode_message(AppUpdate(key, payload))
+        if len(update) <= self.config.kv_datagram_max:
+            self._broadcasts.queue(_app_key(key), update)
+        else:
+            self._broadcasts.queue(_app_key(key), encode_message(AppNotice(key, app_digest(payload))))
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -799,7 +856,8 @@ class Swim:
         self._out.streams.append(request)
 
     def _push_pull_msg(self, join: bool) -> PushPull:
-        return PushPull(self.name, join, tuple(m.record() for m in self._members.values()))
+        app = self._shared.full_state() if self._shared is not None else b""
+        return PushPull(self.name, join, tuple(m.record() for m in self._members.values()), app)
 
     def _seal_frame(self, msg: Message) -> bytes:
         return self._sealer.seal(encode_frame(msg))

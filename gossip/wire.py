@@ -40,6 +40,9 @@ class MsgType(IntEnum):
     PUSH_PULL = 10
     KV_PULL = 11
     ERROR = 12
+    APP = 13
+    APP_NOTICE = 14
+    APP_PULL = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,7 @@ class PushPull:
     sender: str
     join: bool
     members: tuple[MemberRecord, ...]
+    app: bytes = b""  # the application's own full state (see gossip.shared), opaque here
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +145,27 @@ class KvPull:
 @dataclass(frozen=True, slots=True)
 class ErrorReply:
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppUpdate:
+    """One item of application state that every member replicates; ``key`` names the subject."""
+
+    key: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AppNotice:
+    """An application item too large for a datagram changed; pull it from the sender if you want it."""
+
+    key: str
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AppPull:
+    key: str
 
 
 Message: TypeAlias = (
@@ -156,6 +181,9 @@ Message: TypeAlias = (
     | PushPull
     | KvPull
     | ErrorReply
+    | AppUpdate
+    | AppNotice
+    | AppPull
 )
 
 MEMBER_STATES = ("alive", "suspect", "dead", "left")
@@ -210,11 +238,18 @@ def to_obj(msg: Message) -> list[Any]:
                     [r.name, _addr(r.addr), r.incarnation, r.state, r.meta, [_kv(k) for k in r.kv]]
                     for r in msg.members
                 ],
+                msg.app,
             ]
         case KvPull():
             return [MsgType.KV_PULL, msg.node, msg.key]
         case ErrorReply():
             return [MsgType.ERROR, msg.reason]
+        case AppUpdate():
+            return [MsgType.APP, msg.key, msg.payload]
+        case AppNotice():
+            return [MsgType.APP_NOTICE, msg.key, msg.digest]
+        case AppPull():
+            return [MsgType.APP_PULL, msg.key]
     raise TypeError(f"not a gossip message: {msg!r}")  # pragma: no cover
 
 
@@ -326,9 +361,12 @@ _ARITY = {
     MsgType.DEAD: 4,
     MsgType.KV: 5,
     MsgType.KV_NOTICE: 4,
-    MsgType.PUSH_PULL: 4,
+    MsgType.PUSH_PULL: 5,
     MsgType.KV_PULL: 3,
     MsgType.ERROR: 2,
+    MsgType.APP: 3,
+    MsgType.APP_NOTICE: 3,
+    MsgType.APP_PULL: 2,
 }
 
 
@@ -348,6 +386,9 @@ CODE_OF: dict[type, int] = {
     PushPull: MsgType.PUSH_PULL,
     KvPull: MsgType.KV_PULL,
     ErrorReply: MsgType.ERROR,
+    AppUpdate: MsgType.APP,
+    AppNotice: MsgType.APP_NOTICE,
+    AppPull: MsgType.APP_PULL,
 }
 
 
@@ -391,12 +432,21 @@ def from_obj(obj: Any) -> Message:
             return KvNotice(_str(f[0], "kv node"), _str(f[1], "kv key", MAX_KEY_LEN), _int(f[2], "version"))
         case MsgType.PUSH_PULL:
             return PushPull(
-                _str(f[0], "sender"), _bool(f[1], "join"), tuple(_record(r) for r in _list(f[2], "members"))
+                _str(f[0], "sender"),
+                _bool(f[1], "join"),
+                tuple(_record(r) for r in _list(f[2], "members")),
+                _bytes(f[3], "app state"),
             )
         case MsgType.KV_PULL:
             return KvPull(_str(f[0], "kv node"), _str(f[1], "kv key", MAX_KEY_LEN))
         case MsgType.ERROR:
             return ErrorReply(_str(f[0], "reason", 1024, allow_empty=True))
+        case MsgType.APP:
+            return AppUpdate(_str(f[0], "app key", MAX_KEY_LEN), _bytes(f[1], "app payload"))
+        case MsgType.APP_NOTICE:
+            return AppNotice(_str(f[0], "app key", MAX_KEY_LEN), _bytes(f[1], "app digest", 64))
+        case MsgType.APP_PULL:
+            return AppPull(_str(f[0], "app key", MAX_KEY_LEN))
     raise _fail("unreachable")  # pragma: no cover
 
 

@@ -127,6 +127,9 @@ class FakeCore:
         self.kv_calls.append((key, value, now))
         self.out_events.append(MemberEvent(EventKind.KV, self.name, 1, self.addr, now, key=key))
 
+    def publish(self, key: str, payload: bytes, now: float) -> None:
+        self.out_datagrams.append((B, b"app:" + key.encode() + b"=" + payload))
+
     # outputs
     def next_deadline(self) -> float:
         return self.deadline
@@ -415,6 +418,13 @@ async def test_set_meta_and_kv_pass_through_and_flush(clock: MockClock, net: Mem
         assert await peer.receive_datagram() == (A, b"meta:m1")
     assert core.meta_calls == [(b"m1", t0)]
     assert core.kv_calls == [("k", b"v", t0), ("k", None, t0)]
+
+
+async def test_publish_passes_through_and_flushes(clock: MockClock, net: MemoryNetwork) -> None:
+    core, peer = FakeCore("a", A), net.endpoint(B)
+    async with running(core, net.endpoint(A)) as node:
+        await node.publish("vip/web", b"record")
+        assert await peer.receive_datagram() == (A, b"app:vip/web=record")
 
 
 async def test_set_meta_before_run_is_sent_when_run_starts(clock: MockClock, net: MemoryNetwork) -> None:

@@ -16,6 +16,9 @@ from gossip.wire import (
     WIRE_VERSION,
     Ack,
     Alive,
+    AppNotice,
+    AppPull,
+    AppUpdate,
     Dead,
     DecodeError,
     ErrorReply,
@@ -68,6 +71,10 @@ ONE_OF_EACH: list[Message] = [
     KvPull("a", "big"),
     ErrorReply(""),
     ErrorReply("no such key"),
+    PushPull("a", False, (), b"\x93app state"),
+    AppUpdate("vip/web", b"record"),
+    AppNotice("policy-set/edge", b"\x01" * 16),
+    AppPull("policy-set/edge"),
 ]
 
 DECODER_SETTINGS = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
