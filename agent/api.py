@@ -1,4 +1,7 @@
-"""The agent's HTTP API: membership, health and the gossip debug snapshot, served by hypercorn on Trio.
+"""The agent's HTTP API: membership, health, the gossip debug snapshot, metrics and (with a store) the
+cluster objects (:mod:`agent.api_objects`), served by hypercorn on Trio. Every request but
+``GET /healthz`` needs the bearer token (:mod:`agent.auth`); ``GET /metrics`` is Prometheus text
+(:mod:`agent.metrics`); every error is ``{"error": ..., "detail": [{"loc": [...], "msg": ...}]}``.
 
 Endpoints are ``async def`` on purpose: FastAPI runs plain ``def`` endpoints in worker threads, where
 the gossip node (a single-threaded Trio object) and ``trio.current_time`` must not be touched.
@@ -19,13 +22,25 @@ from typing import Any, Protocol, cast
 
 import trio
 from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse, Response
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from hypercorn.typing import ASGIFramework
 from pydantic import BaseModel
 
+from agent.api_objects import (
+    CatchAllMiddleware,
+    StatusProvider,
+    create_objects_router,
+    install_error_handlers,
+    object_counts,
+)
+from agent.auth import BearerAuthMiddleware
 from agent.config import HostPort, format_address, parse_listen
 from agent.logs import rfc3339
+from agent.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from agent.metrics import ApiMetrics, RequestMetricsMiddleware, StateCollector
+from agent.store import ObjectStore
 from gossip.events import MemberInfo
 
 log = logging.getLogger("wiremesh.api")
@@ -73,15 +88,48 @@ def member_view(member: MemberInfo, now: float, wall_now: float) -> Member:
 def create_app(
     node: NodeView,
     *,
+    token: str,
+    store: Callable[[], ObjectStore] | None = None,
+    status: StatusProvider | None = None,
     clock: Callable[[], float] = trio.current_time,
     wall_clock: Callable[[], float] = time.time,
 ) -> FastAPI:
-    """``clock`` must be the clock the gossip core is driven with, since member ages are measured on it."""
+    """``clock`` must be the clock the gossip core is driven with, since member ages are measured on it.
+
+    ``token`` is the bearer token every request but ``GET /healthz`` must carry. The object endpoints
+    are there when a ``store`` is given (called per request, so it may be opened after the app is built).
+    Middleware, outermost first: request metrics (so 401s and 500s are counted), the catch-all that turns
+    a bug into a clean 500, then auth.
+    """
     app = FastAPI(title="wiremesh agent", version="0.1.0")
+    metrics = ApiMetrics()
+    metrics.add_collector(
+        StateCollector(
+            node.snapshot,
+            lambda: [str(m.state) for m in node.members()],
+            None if store is None else object_counts(store),
+        )
+    )
+    install_error_handlers(app)
+    app.add_middleware(BearerAuthMiddleware, token=token)
+    app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Health:
+        """Liveness, for probes: the only endpoint without auth, so it says nothing but the name."""
+        return Health(status="ok", name=node.name)
 
     @app.get("/v1/health")
     async def health() -> Health:
         return Health(status="ok", name=node.name)
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    if store is not None:
+        app.include_router(create_objects_router(store, status, members=node.members, wall_clock=wall_clock))
 
     @app.get("/v1/members")
     async def members() -> list[Member]:

@@ -8,49 +8,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
+from agent import cli_objects
 from agent.config import LOG_FORMATS, LOG_LEVELS, ConfigError, flag_for, load_config, load_keyring
 from gossip.keyring import Sealer, generate_key
 
 PROG = "wiremesh"
-DEFAULT_API = "http://127.0.0.1:7947"
-API_ENV = "WIREMESH_API"
+DEFAULT_API = cli_objects.DEFAULT_API
+API_ENV = cli_objects.API_ENV
 EXIT_UNREACHABLE = 1
 EXIT_USAGE = 2
+ApiError = cli_objects.ApiError
+api_base = cli_objects.api_base
 
 
-class ApiError(Exception):
-    """The agent's API could not be used; the message is meant for the user as is."""
-
-
-def api_base(url: str) -> str:
-    """Accept ``host:port`` as well as a full URL, since that is what people type."""
-    url = url.strip().rstrip("/")
-    return url if "://" in url else f"http://{url}"
-
-
-def fetch_json(api: str, path: str, *, timeout: float = 5.0) -> Any:
-    import httpx  # only the client commands need it; the agent process is leaner without it
-
-    url = api_base(api) + path
-    try:
-        response = httpx.get(url, timeout=timeout)
-    except httpx.TransportError as exc:
-        raise ApiError(f"cannot reach the agent at {api_base(api)} ({exc or type(exc).__name__})") from None
-    except httpx.InvalidURL as exc:
-        raise ApiError(f"bad --api URL {api!r}: {exc}") from None
-    if response.status_code != 200:
-        raise ApiError(f"{url}: HTTP {response.status_code} {response.reason_phrase}")
-    try:
-        return response.json()
-    except ValueError:
-        raise ApiError(f"{url}: the answer is not JSON (is this a wiremesh agent?)") from None
+def fetch_json(api: str, path: str, *, token_file: str | None = None, timeout: float = 5.0) -> Any:
+    token, source = cli_objects.resolve_token(token_file)
+    return cli_objects.ApiClient(api, token, source, timeout=timeout).get(path)
 
 
 def format_age(seconds: float) -> str:
@@ -128,7 +107,7 @@ def _only_oserror(exc: BaseException) -> OSError | None:
 
 
 def _members(args: argparse.Namespace, out: TextIO) -> int:
-    members = fetch_json(args.api, "/v1/members")
+    members = fetch_json(args.api, "/v1/members", token_file=args.token_file)
     if args.json:
         print(json.dumps(members, indent=2), file=out)
     elif members:
@@ -139,7 +118,8 @@ def _members(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _debug_gossip(args: argparse.Namespace, out: TextIO) -> int:
-    print(json.dumps(fetch_json(args.api, "/debug/gossip"), indent=2, sort_keys=True), file=out)
+    snapshot = fetch_json(args.api, "/debug/gossip", token_file=args.token_file)
+    print(json.dumps(snapshot, indent=2, sort_keys=True), file=out)
     return 0
 
 
@@ -175,18 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agent.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
 
-    default_api = os.environ.get(API_ENV) or DEFAULT_API
-    api_help = f"agent API URL (default ${API_ENV} or {DEFAULT_API})"
     members = sub.add_parser("members", help="list cluster members as a running agent sees them")
-    members.add_argument("--api", default=default_api, help=api_help)
-    members.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
+    cli_objects.add_client_options(members)
 
     sub.add_parser("keygen", help="print a new encryption key (one line of a keyring file)")
 
     debug = sub.add_parser("debug", help="inspect a running agent")
     debug_sub = debug.add_subparsers(dest="debug_command", required=True, metavar="WHAT")
     gossip = debug_sub.add_parser("gossip", help="print the gossip layer's debug snapshot")
-    gossip.add_argument("--api", default=default_api, help=api_help)
+    cli_objects.add_client_options(gossip, json_flag=False)
+    cli_objects.add_object_commands(sub)
     return parser
 
 
@@ -199,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _members(args, sys.stdout)
         if args.command == "debug":
             return _debug_gossip(args, sys.stdout)
+        if hasattr(args, "handler"):  # vip, route, policy, machine
+            handler: cli_objects.Handler = args.handler
+            return handler(args, sys.stdout)
         print(generate_key())
         return 0
     except ApiError as exc:

@@ -8,6 +8,7 @@ yet; anything that will be persisted belongs under ``cfg.state_dir``.
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 import signal
@@ -15,12 +16,17 @@ import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from agent.api import create_app, serve_api
+from agent.auth import load_or_create_token
 from agent.config import AgentConfig, HostPort, format_address, load_keyring
+from agent.replication import ObjectReplicator
+from agent.storage import SqliteObjectStorage, StorageError
+from agent.store import ObjectStore
 from gossip.events import MemberInfo
 from gossip.keyring import Sealer
 from gossip.node import GossipNode
@@ -29,6 +35,8 @@ from gossip.transport import open_udp_tcp_transport
 from gossip.wire import Address
 
 log = logging.getLogger("wiremesh.agent")
+
+OBJECTS_DB = "objects.db"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,21 +106,29 @@ async def run_agent(
         sealer = Sealer(load_keyring(cfg), cfg.cluster)
     if sealer.keyring is None:
         log.warning("gossip encryption is OFF (insecure = true); anyone who can reach the port can join")
+    token = load_or_create_token(cfg.state_dir)  # before binding anything: an unusable state dir stops us
     async with AsyncExitStack() as stack:
         signals = stack.enter_context(trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT))
         try:
             transport = await stack.enter_async_context(open_udp_tcp_transport(cfg.bind.host, cfg.bind.port))
         except OSError as exc:
             raise OSError(exc.errno, f"cannot bind gossip to {cfg.bind}: {exc.strerror or exc}") from None
+        storage = stack.enter_context(await _open_storage(Path(cfg.state_dir) / OBJECTS_DB))
+        records = await trio.to_thread.run_sync(storage.load)
         bound = transport.local_addr
         advertise = (cfg.advertise.host, cfg.advertise.port or bound[1])
-        core = Swim(cfg.gossip, cfg.name, advertise, sealer, random.Random(), trio.current_time())
+        # Machines "known" to validation: every member gossip has seen, past ones included.
+        store = ObjectStore(cfg.name, lambda: {m.name for m in core.members()}, records)
+        replicator = ObjectReplicator(store)
+        core = Swim(
+            cfg.gossip, cfg.name, advertise, sealer, random.Random(), trio.current_time(), shared=replicator
+        )
         node = GossipNode(core, transport)
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
-            api_port = await nursery.start(
-                serve_api, create_app(_NamedNode(node, cfg.name)), str(cfg.http_listen)
-            )
+            await nursery.start(replicator.run, storage, node)
+            app = create_app(_NamedNode(node, cfg.name), token=token, store=lambda: store)
+            api_port = await nursery.start(serve_api, app, str(cfg.http_listen))
             log.info(
                 "agent %s started: gossip on %s (advertised as %s), API on %s",
                 cfg.name,
@@ -128,9 +144,18 @@ async def run_agent(
                 break
             with trio.CancelScope() as leave_scope:
                 nursery.start_soon(_cancel_on_next_signal, signals, leave_scope)
-                await node.leave()
+                await node.leave(linger=cfg.gossip.leave_propagate_delay)
             nursery.cancel_scope.cancel()
     log.info("agent %s stopped", cfg.name)
+
+
+async def _open_storage(path: Path) -> SqliteObjectStorage:
+    """The object database, opened off the Trio thread; a bad file stops startup with one clear line."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return await trio.to_thread.run_sync(SqliteObjectStorage, path)
+    except StorageError as exc:
+        raise OSError(errno.EIO, str(exc)) from None
 
 
 async def _cancel_on_next_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:

@@ -34,6 +34,8 @@ class GossipConfig:
     reconnect_interval: float = 30.0
     # Relays nack an indirect probe after this share of probe_timeout, so the nack beats the deadline.
     nack_fraction: float = 0.8
+    # After its leave notice went out, a leaving node keeps answering (and telling) this long (serf: 1 s).
+    leave_propagate_delay: float = 1.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

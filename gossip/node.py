@@ -291,14 +291,17 @@ class GossipNode:
             self._log.info("join attempt %d/%d via %d seed(s) got no answer", attempt, attempts, len(targets))
         return self.core.alive_count() > 1
 
-    async def leave(self, timeout: float = 5.0) -> None:
-        """Announce that we leave and wait (bounded) until the core says the notice went out."""
+    async def leave(self, timeout: float = 5.0, linger: float = 0.0) -> None:
+        """Announce that we leave and wait (bounded) until the core says the notice went out, then keep
+        running ``linger`` seconds more: members that probe us meanwhile get the notice with the ack
+        instead of suspecting a node that simply stopped answering."""
         self._require_running()
         self.core.leave(trio.current_time())
         await self._flush()
         with trio.move_on_after(timeout):
             while not self.core.leave_done():
                 await self._wait_for_progress(LEAVE_POLL_INTERVAL)
+            await trio.sleep(linger)
             return
         self._log.warning("leave notice not fully disseminated after %.1fs", timeout)
 

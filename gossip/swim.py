@@ -301,7 +301,10 @@ class Swim:
         self._probe = None
         self._me.state = MemberState.LEFT
         self._me.since = now
-        self._queue_broadcast(_node_key(self.name), Dead(self.name, self._me.incarnation, self.name))
+        self._queue_broadcast(_node_key(self.name), self._leave_notice())
+
+    def _leave_notice(self) -> Dead:
+        return Dead(self.name, self._me.incarnation, self.name)
 
     def set_meta(self, meta: bytes, now: float) -> None:
         if len(meta) > self.config.meta_max_size:
@@ -404,7 +407,9 @@ class Swim:
         match msg:
             case Ping():
                 if msg.target == self.name:
-                    self._send(src, [Ack(msg.seq)])
+                    # While leaving, every ack carries the goodbye: whoever probes us learns it at once.
+                    bye: list[Message] = [self._leave_notice()] if self._leaving else []
+                    self._send(src, [Ack(msg.seq), *bye])
                 else:
                     self.stats.ignored += 1
             case IndirectPing():

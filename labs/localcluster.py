@@ -211,8 +211,15 @@ class LocalCluster:
 
     # --- observing -------------------------------------------------------------------------------
 
+    def api_headers(self, name: str) -> dict[str, str]:
+        """The bearer token the agent made in its state dir on its first start."""
+        token = (self.workdir / f"{name}.state" / "api-token").read_text().strip()
+        return {"authorization": f"Bearer {token}"}
+
     def members(self, name: str) -> list[dict[str, Any]]:
-        response = httpx.get(self.agents[name].api + "/v1/members", timeout=2.0)
+        response = httpx.get(
+            self.agents[name].api + "/v1/members", headers=self.api_headers(name), timeout=2.0
+        )
         response.raise_for_status()
         result: list[dict[str, Any]] = response.json()
         return result

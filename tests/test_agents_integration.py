@@ -55,7 +55,9 @@ def test_five_agents_converge_detect_a_kill_and_see_a_leave(cluster: LocalCluste
     # Left is not dead: nobody suspected or killed the member that said goodbye.
     assert not [e for e in cluster.all_events() if e.member == leaver and e.event in ("suspect", "dead")]
 
-    debug = httpx.get(cluster.agents[names[0]].api + "/debug/gossip", timeout=5).json()
+    debug = httpx.get(
+        cluster.agents[names[0]].api + "/debug/gossip", headers=cluster.api_headers(names[0]), timeout=5
+    ).json()
     states = {m["name"]: m["state"] for m in debug["members"]}
     assert states == {names[0]: "alive", names[1]: "alive", victim: "dead", names[3]: "alive", leaver: "left"}
     assert debug["traffic"]["decode_failures"] == 0
@@ -86,7 +88,10 @@ def test_agent_with_another_key_is_refused(cluster: LocalCluster, tmp_path: Path
         stranger.wait_until("the stranger is up", lambda: stranger.states("stranger1") != {}, timeout=30)
 
         def refused() -> bool:
-            snapshot = httpx.get(cluster.seed.api + "/debug/gossip", timeout=5).json()
+            seed = cluster.seed.name
+            snapshot = httpx.get(
+                cluster.seed.api + "/debug/gossip", headers=cluster.api_headers(seed), timeout=5
+            ).json()
             return bool(snapshot["traffic"]["auth_failures"] > 0)
 
         cluster.wait_until("the seed refused the stranger's traffic", refused, timeout=30)
@@ -107,3 +112,41 @@ def test_bad_config_exits_2_with_one_clear_line(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert str(bad) in lines[0] and "gossip.probe_timeout" in lines[0]
+
+
+def test_a_vip_created_on_one_agent_is_on_every_agent_and_survives_a_restart(cluster: LocalCluster) -> None:
+    names = list(cluster.agents)
+    cluster.wait_converged(timeout=60)
+    first = cluster.agents[names[0]]
+    token_file = cluster.workdir / f"{names[0]}.state" / "api-token"
+    created = subprocess.run(
+        [sys.executable, "-m", "agent", "vip", "create", "web", "--address", "100.96.0.10",
+         "--machine", names[1], "--machine", names[2], "--check-type", "tcp", "--check-target", ":8080",
+         "--api", first.api, "--token-file", str(token_file)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+
+    def vip_on(name: str) -> dict[str, object] | None:
+        agent = cluster.agents[name]
+        response = httpx.get(agent.api + "/v1/vips/web", headers=cluster.api_headers(name), timeout=5)
+        return response.json() if response.status_code == 200 else None
+
+    cluster.wait_until("every agent has the VIP", lambda: all(vip_on(n) for n in names), timeout=30)
+    view = vip_on(names[4])
+    assert view is not None and view["address"] == "100.96.0.10" and view["machines"] == names[1:3]
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "agent", "vip", "create", "bad", "--address", "8.8.8.8",
+         "--api", first.api, "--token-file", str(token_file)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "address" in refused.stderr and "routable" in refused.stderr
+
+    victim = names[3]
+    cluster.kill(victim, signal.SIGKILL)
+    cluster.wait_exit(victim)
+    cluster.start(victim)
+    # After a restart the VIP is there again (its own disk; test_replication checks that alone).
+    cluster.wait_until(f"{victim} answers", lambda: vip_on(victim) is not None, timeout=30)

@@ -40,9 +40,13 @@ class FakeNode:
         return self.snap
 
 
+TOKEN = "test-token"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
 def asgi_client(node: FakeNode) -> httpx.AsyncClient:
-    app = create_app(node, clock=lambda: 100.0, wall_clock=lambda: 1_700_000_000.0)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://agent")
+    app = create_app(node, token=TOKEN, clock=lambda: 100.0, wall_clock=lambda: 1_700_000_000.0)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://agent", headers=AUTH)
 
 
 async def test_members_endpoint() -> None:
@@ -86,9 +90,9 @@ async def test_debug_and_health_endpoints() -> None:
 async def test_real_server_on_ephemeral_port_and_clean_shutdown() -> None:
     node = FakeNode()
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(serve_api, create_app(node), "127.0.0.1:0")
+        port = await nursery.start(serve_api, create_app(node, token=TOKEN), "127.0.0.1:0")
         assert port > 0
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=AUTH) as client:
             members = (await client.get("/v1/members")).json()
             assert [m["name"] for m in members] == ["node-a", "node-b"]
             # Members' ages come from trio's clock, the one the real gossip core runs on.
@@ -106,7 +110,7 @@ async def test_taken_port_is_a_plain_error_naming_the_address() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(OSError, match=rf"cannot listen on 127\.0\.0\.1:{port} for the HTTP API"):
-            await serve_api(create_app(FakeNode()), f"127.0.0.1:{port}")
+            await serve_api(create_app(FakeNode(), token=TOKEN), f"127.0.0.1:{port}")
 
 
 def make_record(**extra: Any) -> logging.LogRecord:
@@ -168,8 +172,9 @@ def test_configure_logging_json_end_to_end() -> None:
     }
 
 
-async def wait_for_states(port: int, want: dict[str, str]) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+async def wait_for_states(port: int, want: dict[str, str], token: str) -> list[dict[str, Any]]:
+    headers = {"authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers) as client:
         while True:
             members: list[dict[str, Any]] = (await client.get("/v1/members")).json()
             if {m["name"]: m["state"] for m in members} == want:
@@ -195,7 +200,8 @@ async def test_two_agents_join_and_leave_on_sigterm(tmp_path: Any) -> None:
                 done_b.set()
 
             info_b: AgentInfo = await nursery.start(run_b)
-            members = await wait_for_states(info_a.api_port, {"a": "alive", "b": "alive"})
+            token_a = (tmp_path / "a" / "api-token").read_text().strip()  # made by a on start
+            members = await wait_for_states(info_a.api_port, {"a": "alive", "b": "alive"}, token_a)
             assert {m["name"]: m["addr"] for m in members} == {
                 "a": f"127.0.0.1:{info_a.gossip_addr[1]}",
                 "b": f"127.0.0.1:{info_b.gossip_addr[1]}",
@@ -204,7 +210,11 @@ async def test_two_agents_join_and_leave_on_sigterm(tmp_path: Any) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
             await done_b.wait()
             # ...so a marks it "left" at once rather than suspecting it; the next signal reaches a.
-            await wait_for_states(info_a.api_port, {"a": "alive", "b": "left"})
+            await wait_for_states(info_a.api_port, {"a": "alive", "b": "left"}, token_a)
             os.kill(os.getpid(), signal.SIGTERM)
-    # Both returned (the nursery closed), and neither wrote anything, not even its (unused) state dir.
-    assert [p.name for p in tmp_path.iterdir()] == ["ring"]
+    # Both returned (the nursery closed); each wrote only its API token (mode 0600) and its object
+    # database in its state dir, and closed the database cleanly (no WAL left behind).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "ring"]
+    for name in ("a", "b"):
+        assert sorted(p.name for p in (tmp_path / name).iterdir()) == ["api-token", "objects.db"]
+        assert (tmp_path / name / "api-token").stat().st_mode & 0o777 == 0o600

@@ -74,12 +74,13 @@ def test_bad_config_as_a_real_process(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("restore_root_logger")
-def test_taken_http_port_exits_1_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+def test_taken_http_port_exits_1_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        code = cli.main(["agent", "--insecure", "--bind", "127.0.0.1:0", "--http", f"127.0.0.1:{port}"])
+        argv = ["agent", "--insecure", "--bind", "127.0.0.1:0", "--http", f"127.0.0.1:{port}"]
+        code = cli.main([*argv, "--state-dir", str(tmp_path)])
     assert code == 1
     last = capsys.readouterr().err.splitlines()[-1]
     assert (
@@ -101,10 +102,14 @@ class FakeNode:
         return {"name": "a", "incarnation": 12, "members": []}
 
 
+TOKEN = "cli-test-token"
+
+
 @pytest.fixture
-async def api_url() -> AsyncIterator[str]:
+async def api_url(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    monkeypatch.setenv("WIREMESH_TOKEN", TOKEN)
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(serve_api, create_app(FakeNode()), "127.0.0.1:0")
+        port = await nursery.start(serve_api, create_app(FakeNode(), token=TOKEN), "127.0.0.1:0")
         yield f"http://127.0.0.1:{port}"
         nursery.cancel_scope.cancel()
 

@@ -918,3 +918,14 @@ def test_a_dead_member_may_come_back_from_a_new_address() -> None:
     b = info(a, "b")
     assert (b.state, b.addr, b.incarnation) == (MemberState.ALIVE, node_addr(9), 1)
     assert [e.kind for e in a.take_events()] == [EventKind.JOIN, EventKind.UPDATE]
+
+
+def test_a_leaving_node_tells_whoever_probes_it() -> None:
+    a = lone(["b"])
+    a.leave(100.0)
+    a.take_datagrams()
+    src = node_addr(2)
+    a.receive_datagram(src, seal([Ping(4, "a", "b", src)]), 100.1)
+    [(dst, data)] = a.take_datagrams()
+    assert dst == src
+    assert opened(data)[:2] == [Ack(4), Dead("a", 0, "a")]

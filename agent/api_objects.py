@@ -1,0 +1,439 @@
+"""The HTTP API for cluster objects (VIPs, routes, policy sets, machine and mesh settings), and the
+API's error shape.
+
+Endpoints validate only the shape of a request (pydantic, from the object models) and leave every rule
+that needs the rest of the cluster (unique names, addresses inside a routable CIDR, known machines and
+policy sets, policy sets still in use) to the store, which is the one place those rules live; its
+exceptions become 404/409/422 here. Every error, FastAPI's own included, has one JSON shape:
+``{"error": "...", "detail": [{"loc": [...], "msg": "..."}]}``; ``loc`` is a field path, starting with
+``"body"`` for fields of the request body, like FastAPI's own validation errors.
+
+PATCH is a JSON merge patch (RFC 7396): keys set to ``null`` are removed (back to their default),
+objects merge recursively, anything else replaces. Machine and mesh settings always exist (with
+defaults) for every known machine, so PUT and PATCH on them create the record on first write.
+
+Reads of VIPs and routes carry their live status from a :class:`StatusProvider` (which machines announce
+them now and each assigned machine's health), which is what a list page's green/red globe shows.
+Every read also carries the record's HLC ``version`` and ``problems``: a replicated object may
+reference what this node does not know yet (the store keeps it so replicas converge), and an operator
+should see that rather than have it hidden.
+
+No ``from __future__ import annotations`` here: the per-kind endpoints get their body model at run time
+(:func:`_with_body`), and FastAPI must see real types in their signatures.
+"""
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from enum import Enum
+from typing import Annotated, Any, Protocol
+from urllib.parse import quote
+
+from fastapi import APIRouter, Body, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agent.config import format_address
+from agent.objects import (
+    MESH_KEY,
+    MODELS,
+    ClusterObject,
+    Kind,
+    MachineSettings,
+    MeshSettings,
+    PolicySet,
+    Problem,
+    Route,
+    Vip,
+    key_of,
+)
+from agent.store import AlreadyExists, InUse, Invalid, Key, NotFound, ObjectStore, Record
+from gossip.events import MemberInfo
+
+log = logging.getLogger("wiremesh.api")
+
+UNKNOWN_HEALTH = "unknown"
+JSONDict = dict[str, Any]
+
+
+# --- the error shape -------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: list[ErrorDetail]
+
+
+def error_response(status: int, error: str, detail: Iterable[ErrorDetail] = ()) -> JSONResponse:
+    return JSONResponse(ErrorBody(error=error, detail=list(detail)).model_dump(), status_code=status)
+
+
+def problems_detail(
+    problems: Iterable[Problem], prefix: Sequence[str | int] = ("body",)
+) -> list[ErrorDetail]:
+    return [ErrorDetail(loc=[*prefix, *p.loc], msg=p.msg) for p in problems]
+
+
+def pydantic_detail(errors: Sequence[Any], prefix: Sequence[str | int] = ()) -> list[ErrorDetail]:
+    """Pydantic's error dicts as field paths; only loc and msg, since ``input`` may echo anything back."""
+    return [
+        ErrorDetail(
+            loc=[*prefix, *(p if isinstance(p, int) else str(p) for p in e.get("loc", ()))],
+            msg=str(e.get("msg", "")).removeprefix("Value error, "),
+        )
+        for e in errors
+    ]
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in (
+        (400, "Malformed request"),
+        (401, "Missing or wrong bearer token"),
+        (404, "No such object"),
+        (409, "Conflict: the name is taken, or the object is still in use"),
+        (422, "Invalid object: detail names each field and why"),
+    )
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error in the project's shape; a malformed JSON body is a 400, a well-formed wrong one a 422."""
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = list(exc.errors())
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return error_response(400, "malformed JSON body", pydantic_detail(errors))
+        return error_response(422, "invalid request", pydantic_detail(errors))
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        response = error_response(exc.status_code, str(exc.detail))
+        for key, value in (exc.headers or {}).items():
+            response.headers[key] = value
+        return response
+
+    async def on_not_found(request: Request, exc: Exception) -> Response:
+        return error_response(404, str(exc) or "not found")
+
+    async def on_exists(request: Request, exc: Exception) -> Response:
+        return error_response(
+            409, str(exc) or "already exists", [ErrorDetail(loc=["body", "name"], msg=str(exc))]
+        )
+
+    async def on_invalid(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Invalid)
+        return error_response(422, str(exc) or "invalid object", problems_detail(exc.problems))
+
+    async def on_in_use(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, InUse)
+        return error_response(
+            409, str(exc) or "still in use", [ErrorDetail(loc=[], msg=f"used by {w}") for w in exc.where]
+        )
+
+    async def on_model(request: Request, exc: Exception) -> Response:
+        # A merge patch or a settings default that does not make a valid object.
+        assert isinstance(exc, ValidationError)
+        return error_response(422, "invalid object", pydantic_detail(exc.errors(), ("body",)))
+
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(NotFound, on_not_found)
+    app.add_exception_handler(AlreadyExists, on_exists)
+    app.add_exception_handler(Invalid, on_invalid)
+    app.add_exception_handler(InUse, on_in_use)
+    app.add_exception_handler(ValidationError, on_model)
+
+
+class CatchAllMiddleware:
+    """Turns a bug (any exception that escaped the handlers) into a logged, clean JSON 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except Exception:
+            log.exception("API bug while handling %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise  # too late for a clean answer: let the server drop the connection
+            await error_response(500, "internal error (a bug; the agent's log has the details)")(
+                scope, receive, send
+            )
+
+
+# --- status ----------------------------------------------------------------------------------------
+
+
+class StatusProvider(Protocol):
+    """Live state of announcements; the announcement planner will provide the real one."""
+
+    def announced_by(self, kind: Kind, name: str) -> list[str]:
+        """Machines announcing the object now."""
+        ...
+
+    def health(self, kind: Kind, name: str, machine: str) -> str:
+        """The object's health check verdict on ``machine``: healthy, unhealthy, or unknown."""
+        ...
+
+
+class NoStatus:
+    """Before announcements exist: nothing is announced, every health state is unknown."""
+
+    def announced_by(self, kind: Kind, name: str) -> list[str]:
+        return []
+
+    def health(self, kind: Kind, name: str, machine: str) -> str:
+        return UNKNOWN_HEALTH
+
+
+# --- views -----------------------------------------------------------------------------------------
+
+
+def version_view(record: Record | None) -> JSONDict | None:
+    """The HLC version of the stored record; ``None`` for implicit defaults that were never written."""
+    if record is None:
+        return None
+    version = record.version
+    return {"wall_ms": version.ts.wall_ms, "counter": version.ts.counter, "origin": version.origin}
+
+
+PatchBody = Annotated[
+    JSONDict,
+    Body(
+        media_type="application/merge-patch+json",
+        description="JSON merge patch (RFC 7396): null removes a key, objects merge, anything else replaces",
+    ),
+]
+
+
+class ObjectsApi:
+    """The object endpoints' logic over one store; see the module docstring."""
+
+    def __init__(
+        self,
+        store: Callable[[], ObjectStore],
+        status: StatusProvider,
+        members: Callable[[], list[MemberInfo]],
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.status = status
+        self.members = members
+        self.wall_clock = wall_clock
+
+    def wall_ms(self) -> int:
+        return int(self.wall_clock() * 1000)
+
+    def view(self, kind: Kind, obj: ClusterObject, problems: Mapping[Key, list[Problem]]) -> JSONDict:
+        """The object, its version, the problems it has here (a replicated object may reference what this
+        node does not know), and for VIPs and routes its live status."""
+        name = key_of(obj)
+        body = obj.model_dump(mode="json")
+        body["version"] = version_view(self.store().get_record(kind, name))
+        body["problems"] = [d.model_dump() for d in problems_detail(problems.get((kind, name), []), ())]
+        if isinstance(obj, Vip | Route):
+            announced_by = sorted(self.status.announced_by(kind, name))
+            body["status"] = {
+                "announced": bool(announced_by),
+                "announced_by": announced_by,
+                "machines": [
+                    {"name": m, "health": self.status.health(kind, name, m), "announcing": m in announced_by}
+                    for m in obj.machines
+                ],
+            }
+        return body
+
+    def list_view(self, kind: Kind) -> list[JSONDict]:
+        store = self.store()
+        problems = store.problems()
+        return [self.view(kind, obj, problems) for obj in store.list(kind)]
+
+    def one_view(self, kind: Kind, name: str) -> JSONDict:
+        store = self.store()
+        return self.view(kind, store.get(kind, name), store.problems())
+
+    def machine_view(self, settings: ClusterObject, *, full: bool) -> JSONDict:
+        """A machine: its settings, its gossip member state, and the VIPs assigned to it (names, or
+        whole VIP views when ``full``)."""
+        assert isinstance(settings, MachineSettings)
+        store = self.store()
+        problems = store.problems()
+        name = settings.name
+        member = next((m for m in self.members() if m.name == name), None)
+        vips = [v for v in store.list(Kind.VIP) if isinstance(v, Vip) and name in v.machines]
+        settings_view = self.view(Kind.MACHINE, settings, problems)
+        return {
+            "name": name,
+            "settings": {k: v for k, v in settings_view.items() if k not in ("version", "problems")},
+            "version": settings_view["version"],
+            "problems": settings_view["problems"],
+            "member": None
+            if member is None
+            else {
+                "state": str(member.state),
+                "incarnation": member.incarnation,
+                "addr": format_address(member.addr),
+            },
+            "vips": [self.view(Kind.VIP, v, problems) for v in vips] if full else [v.name for v in vips],
+        }
+
+
+def _with_body(
+    endpoint: Callable[..., Awaitable[Response]], annotation: Any
+) -> Callable[..., Awaitable[Response]]:
+    """Give ``endpoint``'s ``body`` parameter a concrete model, so FastAPI validates it and documents it.
+
+    The CRUD endpoints are written once for every kind; FastAPI reads parameter types from the signature,
+    so each kind's copy gets a signature naming its own model.
+    """
+    sig = inspect.signature(endpoint)
+    params = [p.replace(annotation=annotation) if p.name == "body" else p for p in sig.parameters.values()]
+    endpoint.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    return endpoint
+
+
+COLLECTIONS: tuple[tuple[str, Kind, type[BaseModel]], ...] = (
+    ("vips", Kind.VIP, Vip),
+    ("routes", Kind.ROUTE, Route),
+    ("policy-sets", Kind.POLICY_SET, PolicySet),
+)
+
+
+def create_objects_router(
+    store: Callable[[], ObjectStore],
+    status: StatusProvider | None = None,
+    *,
+    members: Callable[[], list[MemberInfo]],
+    wall_clock: Callable[[], float],
+) -> APIRouter:
+    """The ``/v1`` object endpoints. ``store`` is called per request, so the store may be opened later
+    than the app is built; ``members`` feeds the machine views; ``wall_clock`` (seconds) stamps writes."""
+    api = ObjectsApi(store, status or NoStatus(), members, wall_clock)
+    router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
+    for plural, kind, model in COLLECTIONS:
+        _add_collection(router, api, plural, kind, model)
+    _add_machines(router, api)
+    _add_mesh(router, api)
+    return router
+
+
+def _add_collection(
+    router: APIRouter, api: ObjectsApi, plural: str, kind: Kind, model: type[BaseModel]
+) -> None:
+    tags: list[str | Enum] = [plural]
+    one = f"/{plural}/{{name}}"
+
+    async def list_objects() -> Response:
+        return JSONResponse(api.list_view(kind))
+
+    async def get_object(name: str) -> Response:
+        return JSONResponse(api.one_view(kind, name))
+
+    async def create_object(body: Any) -> Response:
+        record = api.store().create(kind, body, api.wall_ms())
+        view = api.one_view(kind, record.name)
+        return JSONResponse(view, status_code=201, headers={"location": f"/v1/{plural}/{quote(record.name)}"})
+
+    async def replace_object(name: str, body: Any) -> Response:
+        api.store().replace(kind, name, body, api.wall_ms())
+        return JSONResponse(api.one_view(kind, name))
+
+    async def patch_object(name: str, body: PatchBody) -> Response:
+        api.store().patch(kind, name, body, api.wall_ms())
+        return JSONResponse(api.one_view(kind, name))
+
+    async def delete_object(name: str) -> Response:
+        api.store().delete(kind, name, api.wall_ms())
+        return Response(status_code=204)
+
+    body_type = Annotated[model, Body()]  # type: ignore[valid-type]
+    what = kind.value
+    router.add_api_route(f"/{plural}", list_objects, methods=["GET"], tags=tags, summary=f"List {plural}")
+    router.add_api_route(
+        f"/{plural}",
+        _with_body(create_object, body_type),
+        methods=["POST"],
+        status_code=201,
+        tags=tags,
+        summary=f"Create a {what}",
+    )
+    router.add_api_route(one, get_object, methods=["GET"], tags=tags, summary=f"Get a {what}")
+    router.add_api_route(
+        one, _with_body(replace_object, body_type), methods=["PUT"], tags=tags, summary=f"Replace a {what}"
+    )
+    router.add_api_route(one, patch_object, methods=["PATCH"], tags=tags, summary=f"Merge-patch a {what}")
+    router.add_api_route(
+        one, delete_object, methods=["DELETE"], status_code=204, tags=tags, summary=f"Delete a {what}"
+    )
+
+
+def _add_machines(router: APIRouter, api: ObjectsApi) -> None:
+    tags: list[str | Enum] = ["machines"]
+
+    @router.get("/machines", tags=tags, summary="List machines: current and past members, and their settings")
+    async def list_machines() -> Response:
+        return JSONResponse([api.machine_view(s, full=False) for s in api.store().list(Kind.MACHINE)])
+
+    @router.get("/machines/{name}", tags=tags, summary="A machine: settings, its VIPs, its member state")
+    async def get_machine(name: str) -> Response:
+        return JSONResponse(api.machine_view(api.store().get(Kind.MACHINE, name), full=True))
+
+    @router.get("/machines/{name}/vips", tags=tags, summary="The VIPs assigned to a machine")
+    async def machine_vips(name: str) -> Response:
+        return JSONResponse(api.machine_view(api.store().get(Kind.MACHINE, name), full=True)["vips"])
+
+    @router.put("/machines/{name}", tags=tags, summary="Replace a machine's settings")
+    async def put_machine(name: str, body: MachineSettings) -> Response:
+        store = api.store()
+        store.replace(Kind.MACHINE, name, body, api.wall_ms())
+        return JSONResponse(api.machine_view(store.get(Kind.MACHINE, name), full=True))
+
+    @router.patch("/machines/{name}", tags=tags, summary="Merge-patch a machine's settings")
+    async def patch_machine(name: str, body: PatchBody) -> Response:
+        store = api.store()
+        store.patch(Kind.MACHINE, name, body, api.wall_ms())
+        return JSONResponse(api.machine_view(store.get(Kind.MACHINE, name), full=True))
+
+
+def _add_mesh(router: APIRouter, api: ObjectsApi) -> None:
+    tags: list[str | Enum] = ["mesh"]
+
+    @router.get("/mesh", tags=tags, summary="Mesh-wide settings")
+    async def get_mesh() -> Response:
+        return JSONResponse(api.one_view(Kind.MESH, MESH_KEY))
+
+    @router.put("/mesh", tags=tags, summary="Replace the mesh-wide settings")
+    async def put_mesh(body: MeshSettings) -> Response:
+        api.store().replace(Kind.MESH, MESH_KEY, body, api.wall_ms())
+        return JSONResponse(api.one_view(Kind.MESH, MESH_KEY))
+
+    @router.patch("/mesh", tags=tags, summary="Merge-patch the mesh-wide settings")
+    async def patch_mesh(body: PatchBody) -> Response:
+        api.store().patch(Kind.MESH, MESH_KEY, body, api.wall_ms())
+        return JSONResponse(api.one_view(Kind.MESH, MESH_KEY))
+
+
+def object_counts(store: Callable[[], ObjectStore]) -> Callable[[], Mapping[str, int]]:
+    """Live objects per kind (implicit defaults included), for the metrics collector."""
+    return lambda: {kind.value: len(store().list(kind)) for kind in MODELS}
