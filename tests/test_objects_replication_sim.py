@@ -1,0 +1,106 @@
+"""Cluster objects replicated by simulated gossip clusters: the real store and replicator on every node."""
+
+from __future__ import annotations
+
+from agent.objects import Kind
+from agent.replication import ObjectReplicator, item_key
+from agent.store import ObjectStore, Record, encode_record
+from gossip.sim import Simulation
+
+EPOCH_MS = 1_800_000_000_000
+
+
+def cluster(n: int, seed: int = 1) -> Simulation:
+    names = {f"n{i}" for i in range(n)}
+    holder: list[Simulation] = []
+
+    def wall_ms() -> int:
+        return EPOCH_MS + int(holder[0].now * 1000) if holder else EPOCH_MS
+
+    def replicator(name: str) -> ObjectReplicator:
+        return ObjectReplicator(ObjectStore(name, lambda: names, ()), clock_ms=wall_ms)
+
+    sim = Simulation(n, seed=seed, shared=replicator)
+    holder.append(sim)
+    sim.join_all(stagger=0.02)
+    sim.run_until(sim.now + 10.0)
+    return sim
+
+
+def store(sim: Simulation, name: str) -> ObjectStore:
+    shared = sim.shared[name]
+    assert isinstance(shared, ObjectReplicator)
+    return shared.store
+
+
+def now_ms(sim: Simulation) -> int:
+    return EPOCH_MS + int(sim.now * 1000)
+
+
+def spread(sim: Simulation, name: str, record: Record) -> Record:
+    """What the replicator's task does after writing a local edit to disk."""
+    sim.publish(name, item_key(record.kind, record.name), encode_record(record))
+    return record
+
+
+def names_of(objects: list[object]) -> list[str]:
+    return [str(getattr(o, "name", "")) for o in objects]
+
+
+def vip(name: str, address: str, *machines: str) -> dict[str, object]:
+    return {"name": name, "address": address, "machines": list(machines)}
+
+
+def test_an_edit_is_on_every_node_within_a_bound() -> None:
+    sim = cluster(50)
+    start = sim.now
+    written = spread(
+        sim, "n3", store(sim, "n3").create(Kind.VIP, vip("web", "100.96.0.10", "n1"), now_ms(sim))
+    )
+    while not all(store(sim, n).get_record(Kind.VIP, "web") == written for n in sim.names):
+        assert sim.now - start < 3.0, "an edit took longer than 3 s to reach 50 nodes"
+        sim.run_until(sim.now + 0.05)
+
+
+def test_concurrent_edits_in_two_partitions_converge_after_heal() -> None:
+    sim = cluster(10, seed=2)
+    for name in ("shared", "doomed"):
+        spread(sim, "n0", store(sim, "n0").create(Kind.VIP, vip(name, "100.96.0.1", "n0"), now_ms(sim)))
+    sim.run_until(sim.now + 5.0)
+    left, right = set(sim.names[:5]), set(sim.names[5:])
+    sim.partition([left, right])
+    sim.run_until(sim.now + 1.0)
+
+    spread(sim, "n1", store(sim, "n1").patch(Kind.VIP, "shared", {"holdoff": 10}, now_ms(sim)))
+    sim.run_until(sim.now + 2.0)
+    spread(sim, "n7", store(sim, "n7").patch(Kind.VIP, "shared", {"holdoff": 30}, now_ms(sim)))  # later
+    spread(sim, "n8", store(sim, "n8").delete(Kind.VIP, "doomed", now_ms(sim)))
+    spread(
+        sim, "n2", store(sim, "n2").create(Kind.ROUTE, {"name": "lan", "prefix": "10.1.0.0/16"}, now_ms(sim))
+    )
+    sim.run_until(sim.now + 20.0)
+    assert store(sim, "n0").get_record(Kind.VIP, "doomed") != store(sim, "n9").get_record(Kind.VIP, "doomed")
+
+    sim.heal()
+    sim.run_until(sim.now + 300.0)
+    reference = store(sim, "n0").records()
+    assert all(store(sim, n).records() == reference for n in sim.names)
+    shared = store(sim, "n4").get(Kind.VIP, "shared")
+    assert getattr(shared, "holdoff", None) == 30  # the later edit won on both sides
+    assert "doomed" not in names_of(list(store(sim, "n4").list(Kind.VIP)))
+    assert names_of(list(store(sim, "n9").list(Kind.ROUTE))) == ["lan"]
+
+
+def test_tombstones_expire_everywhere_and_the_object_stays_deleted() -> None:
+    sim = cluster(5, seed=3)
+    spread(sim, "n1", store(sim, "n1").create(Kind.VIP, vip("old", "100.96.0.2", "n1"), now_ms(sim)))
+    sim.run_until(sim.now + 5.0)
+    spread(sim, "n2", store(sim, "n2").delete(Kind.VIP, "old", now_ms(sim)))
+    sim.run_until(sim.now + 5.0)
+    assert all(store(sim, n).get_record(Kind.VIP, "old") is not None for n in sim.names)  # tombstones
+    keep_ms = 60_000
+    sim.run_until(sim.now + 61.0)
+    for n in sim.names:
+        assert [r.name for r in store(sim, n).expire_tombstones(now_ms(sim), keep_ms)] == ["old"]
+    sim.run_until(sim.now + 120.0)  # several push-pulls later, nobody brings it back
+    assert all(store(sim, n).get_record(Kind.VIP, "old") is None for n in sim.names)
