@@ -92,13 +92,15 @@ def main(argv: list[str] | None = None) -> int:
             leaver = survivors[-1]
             _say(t0, f"{leaver} leaves gracefully (SIGTERM)")
             left_at = cluster.kill(leaver, signal.SIGTERM)
-            code = cluster.wait_exit(leaver)
             rest = [x for x in survivors if x != leaver]
 
             def all_see_left() -> bool:
                 return all(cluster.states(s).get(leaver) == "left" for s in rest)
 
-            seen_left = cluster.wait_until(f"everyone marks {leaver} left", all_see_left, timeout=30)
+            seen_left = cluster.wait_until(
+                f"everyone marks {leaver} left", all_see_left, timeout=30, poll=0.02
+            )
+            code = cluster.wait_exit(leaver)
             _say(
                 t0,
                 f"{leaver} exited with code {code}; all others mark it left "
