@@ -74,6 +74,7 @@ def _run_agent(args: argparse.Namespace) -> int:
         "state_dir": args.state_dir,
         "log_format": args.log_format,
         "log_level": args.log_level,
+        "tombstone_keep": args.tombstone_keep,
     }
     try:
         cfg = load_config(Path(args.config) if args.config else None, overrides)
@@ -154,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format", choices=LOG_FORMATS, help="text (default) or json, one object per line"
     )
     agent.add_argument("--log-level", choices=LOG_LEVELS, help="default info")
+    agent.add_argument(
+        "--tombstone-keep",
+        type=float,
+        metavar="SECONDS",
+        help="how long a deleted object's tombstone is kept (default 604800 = 7 days)",
+    )
 
     members = sub.add_parser("members", help="list cluster members as a running agent sees them")
     cli_objects.add_client_options(members)

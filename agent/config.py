@@ -14,12 +14,17 @@ advertise port of 0 (the default when binding port 0) means "the port the transp
 
 Relative paths in the file are relative to the file's directory; relative paths given as flags are
 relative to the working directory.
+
+Exec health checks run commands as the agent's user, so only the machine's own config file can allow
+them: ``allow_exec_checks`` and ``exec_check_paths`` are refused when they come from anywhere else.
+``agent.execpolicy`` turns them into the yes/no (and the reason) a check gets.
 """
 
 from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import re
 import socket
 import tomllib
@@ -36,6 +41,7 @@ from gossip.wire import MAX_NAME_LEN, Address
 DEFAULT_GOSSIP_PORT = 7946
 DEFAULT_HTTP_LISTEN = "127.0.0.1:7947"
 DEFAULT_STATE_DIR = "/var/lib/wiremesh"
+DEFAULT_TOMBSTONE_KEEP_S = 7 * 24 * 3600.0  # agent.replication's default; not imported (it pulls in trio)
 COMMAND_LINE = "command line"
 
 LogFormat = Literal["text", "json"]
@@ -58,8 +64,13 @@ _TOP_KEYS = (
     "state_dir",
     "log_format",
     "log_level",
+    "tombstone_keep",
+    "allow_exec_checks",
+    "exec_check_paths",
     "gossip",
 )
+# Keys that only the config file may set: they let cluster objects run commands on this machine.
+_FILE_ONLY_KEYS = ("allow_exec_checks", "exec_check_paths")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?$")
 
@@ -107,6 +118,9 @@ class AgentConfig:
     state_dir: Path
     log_format: LogFormat
     log_level: str
+    tombstone_keep: float  # seconds a deleted object's tombstone is kept before it is forgotten
+    allow_exec_checks: bool
+    exec_check_paths: tuple[str, ...]  # absolute paths; empty: any command, once allowed
     gossip: GossipConfig
 
 
@@ -211,6 +225,8 @@ class _Reader:
 
     def number(self, key: str, kind: type, default: float, minimum: float, *, exclusive: bool = False) -> Any:
         value = self.get(key, kind, default)
+        if not math.isfinite(value):  # TOML has inf and nan
+            raise self.error(key, f"must be a finite number (got {value})")
         if value < minimum or (exclusive and value == minimum):
             raise self.error(key, f"out of range: {value} (must be {'>' if exclusive else '>='} {minimum})")
         return value
@@ -274,6 +290,19 @@ def _gossip_config(reader: _Reader) -> GossipConfig:
         raise reader.error(f"gossip.{culprit}" if culprit else "gossip", message) from None
 
 
+def _exec_check_paths(reader: _Reader) -> tuple[str, ...]:
+    paths: list[str] = []
+    for i, value in enumerate(reader.get("exec_check_paths", list, [])):
+        key = f"exec_check_paths[{i}]"
+        path: str = reader.typed(key, value, str)
+        if not path.startswith("/"):
+            raise reader.error(key, f"must be an absolute path to an executable (got {path!r})")
+        if any(not c.isprintable() for c in path):
+            raise reader.error(key, f"must contain no control characters (got {path!r})")
+        paths.append(path)
+    return tuple(paths)
+
+
 def _resolve_advertise(
     reader: _Reader, bind: HostPort, detect: Callable[[socket.AddressFamily], str | None]
 ) -> HostPort:
@@ -316,6 +345,9 @@ def load_config(
     file_values = read_config_file(path) if path is not None else {}
     reader = _Reader(path, file_values, {k: v for k, v in (overrides or {}).items() if v is not None})
     _check_unknown(reader, reader.values, _TOP_KEYS, "")
+    for key in _FILE_ONLY_KEYS:
+        if key in reader.from_flag:
+            raise ConfigError(COMMAND_LINE, key, "can only be set in the machine's config file")
 
     name = reader.text("name", hostname())
     if len(name.encode()) > MAX_NAME_LEN:
@@ -359,6 +391,9 @@ def load_config(
         state_dir=reader.path_value("state_dir") or Path(DEFAULT_STATE_DIR),
         log_format=log_format,
         log_level=reader.choice("log_level", LOG_LEVELS, "info"),
+        tombstone_keep=reader.number("tombstone_keep", float, DEFAULT_TOMBSTONE_KEEP_S, 0.0, exclusive=True),
+        allow_exec_checks=reader.get("allow_exec_checks", bool, False),
+        exec_check_paths=_exec_check_paths(reader),
         gossip=_gossip_config(reader),
     )
 

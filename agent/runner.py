@@ -16,6 +16,7 @@ import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,7 @@ async def run_agent(
         node = GossipNode(core, transport)
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
-            await nursery.start(replicator.run, storage, node)
+            await nursery.start(partial(replicator.run, storage, node, tombstone_keep_s=cfg.tombstone_keep))
             app = create_app(_NamedNode(node, cfg.name), token=token, store=lambda: store)
             api_port = await nursery.start(serve_api, app, str(cfg.http_listen))
             log.info(

@@ -170,3 +170,9 @@ def test_unreachable_agent_exits_1(argv: list[str], capsys: pytest.CaptureFixtur
 )
 def test_format_age(seconds: float, text: str) -> None:
     assert cli.format_age(seconds) == text
+
+
+def test_tombstone_keep_flag_is_validated_like_the_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["agent", "--insecure", "--name", "a", "--tombstone-keep", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--tombstone-keep" in err[0]

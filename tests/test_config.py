@@ -18,6 +18,7 @@ from agent.config import (
     load_keyring,
     split_hostport,
 )
+from agent.replication import DEFAULT_TOMBSTONE_KEEP_S
 from gossip.config import GossipConfig
 from gossip.keyring import generate_key
 
@@ -55,6 +56,9 @@ http_listen = "127.0.0.1:8000"
 state_dir = "state"
 log_format = "json"
 log_level = "debug"
+tombstone_keep = 3600
+allow_exec_checks = true
+exec_check_paths = ["/usr/local/bin/check-web", "/opt/checks/db check"]
 
 [gossip]
 probe_interval = 2
@@ -82,6 +86,9 @@ def test_good_file(tmp_path: Path) -> None:
     assert cfg.cluster == "prod"
     assert cfg.http_listen == HostPort("127.0.0.1", 8000)
     assert (cfg.log_format, cfg.log_level) == ("json", "debug")
+    assert cfg.tombstone_keep == 3600.0 and isinstance(cfg.tombstone_keep, float)
+    assert cfg.allow_exec_checks
+    assert cfg.exec_check_paths == ("/usr/local/bin/check-web", "/opt/checks/db check")
     assert cfg.gossip == GossipConfig(probe_interval=2.0, probe_timeout=0.75, disable_tcp_pings=True)
 
 
@@ -97,6 +104,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert cfg.state_dir == Path("/var/lib/wiremesh")
     assert (cfg.log_format, cfg.log_level) == ("text", "info")
     assert (cfg.join_attempts, cfg.join_retry_interval) == (5, 2.0)
+    assert cfg.tombstone_keep == 604800.0 == DEFAULT_TOMBSTONE_KEEP_S  # 7 days, replication's default
+    assert (cfg.allow_exec_checks, cfg.exec_check_paths) == (False, ())
     assert cfg.gossip == GossipConfig()
 
 
@@ -136,6 +145,24 @@ def test_every_gossip_field_maps(tmp_path: Path) -> None:
         ("log_format = 'xml'", "log_format", "must be one of text, json (got 'xml')"),
         ("name = 'has space'", "name", "no spaces"),
         ("name = '" + "n" * 129 + "'", "name", "too long"),
+        ("tombstone_keep = 0", "tombstone_keep", "out of range: 0.0 (must be > 0.0)"),
+        ("tombstone_keep = -60", "tombstone_keep", "out of range: -60.0 (must be > 0.0)"),
+        ("tombstone_keep = '7d'", "tombstone_keep", "expected number, got string '7d'"),
+        ("tombstone_keep = inf", "tombstone_keep", "must be a finite number (got inf)"),
+        ("tombstone_keep = nan", "tombstone_keep", "must be a finite number (got nan)"),
+        ("join_retry_interval = nan", "join_retry_interval", "must be a finite number"),
+        # exec checks
+        ("allow_exec_checks = 'yes'", "allow_exec_checks", "expected boolean, got string 'yes'"),
+        ("exec_check_paths = '/bin/true'", "exec_check_paths", "expected array, got string"),
+        ("exec_check_paths = [1]", "exec_check_paths[0]", "expected string, got integer 1"),
+        (
+            "exec_check_paths = ['/bin/true', 'bin/check']",
+            "exec_check_paths[1]",
+            "must be an absolute path to an executable (got 'bin/check')",
+        ),
+        ("exec_check_paths = ['check-web']", "exec_check_paths[0]", "must be an absolute path"),
+        ("exec_check_paths = ['']", "exec_check_paths[0]", "must be an absolute path"),
+        ('exec_check_paths = ["/bin/x\\ty"]', "exec_check_paths[0]", "no control characters"),
         # bad addresses
         ("bind = '127.0.0.1:99999'", "bind", "bad port '99999'"),
         ("bind = 'example.com:1'", "bind", "host must be an IP address"),
@@ -197,6 +224,7 @@ def test_flags_override_file(tmp_path: Path) -> None:
             "name": "flagged",
             "keyring_file": "rel",
             "cluster": None,
+            "tombstone_keep": 90,
         },
     )
     assert cfg.name == "flagged"
@@ -205,6 +233,8 @@ def test_flags_override_file(tmp_path: Path) -> None:
     assert cfg.join == (HostPort("127.0.0.8", 1),)  # replaced, not appended
     assert cfg.keyring_file == Path("rel")  # a flag path is relative to the working directory
     assert cfg.cluster == "prod"  # None means "flag not given"
+    assert cfg.tombstone_keep == 90.0
+    assert cfg.exec_check_paths == ("/usr/local/bin/check-web", "/opt/checks/db check")  # from the file
 
 
 def test_flags_alone(tmp_path: Path) -> None:
@@ -224,6 +254,15 @@ def test_flag_errors_name_the_flag(tmp_path: Path) -> None:
     assert str(err).startswith("command line: --bind: bad address 'nonsense:port'")
     with pytest.raises(ConfigError, match=r"^command line: --keyring: missing required key"):
         load_config(None, {"bind": "127.0.0.1:1"})
+    err = config_error(tmp_path, GOOD, {"tombstone_keep": 0.0})
+    assert str(err) == "command line: --tombstone-keep: out of range: 0.0 (must be > 0.0)"
+
+
+@pytest.mark.parametrize(("key", "value"), [("allow_exec_checks", True), ("exec_check_paths", ["/bin/sh"])])
+def test_exec_checks_only_from_the_config_file(tmp_path: Path, key: str, value: Any) -> None:
+    # They let cluster objects, editable from any node, run commands here: only this machine's file decides.
+    err = config_error(tmp_path, "insecure = true\nbind = '127.0.0.1:1'\n", {key: value})
+    assert str(err) == f"command line: {key}: can only be set in the machine's config file"
 
 
 def test_ipv6(tmp_path: Path) -> None:
