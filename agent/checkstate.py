@@ -1,0 +1,158 @@
+"""The health-check verdict, sans-I/O: results in, a thresholded state out.
+
+A check's raw results flap; what the planner acts on is the verdict, which moves only after
+``healthy_threshold`` consecutive passes or ``unhealthy_threshold`` consecutive failures, so an
+announcement can never change faster than the thresholds allow. A new check is ``unknown``: it has
+not earned ``healthy`` yet, and the planner must not announce on it.
+
+Nothing here reads a clock or sleeps. ``now`` is whatever clock the caller runs on: the Trio shell
+passes ``trio.current_time()`` for scheduling, and wall-clock seconds for anything it publishes,
+because monotonic times mean nothing on another machine.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+State = Literal["unknown", "healthy", "unhealthy"]
+STATES: tuple[State, ...] = ("unknown", "healthy", "unhealthy")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a machine publishes about one check: small, so hundreds fit in a gossip message.
+
+    ``consecutive`` counts the latest results that agree with ``last_ok`` (passes if it passed, failures
+    if not), so a peer can tell "healthy, but failing 2 of 3" from "healthy and steady". ``checked_at``
+    is when the latest result came in (``None`` before the first), for staleness."""
+
+    state: State
+    since: float
+    consecutive: int = 0
+    last_ok: bool | None = None
+    latency: float | None = None
+    error: str | None = None
+    checked_at: float | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """A msgpack-able dict with one-letter keys (the keys repeat once per check per gossip message)."""
+        return {
+            "s": self.state,
+            "t": self.since,
+            "n": self.consecutive,
+            "o": self.last_ok,
+            "l": self.latency,
+            "e": self.error,
+            "c": self.checked_at,
+        }
+
+    @classmethod
+    def from_wire(cls, data: object) -> Verdict:
+        """Parse what a peer sent; anything malformed raises ``ValueError`` (a peer is not trusted to be
+        the same version, or correct)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"verdict must be a map, got {type(data).__name__}")
+        state = data.get("s")
+        if state not in STATES:
+            raise ValueError(f"bad verdict state {state!r}")
+        since = _number(data.get("t"), "since")
+        if since is None:
+            raise ValueError("verdict has no since")
+        consecutive = data.get("n", 0)
+        if not isinstance(consecutive, int) or isinstance(consecutive, bool) or consecutive < 0:
+            raise ValueError(f"bad consecutive count {consecutive!r}")
+        last_ok = data.get("o")
+        if last_ok is not None and not isinstance(last_ok, bool):
+            raise ValueError(f"bad last_ok {last_ok!r}")
+        error = data.get("e")
+        if error is not None and not isinstance(error, str):
+            raise ValueError(f"bad error {error!r}")
+        return cls(
+            state=cast(State, state),
+            since=since,
+            consecutive=consecutive,
+            last_ok=last_ok,
+            latency=_number(data.get("l"), "latency"),
+            error=error,
+            checked_at=_number(data.get("c"), "checked_at"),
+        )
+
+
+def _number(value: object, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"bad {what} {value!r}")
+    return float(value)
+
+
+class CheckState:
+    """One check's thresholds, fed one result at a time."""
+
+    def __init__(self, healthy_threshold: int, unhealthy_threshold: int, now: float) -> None:
+        if healthy_threshold < 1 or unhealthy_threshold < 1:
+            raise ValueError("thresholds must be >= 1")
+        self.healthy_threshold = healthy_threshold
+        self.unhealthy_threshold = unhealthy_threshold
+        self.state: State = "unknown"
+        self.since = now
+        self.consecutive = 0
+        self.last_ok: bool | None = None
+        self.last_latency: float | None = None
+        self.last_error: str | None = None
+        self.checked_at: float | None = None
+
+    def record(self, ok: bool, latency: float, error: str | None, now: float) -> Verdict:
+        """Take one result and return the verdict after it (``since`` moves only when the state does)."""
+        if ok == self.last_ok:
+            self.consecutive += 1
+        else:
+            self.consecutive = 1
+        self.last_ok = ok
+        self.last_latency = latency
+        self.last_error = None if ok else error
+        self.checked_at = now
+        if ok and self.state != "healthy" and self.consecutive >= self.healthy_threshold:
+            self.state, self.since = "healthy", now
+        elif not ok and self.state != "unhealthy" and self.consecutive >= self.unhealthy_threshold:
+            self.state, self.since = "unhealthy", now
+        return self.verdict()
+
+    def verdict(self) -> Verdict:
+        return Verdict(
+            state=self.state,
+            since=self.since,
+            consecutive=self.consecutive,
+            last_ok=self.last_ok,
+            latency=self.last_latency,
+            error=self.last_error,
+            checked_at=self.checked_at,
+        )
+
+
+def first_delay(interval: float, rng: random.Random) -> float:
+    """Uniform in [0, interval): machines that start together must not check in lockstep."""
+    if interval <= 0:
+        raise ValueError("interval must be > 0")
+    delay = rng.random() * interval
+    # random() < 1, but the product can round up to interval itself.
+    return min(delay, math.nextafter(interval, 0.0))
+
+
+def next_run(prev_start: float, interval: float, now: float) -> float:
+    """The first slot ``prev_start + k * interval`` (k >= 1) that is not before ``now``.
+
+    ``prev_start`` is the previous *scheduled* start, not when the run actually began or ended, so
+    lateness and run time never accumulate into drift. Slots already in the past (a run that took longer
+    than an interval, a stalled event loop) are skipped rather than run back to back to catch up."""
+    if interval <= 0:
+        raise ValueError("interval must be > 0")
+    k = max(1, math.ceil((now - prev_start) / interval))
+    slot = prev_start + k * interval
+    while slot < now:  # float rounding in the division
+        k += 1
+        slot = prev_start + k * interval
+    return slot
