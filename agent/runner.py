@@ -22,9 +22,12 @@ from typing import Any
 
 import trio
 
+from agent.announcer import Announcer
 from agent.api import create_app, serve_api
 from agent.auth import load_or_create_token
 from agent.config import AgentConfig, HostPort, format_address, load_keyring
+from agent.execpolicy import ExecPolicy
+from agent.healthd import HealthRunner
 from agent.replication import ObjectReplicator
 from agent.storage import SqliteObjectStorage, StorageError
 from agent.store import ObjectStore
@@ -128,7 +131,11 @@ async def run_agent(
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             await nursery.start(partial(replicator.run, storage, node, tombstone_keep_s=cfg.tombstone_keep))
-            app = create_app(_NamedNode(node, cfg.name), token=token, store=lambda: store)
+            health = HealthRunner(store, ExecPolicy.from_config(cfg), cfg.name, node.set_kv)
+            announcer = Announcer(store, node, cfg.name, health)
+            await nursery.start(health.run)
+            await nursery.start(announcer.run)
+            app = create_app(_NamedNode(node, cfg.name), token=token, store=lambda: store, status=announcer)
             api_port = await nursery.start(serve_api, app, str(cfg.http_listen))
             log.info(
                 "agent %s started: gossip on %s (advertised as %s), API on %s",

@@ -1,0 +1,153 @@
+"""The announcer on a 3-machine in-memory gossip cluster under MockClock: one machine's check fails, it
+withdraws while the other two keep announcing, and every machine's status provider shows it."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+import trio
+import trio.testing
+
+from agent.announcer import ANNOUNCE_KEY, Announcer
+from agent.checks import CheckResult
+from agent.execpolicy import ExecPolicy
+from agent.healthd import HealthRunner
+from agent.objects import HealthCheck, Kind
+from agent.planner import Reason, from_wire
+from agent.replication import ObjectReplicator, wall_ms
+from agent.storage import SqliteObjectStorage
+from agent.store import ObjectStore
+from gossip.config import GossipConfig
+from gossip.keyring import Keyring, Sealer
+from gossip.memnet import MemoryNetwork
+from gossip.node import GossipNode
+from gossip.swim import Swim
+
+FAST = GossipConfig(probe_interval=0.2, probe_timeout=0.1, gossip_interval=0.02, push_pull_interval=1.0)
+NAMES = ["m1", "m2", "m3"]
+
+
+@dataclass
+class Agent:
+    name: str
+    node: GossipNode
+    store: ObjectStore
+    health: HealthRunner
+    announcer: Announcer
+    up: list[bool]
+
+
+@asynccontextmanager
+async def cluster(tmp_path: Path) -> AsyncIterator[dict[str, Agent]]:
+    net = MemoryNetwork(random.Random(1), default_latency=0.001)
+    sealer = Sealer(Keyring([b"\x05" * 32]), "announce")
+    out: dict[str, Agent] = {}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(net.run)
+        for i, name in enumerate(NAMES):
+            cores: list[Swim] = []
+
+            def known(cores: list[Swim] = cores) -> set[str]:
+                return {m.name for m in cores[0].members()} if cores else set()
+
+            store = ObjectStore(name, known)
+            replicator = ObjectReplicator(store)
+            core = Swim(
+                FAST,
+                name,
+                (f"198.18.0.{i + 1}", 7946),
+                sealer,
+                random.Random(i),
+                trio.current_time(),
+                shared=replicator,
+            )
+            cores.append(core)
+            node = GossipNode(core, net.endpoint(core.addr))
+            up = [True]
+
+            async def probe(check: HealthCheck, up: list[bool] = up) -> CheckResult:
+                await trio.sleep(0.001)
+                return CheckResult(ok=up[0], latency=0.001, error=None if up[0] else "refused")
+
+            health = HealthRunner(
+                store,
+                ExecPolicy(),
+                name,
+                node.set_kv,
+                rng=random.Random(i),
+                probe=probe,
+                wall_clock=trio.current_time,
+            )
+            announcer = Announcer(store, node, name, health)
+            await nursery.start(node.run)
+            storage = SqliteObjectStorage(tmp_path / f"{name}.db")
+            nursery.start_soon(replicator.run, storage, node)
+            await nursery.start(health.run)
+            await nursery.start(announcer.run)
+            out[name] = Agent(name, node, store, health, announcer, up)
+        for name in NAMES[1:]:
+            assert await out[name].node.join([out[NAMES[0]].node.core.addr], attempts=5, retry_interval=0.2)
+        yield out
+        nursery.cancel_scope.cancel()
+
+
+def announce_of(agents: dict[str, Agent], observer: str, machine: str) -> bool | None:
+    """What ``observer`` sees in ``machine``'s gossiped ``announce`` value for vip/web."""
+    for member in agents[observer].node.members():
+        if member.name == machine:
+            _version, value = member.kv.get(ANNOUNCE_KEY, (0, None))
+            if value is None:
+                return None
+            decisions = from_wire(msgpack.unpackb(value), trio.current_time())
+            decision = decisions.get("vip/web")
+            return None if decision is None else decision.announce
+    return None
+
+
+async def test_failing_machine_withdraws_while_the_others_announce(
+    clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with cluster(tmp_path) as agents:
+        check = {
+            "type": "tcp",
+            "target": ":80",
+            "interval": 1.0,
+            "timeout": 0.5,
+            "healthy_threshold": 2,
+            "unhealthy_threshold": 3,
+        }
+        body = {
+            "name": "web",
+            "address": "100.64.0.1",
+            "machines": NAMES,
+            "health_check": check,
+            "holdoff": 30,
+        }
+        agents["m1"].store.create(Kind.VIP, body, wall_ms())
+        await trio.sleep(5)
+        for observer in NAMES:
+            for machine in NAMES:
+                assert announce_of(agents, observer, machine) is True, (observer, machine)
+            assert agents[observer].announcer.announced_by(Kind.VIP, "web") == NAMES
+            assert agents[observer].announcer.health(Kind.VIP, "web", "m2") == "healthy"
+
+        agents["m2"].up[0] = False
+        failed_at = trio.current_time()
+        while agents["m2"].announcer.decisions["vip/web"].announce:
+            await trio.sleep(0.05)
+        # Peers are healthy, so no hold: withdrawn within interval x unhealthy threshold (+ plan latency).
+        assert trio.current_time() - failed_at <= 1.0 * 3 + 0.1
+        assert agents["m2"].announcer.decisions["vip/web"].reason is Reason.WITHDRAWN_PEER_HEALTHY
+        await trio.sleep(1)
+        for observer in NAMES:
+            assert announce_of(agents, observer, "m2") is False, observer
+            assert announce_of(agents, observer, "m1") is True, observer
+            assert announce_of(agents, observer, "m3") is True, observer
+            assert agents[observer].announcer.announced_by(Kind.VIP, "web") == ["m1", "m3"]
+            assert agents[observer].announcer.health(Kind.VIP, "web", "m2") == "unhealthy"
+            assert agents[observer].announcer.health(Kind.VIP, "web", "m1") == "healthy"

@@ -1,0 +1,164 @@
+"""The health-check runner: real TCP checks on the Trio clock, verdicts published as one gossip value."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import socket
+
+import msgpack
+import trio
+import trio.testing
+
+from agent.checks import CheckResult
+from agent.checkstate import Verdict
+from agent.execpolicy import ExecPolicy
+from agent.healthd import HEALTH_KEY, HealthRunner, decode_health
+from agent.objects import HealthCheck, Kind
+from agent.store import ObjectStore
+
+ME = "m1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def make_store() -> ObjectStore:
+    return ObjectStore(ME, lambda: {ME, "m2"})
+
+
+def vip(name: str, check: dict[str, object] | None, machines: list[str] | None = None) -> dict[str, object]:
+    return {
+        "name": name,
+        "address": "100.64.0.1",
+        "machines": machines if machines is not None else [ME],
+        "health_check": check,
+    }
+
+
+class Published:
+    def __init__(self) -> None:
+        self.values: list[tuple[float, bytes | None]] = []
+
+    async def __call__(self, key: str, value: bytes | None) -> None:
+        assert key == HEALTH_KEY
+        self.values.append((trio.current_time(), value))
+
+    def last(self) -> dict[str, Verdict]:
+        return decode_health(self.values[-1][1])
+
+
+async def test_tcp_check_turns_healthy_after_exactly_healthy_threshold_runs(
+    clock: trio.testing.MockClock,
+) -> None:
+    port = free_port()
+    store = make_store()
+    check = {
+        "type": "tcp",
+        "target": f"127.0.0.1:{port}",
+        "interval": 1.0,
+        "timeout": 0.5,
+        "healthy_threshold": 3,
+        "unhealthy_threshold": 2,
+    }
+    store.create(Kind.VIP, vip("web", check), 1)
+    published = Published()
+    runner = HealthRunner(store, ExecPolicy(), ME, published, rng=random.Random(7))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        assert runner.local()["vip/web"].state == "unknown"
+        start = trio.current_time()
+        # Closed port: two failures make it unhealthy.
+        while runner.runs.get("vip/web", 0) < 2:
+            await trio.sleep(0.01)
+        assert runner.states["vip/web"].state == "unhealthy"
+        first = runner.states["vip/web"].checked_at  # the second run
+        assert first is not None
+        assert start <= first - 1.0 < start + 1.0  # the first run was jittered within one interval
+        listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+
+        async def accept() -> None:
+            while True:
+                stream = await listeners[0].accept()
+                await stream.aclose()
+
+        nursery.start_soon(accept)
+        for n in (1, 2):
+            while runner.runs["vip/web"] < 2 + n:
+                await trio.sleep(0.01)
+            assert runner.states["vip/web"].state == "unhealthy", n
+            assert runner.states["vip/web"].consecutive == n
+        while runner.runs["vip/web"] < 5:
+            await trio.sleep(0.01)
+        state = runner.states["vip/web"]
+        assert state.state == "healthy"
+        # Runs stay on the interval grid (no drift).
+        assert state.checked_at is not None
+        assert abs((state.checked_at - first) - 3.0) < 0.01
+        await trio.sleep(0.5)  # the publisher's rate limit
+        verdict = published.last()["vip/web"]
+        assert verdict.state == "healthy"
+        assert verdict.consecutive == 3
+        # Published times are wall-clock seconds, not the Trio clock.
+        assert verdict.since > 1_000_000_000
+        nursery.cancel_scope.cancel()
+        for listener in listeners:
+            await listener.aclose()
+
+
+async def test_removed_and_unassigned_checks_stop(clock: trio.testing.MockClock) -> None:
+    store = make_store()
+    check = {"type": "tcp", "target": ":1", "interval": 1.0, "timeout": 0.5}
+    store.create(Kind.VIP, vip("a", check), 1)
+    store.create(Kind.VIP, vip("b", check), 2)
+    store.create(Kind.VIP, vip("other", check, machines=["m2"]), 3)
+    store.create(Kind.VIP, vip("nocheck", None), 4)
+    calls: list[str] = []
+
+    async def probe(c: HealthCheck) -> CheckResult:
+        calls.append(c.target)
+        return CheckResult(ok=True, latency=0.001)
+
+    published = Published()
+    runner = HealthRunner(store, ExecPolicy(), ME, published, rng=random.Random(1), probe=probe)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        await trio.sleep(2.5)
+        assert set(runner.states) == {"vip/a", "vip/b"}
+        assert set(published.last()) == {"vip/a", "vip/b"}
+        store.delete(Kind.VIP, "a", 5)
+        store.patch(Kind.VIP, "b", {"machines": ["m2"]}, 6)
+        await trio.sleep(0.5)
+        assert runner.states == {}
+        assert published.last() == {}
+        count = len(calls)
+        await trio.sleep(5)
+        assert len(calls) == count
+        nursery.cancel_scope.cancel()
+
+
+async def test_publishing_is_rate_limited(clock: trio.testing.MockClock) -> None:
+    store = make_store()
+    for i in range(50):
+        check = {"type": "tcp", "target": ":1", "interval": 0.05, "timeout": 0.01}
+        store.create(Kind.VIP, vip(f"v{i}", check), i + 1)
+
+    async def probe(c: HealthCheck) -> CheckResult:
+        return CheckResult(ok=False, latency=0.0, error="down")
+
+    published = Published()
+    runner = HealthRunner(store, ExecPolicy(), ME, published, probe=probe)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        await trio.sleep(2.0)
+        nursery.cancel_scope.cancel()
+    times = [t for t, _ in published.values]
+    assert all(b - a >= 0.2 - 1e-9 for a, b in itertools.pairwise(times))
+    assert len(times) <= 11
+    data = msgpack.unpackb(published.values[-1][1])
+    assert len(data) == 50
+    assert all(v["s"] == "unhealthy" for v in data.values())
