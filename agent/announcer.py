@@ -10,7 +10,9 @@ gossip value ``announce`` (msgpack), when it differs from the last one published
 
 A peer verdict's ``received_at`` is when this node first saw that version of the peer's ``health``
 value (on this node's Trio clock): peers republish on every check result, so a verdict that stops
-changing goes stale after the object's ``stale_after``.
+changing goes stale after the object's ``stale_after``. Its ``passed_at`` is when this node received the
+peer's latest *new* passing result for that object (a new ``checked_at`` with ``last_ok``): the planner
+counts a peer as somewhere to go only on a pass that arrived after the local failures began.
 
 Status for the API comes from every live (alive or suspect) member's ``announce`` and ``health``
 values; a dead or departed member announces nothing. This machine's own status comes straight from
@@ -31,6 +33,7 @@ from agent.checkstate import Verdict
 from agent.healthd import HEALTH_KEY, decode_health
 from agent.objects import Kind, MachineSettings, Route, Vip
 from agent.planner import (
+    DEFAULT_CONFIRM_DELAY,
     Decision,
     Health,
     LocalVerdict,
@@ -75,6 +78,7 @@ class _Seen:
     version: int
     received_at: float
     verdicts: dict[str, Verdict]
+    passed_at: dict[str, float]
 
 
 def _unpack(data: bytes | None) -> object:
@@ -95,12 +99,14 @@ class Announcer:
         health: LocalHealth,
         *,
         interval: float = PLAN_INTERVAL,
+        confirm_delay: float = DEFAULT_CONFIRM_DELAY,
     ) -> None:
         self.store = store
         self.node = node
         self.machine = machine
         self.checks = health
         self.interval = interval
+        self.confirm_delay = confirm_delay
         self.state = PlanState()
         self.decisions: dict[str, Decision] = {}
         self._health_seen: dict[str, _Seen] = {}
@@ -125,7 +131,16 @@ class Announcer:
         version, value = member.kv.get(HEALTH_KEY, (0, None))
         seen = self._health_seen.get(member.name)
         if seen is None or seen.version != version:
-            seen = _Seen(version, now, decode_health(value))
+            verdicts = decode_health(value)
+            passed_at: dict[str, float] = {}
+            for key, v in verdicts.items():
+                if not v.last_ok:
+                    continue
+                old = None if seen is None else seen.verdicts.get(key)
+                kept = None if seen is None else seen.passed_at.get(key)
+                same_result = old is not None and old.checked_at == v.checked_at
+                passed_at[key] = kept if kept is not None and same_result else now
+            seen = _Seen(version, now, verdicts, passed_at)
             self._health_seen[member.name] = seen
         return seen.verdicts
 
@@ -142,7 +157,11 @@ class Announcer:
                 continue
             seen_at = self._peer_verdicts(member, now)
             received = self._health_seen[member.name].received_at
-            verdicts = {k: PeerVerdict(Health(v.state), received) for k, v in seen_at.items()}
+            passes = self._health_seen[member.name].passed_at
+            verdicts = {
+                k: PeerVerdict(Health(v.state), received, v.last_ok, passes.get(k))
+                for k, v in seen_at.items()
+            }
             peers[member.name] = PeerView(member.state, self._enabled(member.name), verdicts)
         names = {m.name for m in members}
         for gone in set(self._health_seen) - names:
@@ -154,6 +173,7 @@ class Announcer:
             local=self.checks.local(),
             peers=peers,
             now=now,
+            confirm_delay=self.confirm_delay,
         )
 
     async def step(self) -> None:

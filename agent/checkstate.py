@@ -104,6 +104,8 @@ class CheckState:
         self.last_latency: float | None = None
         self.last_error: str | None = None
         self.checked_at: float | None = None
+        self.streak_since: float | None = None  # when the latest run of agreeing results began
+        self.failing_since: float | None = None  # while unhealthy: when the failures that made it so began
 
     def record(self, ok: bool, latency: float, error: str | None, now: float) -> Verdict:
         """Take one result and return the verdict after it (``since`` moves only when the state does)."""
@@ -111,14 +113,17 @@ class CheckState:
             self.consecutive += 1
         else:
             self.consecutive = 1
+            self.streak_since = now
         self.last_ok = ok
         self.last_latency = latency
         self.last_error = None if ok else error
         self.checked_at = now
         if ok and self.state != "healthy" and self.consecutive >= self.healthy_threshold:
             self.state, self.since = "healthy", now
+            self.failing_since = None
         elif not ok and self.state != "unhealthy" and self.consecutive >= self.unhealthy_threshold:
             self.state, self.since = "unhealthy", now
+            self.failing_since = self.streak_since
         return self.verdict()
 
     def verdict(self) -> Verdict:

@@ -97,7 +97,9 @@ class HealthRunner:
 
     def local(self) -> dict[str, LocalVerdict]:
         """This machine's verdicts for the planner, on the Trio clock."""
-        return {key: LocalVerdict(Health(s.state), s.since) for key, s in self.states.items()}
+        return {
+            key: LocalVerdict(Health(s.state), s.since, s.failing_since) for key, s in self.states.items()
+        }
 
     def verdicts(self) -> dict[str, Verdict]:
         """This machine's verdicts as published (wall-clock times)."""

@@ -25,13 +25,30 @@ announcing the object because it was healthy:
 
 **Which peers count as somewhere to go.** Only a peer that can take the traffic right now: another
 machine listed in the object's machines, whose settings are enabled, that gossip reports ``alive``, and
-whose published verdict for the object is ``healthy`` and fresh (received at most ``stale_after`` seconds
-ago, measured on this machine's clock from when the verdict last arrived, so no clock sync is needed).
+whose published verdict for the object is ``healthy``, whose latest result passed, and which has shown
+that pass *since this machine's check started failing*: the passing result arrived at least
+``confirm_delay`` after ``failing_since`` (the first failure of the streak that made the local check
+unhealthy), all on this machine's clock, so no clock sync is needed. The verdict must also be fresh
+(received at most ``stale_after`` seconds ago).
+
+Why the last two conditions: in a global restart every service fails at once, but the machines' checks
+are jittered, so they cross their thresholds one after another. At the moment the first one does, its
+peers still report ``healthy``: they have failed fewer times than their threshold, or their latest
+pass ran before the restart and is still on its way through gossip. Counting those would withdraw the
+first machines, then the last ones would see... exactly the blackhole the holdoff exists to prevent
+(the demo showed it). A peer's latest result passing (``last_ok``) rules out the first case; a pass
+received ``confirm_delay`` (default 0.5 s, a few gossip rounds) after our failures began rules out the
+second, as long as gossip carries a result within that delay. The price: a machine that fails alone
+withdraws once a peer's next check has passed and reached it, which with ``unhealthy_threshold`` >= 2
+has almost always happened by the time its own threshold is crossed; otherwise up to one peer
+interval + ``confirm_delay`` later.
+
 Everything else does not count, and so never causes a withdrawal:
 
 * ``suspect``, ``dead``, ``left`` or unknown-to-gossip members: a machine that may be down must not be
   the reason the last announcement disappears;
-* a verdict that is ``unknown``, ``unhealthy``, missing or stale: we cannot know it is serving.
+* a verdict that is ``unknown``, ``unhealthy``, missing or stale, or ``healthy`` with its latest result
+  failing, or whose latest pass predates our failures: we cannot know it is serving now.
 
 Not counting a peer only ever prolongs a hold, and every hold ends by ``held_until`` at the latest, so
 no combination of peer states holds forever.
@@ -50,6 +67,7 @@ from gossip.events import MemberState
 
 WIRE_VERSION = 1
 DEFAULT_STALE_FACTOR = 3.0
+DEFAULT_CONFIRM_DELAY = 0.5
 
 
 class Health(StrEnum):
@@ -108,18 +126,25 @@ class ObjectSpec:
 
 @dataclass(frozen=True, slots=True)
 class LocalVerdict:
-    """This machine's check verdict for one object; ``since`` is when it entered ``state``."""
+    """This machine's check verdict for one object; ``since`` is when it entered ``state``;
+    ``failing_since`` (while unhealthy) when the failures that made it unhealthy began, ``since`` if
+    not given."""
 
     state: Health
     since: float
+    failing_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PeerVerdict:
-    """A peer's published verdict; ``received_at`` is this machine's clock when it last arrived."""
+    """A peer's published verdict; ``received_at`` is this machine's clock when it last arrived;
+    ``last_ok`` whether the peer's latest result passed; ``passed_at`` when this machine received the
+    peer's latest passing result (``received_at`` if not given)."""
 
     state: Health
     received_at: float
+    last_ok: bool | None = True
+    passed_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +164,7 @@ class PlanInput:
     local: Mapping[str, LocalVerdict]
     peers: Mapping[str, PeerView]
     now: float
+    confirm_delay: float = DEFAULT_CONFIRM_DELAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +205,10 @@ class Plan:
 
 def healthy_peers(spec: ObjectSpec, inp: PlanInput) -> tuple[str, ...]:
     """The other assigned machines that count as somewhere to go (see the module docstring), sorted."""
+    local = inp.local.get(spec.key)
+    failing_since = -math.inf
+    if local is not None and local.state is Health.UNHEALTHY:
+        failing_since = local.since if local.failing_since is None else local.failing_since
     out = []
     for name in sorted(spec.machines):
         peer = inp.peers.get(name)
@@ -190,10 +220,16 @@ def healthy_peers(spec: ObjectSpec, inp: PlanInput) -> tuple[str, ...]:
             and peer.enabled
             and verdict is not None
             and verdict.state is Health.HEALTHY
+            and verdict.last_ok is True
             and inp.now - verdict.received_at <= spec.stale_after
+            and _passed_at(verdict) >= failing_since + inp.confirm_delay
         ):
             out.append(name)
     return tuple(out)
+
+
+def _passed_at(verdict: PeerVerdict) -> float:
+    return verdict.received_at if verdict.passed_at is None else verdict.passed_at
 
 
 def _withdraw(reason: Reason, peers: tuple[str, ...] = ()) -> Decision:

@@ -99,12 +99,15 @@ class LocalCluster:
         python: str = sys.executable,
         prefix: str = "node",
         seed_port: int | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
-        """``seed_port``: join an agent outside this cluster instead of our own first agent."""
+        """``seed_port``: join an agent outside this cluster instead of our own first agent; ``config``:
+        extra top-level keys for every agent's config file."""
         self.workdir = workdir
         self.cluster = cluster
         self.python = python
         self.gossip = dict(gossip or {})
+        self.config = dict(config or {})
         workdir.mkdir(parents=True, exist_ok=True)
         self.keyring = workdir / "keyring"
         self.keyring.write_text(generate_key() + "\n")
@@ -128,8 +131,12 @@ class LocalCluster:
     ) -> None:
         self.stop_all()
 
+    def state_dir(self, name: str) -> Path:
+        """The agent's state directory, which is also its working directory."""
+        return self.workdir / f"{name}.state"
+
     def _write_config(self, agent: Agent) -> None:
-        state_dir = self.workdir / f"{agent.name}.state"
+        state_dir = self.state_dir(agent.name)
         state_dir.mkdir(exist_ok=True)
         top = {
             "name": agent.name,
@@ -142,6 +149,7 @@ class LocalCluster:
             "http_listen": f"{LOOPBACK}:{agent.http_port}",
             "state_dir": str(state_dir),
             "log_format": "json",
+            **self.config,
         }
         lines = [f"{k} = {_toml_value(v)}" for k, v in top.items()]
         if self.gossip:
@@ -166,6 +174,7 @@ class LocalCluster:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                cwd=self.state_dir(name),
                 start_new_session=True,  # its own process group, so we can end exactly what we started
             )
         finally:
@@ -213,8 +222,20 @@ class LocalCluster:
 
     def api_headers(self, name: str) -> dict[str, str]:
         """The bearer token the agent made in its state dir on its first start."""
-        token = (self.workdir / f"{name}.state" / "api-token").read_text().strip()
+        token = (self.state_dir(name) / "api-token").read_text().strip()
         return {"authorization": f"Bearer {token}"}
+
+    def request(self, name: str, method: str, path: str, body: Any = None) -> Any:
+        """One authenticated API call to agent ``name``; raises on a non-2xx answer."""
+        response = httpx.request(
+            method,
+            self.agents[name].api + path,
+            headers=self.api_headers(name),
+            json=body,
+            timeout=5.0,
+        )
+        response.raise_for_status()
+        return response.json() if response.content else None
 
     def members(self, name: str) -> list[dict[str, Any]]:
         response = httpx.get(

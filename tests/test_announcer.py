@@ -4,9 +4,9 @@ withdraws while the other two keep announcing, and every machine's status provid
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import msgpack
@@ -15,14 +15,16 @@ import trio.testing
 
 from agent.announcer import ANNOUNCE_KEY, Announcer
 from agent.checks import CheckResult
+from agent.checkstate import Verdict
 from agent.execpolicy import ExecPolicy
-from agent.healthd import HealthRunner
+from agent.healthd import HEALTH_KEY, HealthRunner
 from agent.objects import HealthCheck, Kind
-from agent.planner import Reason, from_wire
+from agent.planner import Health, LocalVerdict, PeerVerdict, Reason, from_wire
 from agent.replication import ObjectReplicator, wall_ms
 from agent.storage import SqliteObjectStorage
 from agent.store import ObjectStore
 from gossip.config import GossipConfig
+from gossip.events import MemberEvent, MemberInfo, MemberState
 from gossip.keyring import Keyring, Sealer
 from gossip.memnet import MemoryNetwork
 from gossip.node import GossipNode
@@ -151,3 +153,58 @@ async def test_failing_machine_withdraws_while_the_others_announce(
             assert agents[observer].announcer.announced_by(Kind.VIP, "web") == ["m1", "m3"]
             assert agents[observer].announcer.health(Kind.VIP, "web", "m2") == "unhealthy"
             assert agents[observer].announcer.health(Kind.VIP, "web", "m1") == "healthy"
+
+
+class _FakeGossip:
+    """A gossip view whose members and their ``health`` values the test sets directly."""
+
+    def __init__(self) -> None:
+        self.peers: dict[str, MemberInfo] = {}
+
+    def set_health(self, name: str, version: int, verdicts: dict[str, Verdict]) -> None:
+        value = msgpack.packb({k: v.to_wire() for k, v in verdicts.items()})
+        self.peers[name] = MemberInfo(
+            name, ("198.18.0.9", 7946), 0, MemberState.ALIVE, 0.0, b"", {HEALTH_KEY: (version, value)}
+        )
+
+    def members(self) -> list[MemberInfo]:
+        return list(self.peers.values())
+
+    def subscribe(self, max_buffer: int = 1024) -> trio.MemoryReceiveChannel[MemberEvent]:
+        raise NotImplementedError
+
+    async def set_kv(self, key: str, value: bytes | None) -> None:
+        return None
+
+
+class _NoLocal:
+    def local(self) -> dict[str, LocalVerdict]:
+        return {}
+
+    def verdicts(self) -> dict[str, Verdict]:
+        return {}
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        return None
+
+
+def test_a_peer_pass_is_dated_when_a_new_passing_result_arrives() -> None:
+    """``passed_at`` moves only with a new result (``checked_at``), not with a republish of the same
+    one (another object's result changed the version), and a failing result clears it."""
+    gossip = _FakeGossip()
+    announcer = Announcer(ObjectStore("m1", lambda: {"m1", "m2"}), gossip, "m1", _NoLocal())
+
+    def peer_verdict(now: float) -> PeerVerdict:
+        return announcer.build_input(now).peers["m2"].verdicts["vip/web"]
+
+    passing = Verdict("healthy", 0.0, consecutive=5, last_ok=True, checked_at=100.0)
+    gossip.set_health("m2", 1, {"vip/web": passing})
+    assert peer_verdict(10.0) == PeerVerdict(Health.HEALTHY, 10.0, True, 10.0)
+    other = Verdict("unknown", 0.0, consecutive=1, last_ok=False, checked_at=101.0)
+    gossip.set_health("m2", 2, {"vip/web": passing, "vip/db": other})  # same web result, new version
+    assert peer_verdict(11.0) == PeerVerdict(Health.HEALTHY, 11.0, True, 10.0)
+    gossip.set_health("m2", 3, {"vip/web": replace(passing, consecutive=6, checked_at=102.0)})
+    assert peer_verdict(12.0) == PeerVerdict(Health.HEALTHY, 12.0, True, 12.0)
+    failing = replace(passing, consecutive=1, last_ok=False, checked_at=103.0)
+    gossip.set_health("m2", 4, {"vip/web": failing})
+    assert peer_verdict(13.0) == PeerVerdict(Health.HEALTHY, 13.0, False, None)

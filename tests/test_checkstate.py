@@ -191,3 +191,21 @@ def test_verdict_wire_roundtrip_through_msgpack() -> None:
 def test_verdict_from_wire_rejects_malformed(wire: object) -> None:
     with pytest.raises(ValueError):
         Verdict.from_wire(wire)
+
+
+def test_failing_since_is_when_the_failures_that_made_it_unhealthy_began() -> None:
+    state = CheckState(2, 3, now=0.0)
+    for t in (1.0, 2.0):
+        state.record(True, 0.01, None, t)
+    assert (state.state, state.failing_since) == ("healthy", None)
+    state.record(False, 0.01, "down", 3.0)
+    state.record(True, 0.01, None, 4.0)  # a pass breaks the streak
+    for t in (5.0, 6.0, 7.0):
+        state.record(False, 0.01, "down", t)
+    assert (state.state, state.since, state.failing_since) == ("unhealthy", 7.0, 5.0)
+    state.record(True, 0.01, None, 8.0)  # one pass, not yet healthy: the spell goes on
+    state.record(False, 0.01, "down", 9.0)
+    assert (state.state, state.failing_since) == ("unhealthy", 5.0)
+    for t in (10.0, 11.0):
+        state.record(True, 0.01, None, t)
+    assert (state.state, state.failing_since) == ("healthy", None)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from agent.objects import HealthCheck, Route, Vip
 from agent.planner import (
     ANNOUNCING,
+    DEFAULT_CONFIRM_DELAY,
     Decision,
     Health,
     LocalVerdict,
@@ -54,10 +55,12 @@ class Cluster:
         self.states = {m: PlanState() for m in machines}
         self.last: dict[str, Decision] = {}
 
-    def health(self, now: float, state: Health, *machines: str) -> None:
+    def health(self, now: float, state: Health, *machines: str, failing_since: float | None = None) -> None:
+        """``failing_since``: when the failures that made a check unhealthy began (``now`` if not given,
+        as with an unhealthy threshold of 1)."""
         for m in machines or self.machines:
             if self.verdicts[m].state is not state:
-                self.verdicts[m] = LocalVerdict(state, now)
+                self.verdicts[m] = LocalVerdict(state, now, failing_since)
 
     def step(self, now: float) -> dict[str, Decision]:
         for m in self.machines:
@@ -98,12 +101,41 @@ HELD_UNTIL_35 = Decision(True, Reason.HELD, held_until=35.0)
 @pytest.mark.parametrize(("holdoff", "reason"), [(0.0, Reason.WITHDRAWN_UNHEALTHY), (30.0, None)])
 def test_one_fails_while_others_healthy_withdraws_at_once(holdoff: float, reason: Reason | None) -> None:
     cluster = healthy_cluster(ObjectSpec("vip", "web", True, frozenset(MACHINES), True, holdoff, 30.0))
-    cluster.health(5.0, Health.UNHEALTHY, "a")
+    # a's failures began at 3 (threshold 3, interval 1): b and c have passed since, and it has arrived
+    cluster.health(5.0, Health.UNHEALTHY, "a", failing_since=3.0)
     out = cluster.step(5.0)
     expected = reason or Reason.WITHDRAWN_PEER_HEALTHY
     assert out["a"] == Decision(False, expected, peers=() if reason else ("b", "c"))
     assert out["b"] == out["c"] == Decision(True, Reason.HEALTHY)
     assert cluster.step(20.0)["a"].reason is expected  # stays withdrawn, same reason
+
+
+def test_a_lone_failure_waits_for_a_pass_that_arrived_after_its_failures_began() -> None:
+    """With an unhealthy threshold of 1 the failure is crossed at once; the peers' latest passes may
+    predate it (a global restart in progress), so a holds until a pass arrives confirm_delay later."""
+    cluster = healthy_cluster()
+    cluster.health(5.0, Health.UNHEALTHY, "a")
+    assert cluster.step(5.0)["a"] == HELD_UNTIL_35
+    assert cluster.step(5.0 + DEFAULT_CONFIRM_DELAY - 0.01)["a"] == HELD_UNTIL_35
+    out = cluster.step(5.0 + DEFAULT_CONFIRM_DELAY)
+    assert out["a"] == Decision(False, Reason.WITHDRAWN_PEER_HEALTHY, peers=("b", "c"))
+
+
+def test_global_restart_peers_still_healthy_but_failing_do_not_count() -> None:
+    """The race the confirmation rule exists for: everyone's service stopped at 4.0; a crosses its
+    threshold first, while b and c are still ``healthy`` by their thresholds but their latest results
+    fail, or their latest pass ran before the restart and only arrives now."""
+    prev = plan(base_input(now=0.0)).state
+    failing = {KEY: LocalVerdict(Health.UNHEALTHY, 6.0, failing_since=4.2)}
+
+    def peer(last_ok: bool | None, passed_at: float) -> PeerView:
+        return PeerView(MemberState.ALIVE, True, {KEY: PeerVerdict(Health.HEALTHY, 6.0, last_ok, passed_at)})
+
+    for b in (peer(False, 3.9), peer(None, 6.0), peer(True, 4.3)):  # failing, no result, pass in flight
+        inp = PlanInput("a", True, (WEB,), failing, {"b": b}, 6.0)
+        assert plan(inp, prev).decisions[KEY] == Decision(True, Reason.HELD, held_until=36.0), b
+    inp = PlanInput("a", True, (WEB,), failing, {"b": peer(True, 4.7)}, 6.0)
+    assert plan(inp, prev).decisions[KEY] == Decision(False, Reason.WITHDRAWN_PEER_HEALTHY, peers=("b",))
 
 
 def test_all_fail_together_are_held_then_withdraw_at_exactly_holdoff() -> None:
@@ -164,13 +196,16 @@ def test_peers_that_may_be_down_do_not_count(member: MemberState | None) -> None
 
 
 def test_stale_verdicts_do_not_count() -> None:
-    cluster = healthy_cluster()  # b and c last published at 1.0
-    cluster.silent |= {"b", "c"}
-    cluster.health(31.0, Health.UNHEALTHY, "a")
-    # at 31.0 their verdicts are exactly stale_after (30 s) old: still fresh
-    assert cluster.step(31.0)["a"] == Decision(False, Reason.WITHDRAWN_PEER_HEALTHY, peers=("b", "c"))
+    prev = plan(base_input(now=0.0)).state
+    failing = {KEY: LocalVerdict(Health.UNHEALTHY, 0.0)}
+    peers = {"b": PeerView(MemberState.ALIVE, True, {KEY: PeerVerdict(Health.HEALTHY, 1.0)})}
+    # at 31.0 b's verdict is exactly stale_after (30 s) old: still fresh
+    fresh = plan(PlanInput("a", True, (WEB,), failing, peers, 31.0), prev)
+    assert fresh.decisions[KEY] == Decision(False, Reason.WITHDRAWN_PEER_HEALTHY, peers=("b",))
+    stale = plan(PlanInput("a", True, (WEB,), failing, peers, 31.5), prev)
+    assert stale.decisions[KEY].reason is Reason.WITHDRAWN_HOLDOFF_EXPIRED  # held from 0, nobody counted
 
-    cluster = healthy_cluster()
+    cluster = healthy_cluster()  # b and c last published at 1.0
     cluster.silent |= {"b", "c"}
     cluster.health(31.5, Health.UNHEALTHY, "a")
     assert cluster.step(31.5)["a"] == Decision(True, Reason.HELD, held_until=61.5)
@@ -202,6 +237,12 @@ def test_peer_verdicts_that_do_not_count() -> None:
         "no verdict": PeerView(MemberState.ALIVE, True, {}),
         "other object": PeerView(MemberState.ALIVE, True, {"route/web": PeerVerdict(Health.HEALTHY, 9.0)}),
         "disabled machine": PeerView(MemberState.ALIVE, False, {KEY: PeerVerdict(Health.HEALTHY, 9.0)}),
+        "latest result failed": PeerView(
+            MemberState.ALIVE, True, {KEY: PeerVerdict(Health.HEALTHY, 9.0, last_ok=False)}
+        ),
+        "pass from before our failures": PeerView(
+            MemberState.ALIVE, True, {KEY: PeerVerdict(Health.HEALTHY, 9.0, passed_at=0.4)}
+        ),
     }
     for name, view in bad.items():
         result = plan(base_input(local=Health.UNHEALTHY, peers={"b": view}), prev)
@@ -352,12 +393,28 @@ def test_wire_rejects_malformed(bad: object) -> None:
 
 usually = st.sampled_from([True, True, True, False])
 peer_view_st = st.builds(
-    lambda member, enabled, state, age: PeerView(member, enabled, {KEY: PeerVerdict(state, -age)}),
+    lambda member, enabled, state, age, last_ok, pass_age: PeerView(
+        member,
+        enabled,
+        {KEY: PeerVerdict(state, -age, last_ok, None if pass_age is None else -age - pass_age)},
+    ),
     st.sampled_from([MemberState.ALIVE, MemberState.ALIVE, *MemberState, None]),
     usually,
     st.sampled_from(Health),
     st.floats(-1, 60),  # how long ago it arrived (made relative to now below)
+    st.sampled_from([True, True, False, None]),  # whether its latest result passed
+    st.none() | st.floats(0, 20),  # how much earlier than that its latest pass arrived
 )
+
+
+def relative(view: PeerView, now: float) -> PeerView:
+    v = view.verdicts[KEY]
+    passed_at = None if v.passed_at is None else now + v.passed_at
+    return PeerView(
+        view.member, view.enabled, {KEY: PeerVerdict(v.state, now + v.received_at, v.last_ok, passed_at)}
+    )
+
+
 step_st = st.tuples(
     st.floats(0, 20),  # time since the previous step
     st.sampled_from([Health.HEALTHY, Health.UNHEALTHY, Health.UNHEALTHY, Health.UNKNOWN]),  # local
@@ -369,7 +426,7 @@ step_st = st.tuples(
 )
 
 
-def counts(name: str, view: PeerView, now: float) -> bool:
+def counts(name: str, view: PeerView, now: float, failing_since: float) -> bool:
     """The documented rule for a peer that is somewhere to go, restated independently."""
     v = view.verdicts.get(KEY)
     return (
@@ -379,21 +436,27 @@ def counts(name: str, view: PeerView, now: float) -> bool:
         and view.enabled
         and v is not None
         and v.state is Health.HEALTHY
+        and v.last_ok is True
         and now - v.received_at <= WEB.stale_after
+        and (v.received_at if v.passed_at is None else v.passed_at) >= failing_since + DEFAULT_CONFIRM_DELAY
     )
 
 
-@given(st.dictionaries(st.sampled_from(["a", "b", "c", "z"]), peer_view_st, max_size=4), st.floats(0, 100))
-def test_a_failure_is_withdrawn_at_once_iff_a_peer_counts(views: dict[str, PeerView], now: float) -> None:
+@given(
+    st.dictionaries(st.sampled_from(["a", "b", "c", "z"]), peer_view_st, max_size=4),
+    st.floats(0, 100),
+    st.floats(0, 30),
+)
+def test_a_failure_is_withdrawn_at_once_iff_a_peer_counts(
+    views: dict[str, PeerView], now: float, failing_for: float
+) -> None:
     prev = plan(base_input(now=0.0)).state  # announced because healthy
-    peers = {
-        name: PeerView(
-            v.member, v.enabled, {KEY: PeerVerdict(v.verdicts[KEY].state, now + v.verdicts[KEY].received_at)}
-        )
-        for name, v in views.items()
-    }
-    inp = PlanInput("a", True, (WEB,), {KEY: LocalVerdict(Health.UNHEALTHY, now)}, peers, now)
-    expected = tuple(sorted(name for name, view in peers.items() if counts(name, view, now)))
+    peers = {name: relative(v, now) for name, v in views.items()}
+    local = LocalVerdict(Health.UNHEALTHY, now, now - failing_for)
+    inp = PlanInput("a", True, (WEB,), {KEY: local}, peers, now)
+    expected = tuple(
+        sorted(name for name, view in peers.items() if counts(name, view, now, now - failing_for))
+    )
     if expected:
         assert plan(inp, prev).decisions[KEY] == Decision(
             False, Reason.WITHDRAWN_PEER_HEALTHY, peers=expected
@@ -414,14 +477,7 @@ def test_hold_never_outlasts_holdoff_and_plans_are_deterministic(steps: list[tup
         now += gap
         if local is not verdict.state:
             verdict = LocalVerdict(local, now + since)
-        peers = {
-            name: PeerView(
-                v.member,
-                v.enabled,
-                {KEY: PeerVerdict(v.verdicts[KEY].state, now + v.verdicts[KEY].received_at)},
-            )
-            for name, v in views.items()
-        }
+        peers = {name: relative(v, now) for name, v in views.items()}
         spec = ObjectSpec("vip", "web", enabled, frozenset(MACHINES), True, holdoff, WEB.stale_after)
         inp = PlanInput("a", machine_enabled, (spec,), {KEY: verdict}, peers, now)
         result = plan(inp, state)
@@ -431,7 +487,7 @@ def test_hold_never_outlasts_holdoff_and_plans_are_deterministic(steps: list[tup
         d = result.decisions[KEY]
         assert d.announce == (d.reason in ANNOUNCING)
         assert (d.held_until is not None) == (d.reason is Reason.HELD)
-        somewhere = any(counts(name, view, now) for name, view in peers.items())
+        somewhere = any(counts(name, view, now, verdict.since) for name, view in peers.items())
         if d.reason is Reason.HELD:
             # a hold only follows a healthy announcement or continues a hold, and never outlasts holdoff
             assert previous is not None and previous.reason in (Reason.HEALTHY, Reason.HELD)
