@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Debian packages the tests and the demo need (installed only when missing, as root).
 DEB_PACKAGES := iproute2 procps
 
-.PHONY: test demo lint typecheck pytest bench clean deps venv
+.PHONY: test demo lint typecheck pytest bench bench-rib clean deps venv
 
 venv: $(STAMP)
 
@@ -41,6 +41,10 @@ demo: deps venv
 bench: venv
 	$(PY) -m labs.bench_gossip_sim
 	$(PY) -m labs.bench_gossip_real
+
+# RIB: 200,000 paths through a 20-rule import policy, in and out; RSS with them loaded.
+bench-rib: venv
+	$(PY) -m labs.bench_rib
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

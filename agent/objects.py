@@ -312,9 +312,14 @@ Communities = Annotated[list[Community], Field(max_length=MAX_LIST), AfterValida
 
 
 def as_path_pattern(regex: str) -> re.Pattern[str]:
-    """Compile an AS-path regex. The path is matched as space-separated AS numbers (``"65001 65002"``)
-    with :func:`re.search`; ``_`` outside a character class means a boundary — the start, the end or a
-    space — as on routers, so ``_65001_`` matches the AS anywhere and ``^65001_`` a path from it."""
+    """Compile an AS-path regex (Python :mod:`re` syntax). The path is matched as space-separated AS
+    numbers, an AS_SET written in braces with commas as routers show it (``"65001 65002 {65003,65004}"``,
+    an empty path is ``""``), with :func:`re.search`. ``_`` outside a character class means a boundary
+    (the start, the end, a space, a comma or a brace) as on routers, so ``_65001_`` matches the AS
+    anywhere (in a set too), ``^65001_`` a path received from it, ``_65001$`` a path it originated,
+    ``^$`` a path originated in this AS, and ``^65001_[0-9]+$`` one exactly two ASes long. ``_`` consumes
+    the separator, so ``_65001_65002_`` means 65002 straight after 65001; ``[_]`` is a literal
+    underscore."""
     out: list[str] = []
     in_class = False
     i = 0
@@ -337,7 +342,7 @@ def as_path_pattern(regex: str) -> re.Pattern[str]:
                 i = j + 1
                 continue
         elif char == "_":
-            out.append("(?:^| |$)")
+            out.append("(?:^|[ ,{}]|$)")
             i += 1
             continue
         out.append(char)
