@@ -1,0 +1,164 @@
+"""wireguard-go as a supervised child process: the userspace backend when the kernel has no module.
+
+``wireguard-go -f IFNAME`` (foreground, so it stays our child) creates the TUN device and serves the
+UAPI socket ``/var/run/wireguard/IFNAME.sock``; on Linux it refuses to run unless
+``WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1`` is set. It runs in its own session (process group),
+so stopping it kills the group, by pid, and nothing else. :func:`run_wireguard_go` restarts it with
+exponential backoff if it dies; the TUN device and the peers go with the process, so after a restart
+the transit driver re-runs its reconcile (the device state is desired-state driven; nothing is lost).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from transit.uapi import RUN_DIR, socket_path
+
+log = logging.getLogger("wiremesh.transit.wggo")
+
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+
+
+def check_ifname(name: str) -> str:
+    """Interface names are at most 15 characters and become a file name: allow only safe ones."""
+    if not _IFNAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError(f"bad interface name {name!r}: 1-15 of A-Z a-z 0-9 _ . -")
+    return name
+
+
+@dataclass(frozen=True)
+class WireguardGoConfig:
+    ifname: str
+    binary: str = "wireguard-go"
+    # Run inside a namespace, e.g. ("ip", "netns", "exec", "ns1"): ``ip netns exec`` execs in place,
+    # so the pid we hold is wireguard-go's own.
+    prefix: tuple[str, ...] = ()
+    run_dir: Path = RUN_DIR
+    start_timeout: float = 10.0
+    stop_timeout: float = 3.0
+    backoff_min: float = 1.0
+    backoff_max: float = 30.0
+    # A run that lasted this long resets the backoff: it was a crash, not a crash loop.
+    stable_after: float = 60.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_ifname(self.ifname)
+
+    @property
+    def socket(self) -> Path:
+        return socket_path(self.ifname, self.run_dir)
+
+
+class WireguardGoError(Exception):
+    """wireguard-go did not come up."""
+
+
+def _socket_answers(path: Path) -> bool:
+    """A stale socket file from a dead instance exists but refuses connections."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return True
+
+
+async def _wait_ready(proc: trio.Process, cfg: WireguardGoConfig) -> None:
+    with trio.move_on_after(cfg.start_timeout):
+        while proc.poll() is None:
+            if _socket_answers(cfg.socket):
+                return
+            await trio.sleep(0.05)
+        raise WireguardGoError(f"wireguard-go for {cfg.ifname} exited with status {proc.returncode} at start")
+    raise WireguardGoError(f"wireguard-go for {cfg.ifname}: no UAPI socket after {cfg.start_timeout} s")
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group led by ``pid`` (our child's own session); gone already is fine."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+async def _stop(proc: trio.Process, cfg: WireguardGoConfig) -> None:
+    """SIGTERM the group, wait a bounded time, then SIGKILL it; safe under cancellation."""
+    with trio.CancelScope(shield=True):
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with trio.move_on_after(cfg.stop_timeout):
+                await proc.wait()
+        kill_group(proc.pid)  # whatever it left in its group
+        if proc.poll() is None:
+            await proc.wait()
+
+
+async def _run_once(
+    cfg: WireguardGoConfig,
+    on_started: trio.TaskStatus[int] | None,
+) -> float:
+    """One life of the process: start, wait until the socket answers, wait for exit. Returns how long
+    it ran. Cancellation (shutdown) stops it."""
+    env = {**os.environ, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1", **cfg.extra_env}
+    cmd = [*cfg.prefix, cfg.binary, "-f", cfg.ifname]
+    proc = await trio.lowlevel.open_process(
+        cmd,
+        env=env,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    started = trio.current_time()
+    try:
+        await _wait_ready(proc, cfg)
+        log.info("wireguard-go up", extra={"ifname": cfg.ifname, "pid": proc.pid})
+        if on_started is not None:
+            on_started.started(proc.pid)
+        await proc.wait()
+        log.warning(
+            "wireguard-go exited", extra={"ifname": cfg.ifname, "pid": proc.pid, "status": proc.returncode}
+        )
+    finally:
+        await _stop(proc, cfg)
+    return trio.current_time() - started
+
+
+async def run_wireguard_go(
+    cfg: WireguardGoConfig,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Keep wireguard-go running until cancelled. ``task_status.started`` gets the first pid once the
+    UAPI socket answers; a first start that fails raises (a broken install should stop the agent's
+    startup with a clear error), later failures are retried with backoff."""
+    first: trio.TaskStatus[int] | None = task_status
+    backoff = cfg.backoff_min
+    while True:
+        try:
+            ran = await _run_once(cfg, first)
+        except WireguardGoError:
+            if first is not None:
+                raise
+            log.exception("wireguard-go restart failed", extra={"ifname": cfg.ifname})
+            ran = 0.0
+        first = None
+        if ran >= cfg.stable_after:
+            backoff = cfg.backoff_min
+        await trio.sleep(backoff)
+        backoff = min(cfg.backoff_max, backoff * 2)
+
+
+__all__ = ["WireguardGoConfig", "WireguardGoError", "check_ifname", "kill_group", "run_wireguard_go"]
