@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the tests and the demo need (installed only when missing, as root).
-DEB_PACKAGES := iproute2 procps wireguard-go wireguard-tools
+DEB_PACKAGES := iproute2 procps wireguard-go wireguard-tools bird2
 
 .PHONY: test demo lint typecheck pytest bench bench-rib clean deps venv
 

@@ -1,0 +1,121 @@
+"""The supervisor's decisions, without I/O: when to restart ExaBGP, and when to reload its neighbors.
+
+Time is passed in (``now``, seconds on any monotonic clock), so tests drive these with plain numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from agent.bgp.config import Neighbor
+
+
+@dataclass(slots=True)
+class RestartBackoff:
+    """Exponential delay between restarts of a child that keeps dying; a run that lasted
+    ``stable_after`` seconds counts as healthy and resets the delay, so a crash once a day restarts at
+    once while a crash loop settles at ``maximum``."""
+
+    initial: float = 0.5
+    maximum: float = 30.0
+    factor: float = 2.0
+    stable_after: float = 60.0
+    _next: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.initial <= self.maximum or self.factor < 1:
+            raise ValueError("backoff needs 0 < initial <= maximum and factor >= 1")
+        self._next = self.initial
+
+    def delay_after(self, ran_for: float) -> float:
+        """The wait before the next start, given how long the run that just ended lasted."""
+        if ran_for >= self.stable_after:
+            self._next = self.initial
+        delay = self._next
+        self._next = min(self.maximum, self._next * self.factor)
+        return delay
+
+
+class ReloadReason(StrEnum):
+    START = "start"  # first start: everything desired goes out
+    RESTART = "restart"  # ExaBGP died and was started again: everything desired goes out again
+    RELOAD = "reload"  # the neighbor set changed: routes go out to the new or changed neighbors
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """Tells the owner which neighbors have none of our routes and need all of them announced.
+
+    After a reload ExaBGP does not give a new neighbor the routes announced before it existed, and a
+    neighbor whose settings changed gets a new session, so both are listed; after a (re)start every
+    neighbor is."""
+
+    reason: ReloadReason
+    neighbors: frozenset[str]  # peer addresses
+    removed: frozenset[str] = frozenset()  # peer addresses no longer configured: their paths are gone
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadPlan:
+    neighbors: tuple[Neighbor, ...]  # the set to write
+    resync: Resync
+
+
+class NeighborBatcher:
+    """Coalesces neighbor-set changes into few reloads. The first change after a reload opens a window
+    of ``window`` seconds; everything that arrives in it goes out in one reload when it closes. The
+    window is fixed, not sliding, so a steady trickle of joins still reloads once per window instead of
+    never. A change that ends where it started (a member left and came back) reloads nothing."""
+
+    def __init__(self, neighbors: Iterable[Neighbor] = (), *, window: float = 1.0) -> None:
+        if window < 0:
+            raise ValueError("window must be >= 0")
+        self.window = window
+        self._desired = _by_address(neighbors)
+        self._applied = dict(self._desired)
+        self._deadline: float | None = None
+
+    @property
+    def desired(self) -> tuple[Neighbor, ...]:
+        return tuple(self._desired.values())
+
+    @property
+    def deadline(self) -> float | None:
+        """When :meth:`poll` will have a plan; ``None`` while nothing is pending."""
+        return self._deadline
+
+    def set_neighbors(self, neighbors: Iterable[Neighbor], now: float) -> None:
+        self._desired = _by_address(neighbors)
+        if self._desired == self._applied:
+            self._deadline = None
+        elif self._deadline is None:
+            self._deadline = now + self.window
+
+    def poll(self, now: float) -> ReloadPlan | None:
+        """A reload to do now, or ``None``; once returned, the plan counts as applied."""
+        if self._deadline is None or now < self._deadline:
+            return None
+        self._deadline = None
+        old, new = self._applied, self._desired
+        self._applied = dict(new)
+        fresh = frozenset(a for a, n in new.items() if old.get(a) != n)
+        removed = frozenset(old) - frozenset(new)
+        return ReloadPlan(tuple(new.values()), Resync(ReloadReason.RELOAD, fresh, removed))
+
+    def start(self, restart: bool) -> ReloadPlan:
+        """ExaBGP is being (re)started: it reads the desired set from scratch, so nothing is pending."""
+        self._deadline = None
+        self._applied = dict(self._desired)
+        reason = ReloadReason.RESTART if restart else ReloadReason.START
+        return ReloadPlan(self.desired, Resync(reason, frozenset(self._desired)))
+
+
+def _by_address(neighbors: Iterable[Neighbor]) -> dict[str, Neighbor]:
+    out: dict[str, Neighbor] = {}
+    for n in neighbors:
+        if n.address in out and out[n.address] != n:
+            raise ValueError(f"two different neighbors with address {n.address}")
+        out[n.address] = n
+    return out

@@ -1,0 +1,46 @@
+"""Session status from ExaBGP's events, and which paths a session going down invalidates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.bgp.api import Ack, Event, Text, parse_line
+from agent.bgp.status import SessionTable
+
+FIXTURES = Path(__file__).parent / "fixtures" / "exabgp"
+
+
+def events(name: str) -> list[Event]:
+    out: list[Event] = []
+    for line in (FIXTURES / name).read_text().splitlines():
+        message = parse_line(line)
+        if not isinstance(message, Ack | Text):
+            out.append(message)
+    return out
+
+
+def test_replay_of_a_real_session() -> None:
+    table = SessionTable(["198.18.0.1", "2001:db8:ff::1", "198.18.1.1"])
+    invalidated: dict[str, frozenset[str]] = {}
+    for i, event in enumerate(events("bird_session.jsonl")):
+        invalidated.update(table.apply(event, now=float(i)))
+    # 198.18.0.1 went down on a Cease: what it had sent was invalidated, then it came back up
+    assert invalidated["198.18.0.1"] == {"203.0.113.0/24"}
+    status = {s.address: s for s in table.snapshot(now=100.0, prefixes_out={"198.18.0.1": 3})}
+    r1 = status["198.18.0.1"]
+    assert r1.state == "up" and r1.prefixes_in == 1 and r1.prefixes_out == 3 and r1.end_of_rib
+    assert r1.last_error == "closing connection"  # after the Cease, BIRD refused one reconnection
+    assert r1.uptime is not None and r1.uptime > 0
+    assert status["198.18.1.1"].prefixes_in == 2  # 203.0.113.0/24 and 100.96.0.13/32
+    assert status["2001:db8:ff::1"].prefixes_in == 1
+
+
+def test_speaker_down_invalidates_everything() -> None:
+    table = SessionTable()
+    for i, event in enumerate(events("bird_session.jsonl")):
+        table.apply(event, now=float(i))
+    gone = table.speaker_down("exabgp exited with status -9", now=200.0)
+    assert set(gone) == {"198.18.0.1", "198.18.1.1", "2001:db8:ff::1"}
+    assert all(s.state == "down" and s.prefixes_in == 0 for s in table.snapshot(201.0))
+    assert table.configure(["198.18.0.1"]) == {"198.18.1.1", "2001:db8:ff::1"}
+    assert [s.address for s in table.snapshot(202.0)] == ["198.18.0.1"]

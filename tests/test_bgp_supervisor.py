@@ -1,0 +1,197 @@
+"""The ExaBGP supervisor against a stand-in ExaBGP (``fixtures/exabgp/fake_exabgp.py``) that runs the
+real bridge: start, commands and acks, batched reloads, restart after a kill, a late ack, and stop.
+Real processes and real time, no root; the real ExaBGP is in ``test_bgp_exabgp_netns.py``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import trio
+
+from agent.bgp.api import Announce, PeerState, SessionState, Withdraw
+from agent.bgp.config import Neighbor
+from agent.bgp.lifecycle import ReloadReason, Resync
+from agent.bgp.supervisor import (
+    CommandFailed,
+    CommandTimeout,
+    ExaBGPSupervisor,
+    NotConnected,
+    SpeakerDown,
+    SpeakerUp,
+    SupervisorEvent,
+    SupervisorOptions,
+    _descends_from,
+)
+
+FAKE = Path(__file__).parent / "fixtures" / "exabgp" / "fake_exabgp.py"
+TIMEOUT = 20.0
+
+
+def neighbor(address: str) -> Neighbor:
+    return Neighbor(address, 65000, 65001, "198.18.0.2", local_address="198.18.0.2")
+
+
+@dataclass
+class Harness:
+    sup: ExaBGPSupervisor
+    log: Path
+    events: list[SupervisorEvent] = field(default_factory=list)
+    resyncs: list[Resync] = field(default_factory=list)
+    changed: trio.Event = field(default_factory=trio.Event)
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        with trio.fail_after(TIMEOUT):
+            while not predicate():
+                self.changed = trio.Event()
+                await self.changed.wait()
+
+    def commands(self) -> list[str]:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def ups(self, address: str) -> int:
+        return sum(
+            1
+            for e in self.events
+            if isinstance(e, PeerState) and e.peer.address == address and e.state is SessionState.UP
+        )
+
+
+@asynccontextmanager
+async def running(
+    tmp_path: Path, neighbors: list[Neighbor], ack_timeout: float = 2.0
+) -> AsyncIterator[Harness]:
+    log = tmp_path / "commands.log"
+    options = SupervisorOptions(
+        state_dir=tmp_path / "state",
+        exabgp_argv=(sys.executable, str(FAKE)),
+        env={"FAKE_EXABGP_LOG": str(log)},
+        ack_timeout=ack_timeout,
+        reload_window=0.3,
+        backoff_initial=0.1,
+        stop_timeout=3.0,
+    )
+    h: Harness
+
+    async def on_resync(resync: Resync) -> None:
+        h.resyncs.append(resync)
+        h.changed.set()
+
+    h = Harness(ExaBGPSupervisor(options, neighbors, on_resync=on_resync), log)
+
+    async def collect() -> None:
+        async for event in h.sup.events:
+            h.events.append(event)
+            h.changed.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(h.sup.run)
+        nursery.start_soon(collect)
+        try:
+            yield h
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def test_start_commands_acks_and_stop(tmp_path: Path) -> None:
+    async with running(tmp_path, [neighbor("198.18.0.1")]) as h:
+        await h.wait_for(lambda: bool(h.resyncs) and h.ups("198.18.0.1") == 1)
+        assert h.resyncs[0] == Resync(ReloadReason.START, frozenset({"198.18.0.1"}))
+        assert isinstance(h.events[0], SpeakerUp) and not h.events[0].restart
+        pid = h.sup.pid
+        assert pid is not None
+        await h.sup.send(Announce("100.96.0.10/32", neighbor="198.18.0.1"))
+        await h.sup.send(Withdraw("100.96.0.10/32"))
+        with pytest.raises(CommandFailed):
+            await h.sup.send(Announce("100.96.0.10/32", neighbor="198.51.100.66"))
+        assert h.commands() == [
+            "neighbor 198.18.0.1 announce route 100.96.0.10/32 next-hop self origin igp",
+            "withdraw route 100.96.0.10/32",
+            "neighbor 198.51.100.66 announce route 100.96.0.10/32 next-hop self origin igp",
+        ]
+        assert stat.S_IMODE(h.sup.config_path.stat().st_mode) == 0o600  # it may hold MD5 passwords
+        assert stat.S_IMODE(h.sup.socket_path.stat().st_mode) == 0o600
+    # cancelled: ExaBGP was stopped and reaped, the socket file is gone
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not h.sup.socket_path.exists()
+
+
+async def test_neighbor_changes_are_batched_into_one_reload(tmp_path: Path) -> None:
+    async with running(tmp_path, [neighbor("198.18.0.1")]) as h:
+        await h.wait_for(lambda: bool(h.resyncs))
+        h.sup.set_neighbors([neighbor("198.18.0.1"), neighbor("198.18.0.3")])
+        h.sup.set_neighbors([neighbor("198.18.0.1"), neighbor("198.18.0.3"), neighbor("198.18.0.5")])
+        await h.wait_for(lambda: len(h.resyncs) == 2 and h.ups("198.18.0.5") == 1)
+        assert h.commands().count("reload") == 1
+        assert h.resyncs[1] == Resync(ReloadReason.RELOAD, frozenset({"198.18.0.3", "198.18.0.5"}))
+        assert h.ups("198.18.0.1") == 1  # the unchanged neighbor was not touched
+        text = h.sup.config_path.read_text()
+        assert all(f"neighbor {a} {{" in text for a in ("198.18.0.1", "198.18.0.3", "198.18.0.5"))
+
+
+async def test_killed_exabgp_is_restarted_and_resynced(tmp_path: Path) -> None:
+    async with running(tmp_path, [neighbor("198.18.0.1")]) as h:
+        await h.wait_for(lambda: bool(h.resyncs))
+        first = h.sup.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        await h.wait_for(lambda: len(h.resyncs) == 2)
+        assert h.resyncs[1].reason is ReloadReason.RESTART
+        assert h.resyncs[1].neighbors == {"198.18.0.1"}
+        kinds = [type(e).__name__ for e in h.events if isinstance(e, SpeakerUp | SpeakerDown)]
+        assert kinds == ["SpeakerUp", "SpeakerDown", "SpeakerUp"]
+        down = next(e for e in h.events if isinstance(e, SpeakerDown))
+        assert "-9" in down.reason
+        assert h.sup.pid not in (None, first)
+        await h.sup.send(Announce("100.96.0.10/32"))  # the new life takes commands
+
+
+async def test_an_ack_timeout_ends_the_life(tmp_path: Path) -> None:
+    """A missing ack would be taken for the next command's: ExaBGP is restarted instead."""
+    async with running(tmp_path, [neighbor("198.18.0.1")], ack_timeout=0.5) as h:
+        await h.wait_for(lambda: bool(h.resyncs))
+        first = h.sup.pid
+        with pytest.raises(CommandTimeout):
+            await h.sup.send(Announce("100.96.0.10/32", neighbor="198.51.100.99"))  # never answered
+        await h.wait_for(lambda: len(h.resyncs) == 2)
+        down = next(e for e in h.events if isinstance(e, SpeakerDown))
+        assert "no ack" in down.reason and h.sup.pid != first
+        with pytest.raises(CommandFailed):  # acks match commands again
+            await h.sup.send(Announce("100.96.0.12/32", neighbor="198.51.100.66"))
+        await h.sup.send(Announce("100.96.0.12/32"))
+
+
+async def test_a_cancelled_send_does_not_shift_the_acks(tmp_path: Path) -> None:
+    async with running(tmp_path, [neighbor("198.18.0.1")]) as h:
+        await h.wait_for(lambda: bool(h.resyncs))
+        with trio.move_on_after(0.2):  # cancelled after the write, before its (late) ack
+            await h.sup.send(Announce("100.96.0.10/32", neighbor="198.51.100.77"))
+        assert "198.51.100.77" in h.commands()[-1]
+        with pytest.raises(CommandFailed):
+            await h.sup.send(Announce("100.96.0.11/32", neighbor="198.51.100.66"))
+        await h.sup.send(Announce("100.96.0.12/32"))
+
+
+async def test_send_without_exabgp_raises(tmp_path: Path) -> None:
+    sup = ExaBGPSupervisor(SupervisorOptions(state_dir=tmp_path))
+    with pytest.raises(NotConnected):
+        await sup.send(Announce("100.96.0.10/32"))
+
+
+def test_only_children_of_exabgp_count() -> None:
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert _descends_from(child.pid, os.getpid())
+        assert not _descends_from(os.getpid(), child.pid)
+    finally:
+        child.kill()
+        child.wait()
