@@ -4,9 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the tests and the demo need (installed only when missing, as root).
-DEB_PACKAGES := iproute2 procps wireguard-go wireguard-tools bird2
+DEB_PACKAGES := iproute2 procps wireguard-go wireguard-tools bird2 iptables iputils-ping
 
-.PHONY: test demo lint typecheck pytest bench bench-rib clean deps venv
+.PHONY: test demo lint typecheck pytest bench bench-health bench-rib bench-transit bench-bgp clean deps venv
 
 venv: $(STAMP)
 
@@ -42,9 +42,24 @@ bench: venv
 	$(PY) -m labs.bench_gossip_sim
 	$(PY) -m labs.bench_gossip_real
 
+# Health checks: withdrawal time against interval x unhealthy threshold; 1,000 checks on one agent.
+bench-health: venv
+	$(PY) -m labs.bench_health --json labs/results/bench_health.json
+
 # RIB: 200,000 paths through a 20-rule import policy, in and out; RSS with them loaded.
 bench-rib: venv
 	$(PY) -m labs.bench_rib
+
+# BGP speaker: planner decision -> route in BIRD (p50, max over 20 toggles); 100,000 prefixes from BIRD
+# into the RIB and the kernel, with RSS. Needs root: namespaces, BIRD.
+bench-bgp: deps venv
+	$(PY) -m labs.bench_bgp --json labs/results/bench_bgp.json
+
+# Transit: time to switch to a relay when A-B drops everything, time to fail back, switches under 20%
+# loss for 5 minutes (LOSS_DURATION=30 for a quick run). Needs root: namespaces, wireguard-go, iptables.
+LOSS_DURATION ?= 300
+bench-transit: deps venv
+	$(PY) -m labs.bench_transit --loss-duration $(LOSS_DURATION) --json labs/results/bench_transit.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

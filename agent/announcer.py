@@ -48,7 +48,7 @@ from agent.planner import (
     to_wire,
 )
 from agent.store import NotFound, ObjectStore
-from gossip.events import MemberEvent, MemberInfo, MemberState
+from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
 
 log = logging.getLogger("wiremesh.announce")
 
@@ -110,6 +110,9 @@ class Announcer:
         self.state = PlanState()
         self.decisions: dict[str, Decision] = {}
         self._health_seen: dict[str, _Seen] = {}
+        # When each peer's latest ``announce`` value arrived (Trio clock): its holds travel as seconds
+        # left at publication, so they are converted against arrival, not against whenever they are read.
+        self._announce_at: dict[str, float] = {}
         self._published: bytes | None = None
         self._wake = trio.Event()
         health.on_change(self._poke)
@@ -166,6 +169,8 @@ class Announcer:
         names = {m.name for m in members}
         for gone in set(self._health_seen) - names:
             del self._health_seen[gone]
+        for gone in set(self._announce_at) - names:
+            del self._announce_at[gone]
         return PlanInput(
             machine=self.machine,
             machine_enabled=self._enabled(self.machine),
@@ -209,7 +214,13 @@ class Announcer:
                     await self._wake.wait()
 
     async def _watch(self, events: trio.MemoryReceiveChannel[MemberEvent]) -> None:
-        async for _event in events:
+        async for event in events:
+            if event.kind is EventKind.KV and event.key == ANNOUNCE_KEY and event.name != self.machine:
+                self._announce_at[event.name] = event.at
+            # Of the key/values, only peers' verdicts are planner input: this machine's own values
+            # (``health`` changes on every result) and peers' ``announce`` values are not.
+            if event.kind is EventKind.KV and (event.name == self.machine or event.key != HEALTH_KEY):
+                continue
             self._poke()
 
     # --- StatusProvider ------------------------------------------------------------------------
@@ -217,9 +228,10 @@ class Announcer:
     def _live_members(self) -> Sequence[MemberInfo]:
         return [m for m in self.node.members() if m.state in (MemberState.ALIVE, MemberState.SUSPECT)]
 
-    def announcements(self) -> dict[str, Mapping[str, Decision]]:
-        """Every live machine's decisions, by machine (this one's from its latest plan)."""
-        now = trio.current_time()
+    def announcements(self, now: float | None = None) -> dict[str, Mapping[str, Decision]]:
+        """Every live machine's decisions, by machine (this one's from its latest plan); holds are on the
+        Trio clock, as read now or passed in as ``now``."""
+        now = trio.current_time() if now is None else now
         out: dict[str, Mapping[str, Decision]] = {}
         for member in self._live_members():
             if member.name == self.machine:
@@ -229,7 +241,7 @@ class Announcer:
             if data is None:
                 continue
             try:
-                out[member.name] = from_wire(data, now)
+                out[member.name] = from_wire(data, self._announce_at.get(member.name, now))
             except WireError:
                 continue
         out[self.machine] = self.decisions
@@ -243,6 +255,12 @@ class Announcer:
             if decision is not None and decision.announce:
                 out.append(machine)
         return sorted(out)
+
+    def all_decisions(self) -> tuple[float, dict[str, Mapping[str, Decision]]]:
+        """:meth:`announcements`, after the clock reading its holds are measured against (for the API,
+        which shows a hold as the seconds it has left)."""
+        now = trio.current_time()
+        return now, self.announcements(now)
 
     def health(self, kind: Kind, name: str, machine: str) -> str:
         key = f"{kind.value}/{name}"
@@ -259,3 +277,17 @@ class Announcer:
 
     def health_source_verdict(self, key: str) -> Verdict | None:
         return self.checks.verdicts().get(key)
+
+    def verdicts(self) -> dict[str, Mapping[str, Verdict]]:
+        """Every member's published verdicts, whatever its state (like :meth:`health`: the API shows the
+        member state beside them); this machine's straight from its runner. Wall-clock times."""
+        out: dict[str, Mapping[str, Verdict]] = {}
+        for member in self.node.members():
+            if member.name == self.machine:
+                continue
+            _version, value = member.kv.get(HEALTH_KEY, (0, None))
+            verdicts = decode_health(value)
+            if verdicts:
+                out[member.name] = verdicts
+        out[self.machine] = self.checks.verdicts()
+        return out

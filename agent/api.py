@@ -1,7 +1,8 @@
 """The agent's HTTP API: membership, health, the gossip debug snapshot, metrics and (with a store) the
-cluster objects (:mod:`agent.api_objects`), served by hypercorn on Trio. Every request but
-``GET /healthz`` needs the bearer token (:mod:`agent.auth`); ``GET /metrics`` is Prometheus text
-(:mod:`agent.metrics`); every error is ``{"error": ..., "detail": [{"loc": [...], "msg": ...}]}``.
+cluster objects and every machine's check verdicts (:mod:`agent.api_objects`), served by hypercorn on
+Trio. Every request but ``GET /healthz`` needs the bearer token (:mod:`agent.auth`); ``GET /metrics``
+is Prometheus text (:mod:`agent.metrics`); every error is
+``{"error": ..., "detail": [{"loc": [...], "msg": ...}]}``.
 
 Endpoints are ``async def`` on purpose: FastAPI runs plain ``def`` endpoints in worker threads, where
 the gossip node (a single-threaded Trio object) and ``trio.current_time`` must not be touched.
@@ -28,18 +29,28 @@ from hypercorn.trio import serve
 from hypercorn.typing import ASGIFramework
 from pydantic import BaseModel
 
+from agent.api_bgp import SpeakerView, create_bgp_router
 from agent.api_objects import (
     CatchAllMiddleware,
+    NoStatus,
     StatusProvider,
     create_objects_router,
     install_error_handlers,
     object_counts,
 )
+from agent.api_peers import PeersSource, create_peers_router, with_reachability
 from agent.auth import BearerAuthMiddleware
 from agent.config import HostPort, format_address, parse_listen
 from agent.logs import rfc3339
 from agent.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from agent.metrics import ApiMetrics, RequestMetricsMiddleware, StateCollector
+from agent.metrics import (
+    ApiMetrics,
+    CheckFailures,
+    CheckSource,
+    HealthCollector,
+    RequestMetricsMiddleware,
+    StateCollector,
+)
 from agent.store import ObjectStore
 from gossip.events import MemberInfo
 
@@ -91,6 +102,9 @@ def create_app(
     token: str,
     store: Callable[[], ObjectStore] | None = None,
     status: StatusProvider | None = None,
+    checks: CheckSource | None = None,
+    peers: PeersSource | None = None,
+    bgp: SpeakerView | None = None,
     clock: Callable[[], float] = trio.current_time,
     wall_clock: Callable[[], float] = time.time,
 ) -> FastAPI:
@@ -98,16 +112,27 @@ def create_app(
 
     ``token`` is the bearer token every request but ``GET /healthz`` must carry. The object endpoints
     are there when a ``store`` is given (called per request, so it may be opened after the app is built).
+    ``status`` (health verdicts and announcement decisions) feeds the object views and the metrics;
+    ``checks``, this machine's health runner, adds check run and failure counts to the metrics.
+    ``peers``, the transit driver when WireGuard is on, serves ``/v1/peers`` (:mod:`agent.api_peers`).
     Middleware, outermost first: request metrics (so 401s and 500s are counted), the catch-all that turns
     a bug into a clean 500, then auth.
     """
     app = FastAPI(title="wiremesh agent", version="0.1.0")
+    live: StatusProvider = status if status is not None else NoStatus()
     metrics = ApiMetrics()
     metrics.add_collector(
         StateCollector(
             node.snapshot,
             lambda: [str(m.state) for m in node.members()],
             None if store is None else object_counts(store),
+        )
+    )
+    metrics.add_collector(
+        HealthCollector(
+            lambda: [v.state for v in live.verdicts().get(node.name, {}).values()],
+            lambda: [d.reason.value for d in live.all_decisions()[1].get(node.name, {}).values()],
+            None if checks is None else CheckFailures(checks),
         )
     )
     install_error_handlers(app)
@@ -129,16 +154,22 @@ def create_app(
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     if store is not None:
-        app.include_router(create_objects_router(store, status, members=node.members, wall_clock=wall_clock))
+        app.include_router(create_objects_router(store, live, members=node.members, wall_clock=wall_clock))
+
+    # The RIB and BGP neighbors (agent.api_bgp); without a speaker they answer 404 saying BGP is off.
+    app.include_router(create_bgp_router(bgp, clock=clock, wall_clock=wall_clock))
 
     @app.get("/v1/members")
     async def members() -> list[Member]:
         now, wall_now = clock(), wall_clock()
         return [member_view(m, now, wall_now) for m in sorted(node.members(), key=lambda m: m.name)]
 
+    app.include_router(create_peers_router(peers, wall_clock=wall_clock))
+
     @app.get("/debug/gossip")
     async def debug_gossip() -> dict[str, Any]:
-        return node.snapshot()
+        """The gossip snapshot; each member's entry also shows its transit reachability vector."""
+        return with_reachability(node.snapshot(), node.members())
 
     return app
 

@@ -12,8 +12,15 @@ PATCH is a JSON merge patch (RFC 7396): keys set to ``null`` are removed (back t
 objects merge recursively, anything else replaces. Machine and mesh settings always exist (with
 defaults) for every known machine, so PUT and PATCH on them create the record on first write.
 
-Reads of VIPs and routes carry their live status from a :class:`StatusProvider` (which machines announce
-them now and each assigned machine's health), which is what a list page's green/red globe shows.
+Reads of VIPs and routes carry their live status from a :class:`StatusProvider`: which machines announce
+them now (what a list page's green/red globe shows) and, per machine, its gossip member state, its check
+verdict (state, since, consecutive count, last latency and error) and its announcement decision with the
+reason and, for a hold, when it ends. ``GET /v1/health/checks`` lists every machine's verdicts.
+
+Times are wall-clock RFC 3339 strings, as in ``/v1/members``, with the matching age in seconds beside
+them. Verdict times were published by each machine on its own wall clock; a hold's end is the
+provider's (Trio) clock, which means nothing to a client, so it goes out as this node's wall clock plus
+the seconds the hold has left, the same relative form the hold travels in over gossip.
 Every read also carries the record's HLC ``version`` and ``problems``: a replicated object may
 reference what this node does not know yet (the store keeps it so replicas converge), and an operator
 should see that rather than have it hidden.
@@ -25,18 +32,21 @@ No ``from __future__ import annotations`` here: the per-kind endpoints get their
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Annotated, Any, Protocol
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, FastAPI, Request
+from fastapi import APIRouter, Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agent.checkstate import Verdict
 from agent.config import format_address
+from agent.logs import rfc3339
 from agent.objects import (
     MESH_KEY,
     MODELS,
@@ -50,6 +60,7 @@ from agent.objects import (
     Vip,
     key_of,
 )
+from agent.planner import Decision, explain
 from agent.store import AlreadyExists, InUse, Invalid, Key, NotFound, ObjectStore, Record
 from gossip.events import MemberInfo
 
@@ -185,8 +196,11 @@ class CatchAllMiddleware:
 # --- status ----------------------------------------------------------------------------------------
 
 
+Decisions = Mapping[str, Mapping[str, Decision]]  # by machine, then object key (vip/NAME)
+
+
 class StatusProvider(Protocol):
-    """Live state of announcements; the announcement planner will provide the real one."""
+    """Live state of health checks and announcements; :class:`agent.announcer.Announcer` is the real one."""
 
     def announced_by(self, kind: Kind, name: str) -> list[str]:
         """Machines announcing the object now."""
@@ -194,6 +208,16 @@ class StatusProvider(Protocol):
 
     def health(self, kind: Kind, name: str, machine: str) -> str:
         """The object's health check verdict on ``machine``: healthy, unhealthy, or unknown."""
+        ...
+
+    def verdicts(self) -> Mapping[str, Mapping[str, Verdict]]:
+        """Every machine's published check verdicts, by machine then object key; wall-clock times."""
+        ...
+
+    def all_decisions(self) -> tuple[float, Decisions]:
+        """Every live machine's announcement decisions, after the provider's clock reading that each
+        ``held_until`` is measured against: that clock (Trio's) means nothing to a client, so the API
+        only ever uses ``held_until - now``."""
         ...
 
 
@@ -205,6 +229,70 @@ class NoStatus:
 
     def health(self, kind: Kind, name: str, machine: str) -> str:
         return UNKNOWN_HEALTH
+
+    def verdicts(self) -> Mapping[str, Mapping[str, Verdict]]:
+        return {}
+
+    def all_decisions(self) -> tuple[float, Decisions]:
+        return 0.0, {}
+
+
+@dataclass(frozen=True, slots=True)
+class LiveState:
+    """What one request shows of the live state, read once so every object in a list agrees."""
+
+    verdicts: Mapping[str, Mapping[str, Verdict]]
+    decisions: Decisions
+    decisions_now: float  # the provider's clock reading the holds in ``decisions`` are measured against
+    members: Mapping[str, str]  # machine -> gossip member state
+    wall_now: float
+
+    def check_view(self, verdict: Verdict) -> JSONDict:
+        """A verdict with wall-clock times; ``for_seconds`` is how long it has been in its state."""
+        return {
+            "state": verdict.state,
+            "since": rfc3339(verdict.since),
+            "for_seconds": round(max(0.0, self.wall_now - verdict.since), 3),
+            "consecutive": verdict.consecutive,
+            "last_ok": verdict.last_ok,
+            "last_latency_ms": None if verdict.latency is None else round(verdict.latency * 1000, 3),
+            "last_error": verdict.error,
+            "checked_at": None if verdict.checked_at is None else rfc3339(verdict.checked_at),
+        }
+
+    def decision_view(self, decision: Decision) -> JSONDict:
+        """A decision with its hold's end on the wall clock, and planner's one-line explanation."""
+        held_until: str | None = None
+        left: float | None = None
+        if decision.held_until is not None:
+            left = round(max(0.0, decision.held_until - self.decisions_now), 3)
+            decision = replace(decision, held_until=round(self.wall_now + left, 1))
+            held_until = rfc3339(self.wall_now + left)
+        return {
+            "announce": decision.announce,
+            "reason": decision.reason.value,
+            "held_until": held_until,
+            "held_seconds_left": left,
+            "peers": list(decision.peers),
+            "explanation": explain(decision, self.wall_now),
+        }
+
+    def machine_view(self, key: str, machine: str) -> JSONDict:
+        verdict = self.verdicts.get(machine, {}).get(key)
+        decision = self.decisions.get(machine, {}).get(key)
+        return {
+            "member": self.members.get(machine),
+            "check": None if verdict is None else self.check_view(verdict),
+            "decision": None if decision is None else self.decision_view(decision),
+        }
+
+
+def parse_object_key(value: str) -> tuple[Kind, str] | None:
+    """``vip/NAME`` or ``route/NAME`` as a kind and a name; None for anything else."""
+    kind, sep, name = value.partition("/")
+    if not sep or not name or kind not in (Kind.VIP.value, Kind.ROUTE.value):
+        return None
+    return Kind(kind), name
 
 
 # --- views -----------------------------------------------------------------------------------------
@@ -245,33 +333,69 @@ class ObjectsApi:
     def wall_ms(self) -> int:
         return int(self.wall_clock() * 1000)
 
-    def view(self, kind: Kind, obj: ClusterObject, problems: Mapping[Key, list[Problem]]) -> JSONDict:
+    def live(self) -> LiveState:
+        decisions_now, decisions = self.status.all_decisions()
+        return LiveState(
+            verdicts=self.status.verdicts(),
+            decisions=decisions,
+            decisions_now=decisions_now,
+            members={m.name: str(m.state) for m in self.members()},
+            wall_now=self.wall_clock(),
+        )
+
+    def view(
+        self, kind: Kind, obj: ClusterObject, problems: Mapping[Key, list[Problem]], live: LiveState
+    ) -> JSONDict:
         """The object, its version, the problems it has here (a replicated object may reference what this
-        node does not know), and for VIPs and routes its live status."""
+        node does not know), and for VIPs and routes its live status. The machines listed are the
+        assigned ones, then any other that still announces it (say, one whose store lags behind)."""
         name = key_of(obj)
         body = obj.model_dump(mode="json")
         body["version"] = version_view(self.store().get_record(kind, name))
         body["problems"] = [d.model_dump() for d in problems_detail(problems.get((kind, name), []), ())]
         if isinstance(obj, Vip | Route):
+            key = f"{kind.value}/{name}"
             announced_by = sorted(self.status.announced_by(kind, name))
+            machines = [*obj.machines, *(m for m in announced_by if m not in obj.machines)]
             body["status"] = {
                 "announced": bool(announced_by),
                 "announced_by": announced_by,
                 "machines": [
-                    {"name": m, "health": self.status.health(kind, name, m), "announcing": m in announced_by}
-                    for m in obj.machines
+                    {
+                        "name": m,
+                        "assigned": m in obj.machines,
+                        "health": self.status.health(kind, name, m),
+                        "announcing": m in announced_by,
+                        **live.machine_view(key, m),
+                    }
+                    for m in machines
                 ],
             }
         return body
 
     def list_view(self, kind: Kind) -> list[JSONDict]:
         store = self.store()
-        problems = store.problems()
-        return [self.view(kind, obj, problems) for obj in store.list(kind)]
+        problems, live = store.problems(), self.live()
+        return [self.view(kind, obj, problems, live) for obj in store.list(kind)]
 
     def one_view(self, kind: Kind, name: str) -> JSONDict:
         store = self.store()
-        return self.view(kind, store.get(kind, name), store.problems())
+        return self.view(kind, store.get(kind, name), store.problems(), self.live())
+
+    def checks_view(self, machine: str | None, object_key: str | None) -> list[JSONDict]:
+        """Every machine's check verdicts, by machine then object, optionally for one machine or object."""
+        live = self.live()
+        rows = []
+        for name in sorted(live.verdicts):
+            if machine is not None and name != machine:
+                continue
+            for key, verdict in sorted(live.verdicts[name].items()):
+                if object_key is None or key == object_key:
+                    rows.append(
+                        {"machine": name, "member": live.members.get(name), "object": key}
+                        | live.check_view(verdict)
+                    )
+        return rows
 
     def machine_view(self, settings: ClusterObject, *, full: bool) -> JSONDict:
         """A machine: its settings, its gossip member state, and the VIPs assigned to it (names, or
@@ -282,7 +406,8 @@ class ObjectsApi:
         name = settings.name
         member = next((m for m in self.members() if m.name == name), None)
         vips = [v for v in store.list(Kind.VIP) if isinstance(v, Vip) and name in v.machines]
-        settings_view = self.view(Kind.MACHINE, settings, problems)
+        live = self.live()
+        settings_view = self.view(Kind.MACHINE, settings, problems, live)
         return {
             "name": name,
             "settings": {k: v for k, v in settings_view.items() if k not in ("version", "problems")},
@@ -295,7 +420,9 @@ class ObjectsApi:
                 "incarnation": member.incarnation,
                 "addr": format_address(member.addr),
             },
-            "vips": [self.view(Kind.VIP, v, problems) for v in vips] if full else [v.name for v in vips],
+            "vips": [self.view(Kind.VIP, v, problems, live) for v in vips]
+            if full
+            else [v.name for v in vips],
         }
 
 
@@ -335,6 +462,7 @@ def create_objects_router(
         _add_collection(router, api, plural, kind, model)
     _add_machines(router, api)
     _add_mesh(router, api)
+    _add_health(router, api)
     return router
 
 
@@ -432,6 +560,39 @@ def _add_mesh(router: APIRouter, api: ObjectsApi) -> None:
     async def patch_mesh(body: PatchBody) -> Response:
         api.store().patch(Kind.MESH, MESH_KEY, body, api.wall_ms())
         return JSONResponse(api.one_view(Kind.MESH, MESH_KEY))
+
+
+def _add_health(router: APIRouter, api: ObjectsApi) -> None:
+    tags: list[str | Enum] = ["health"]
+
+    @router.get(
+        "/health/checks",
+        tags=tags,
+        summary="Every machine's health check verdicts, as each publishes them over gossip",
+    )
+    async def health_checks(
+        machine: Annotated[str | None, Query(description="only this machine's verdicts")] = None,
+        object_key: Annotated[
+            str | None, Query(alias="object", description="only this object's: vip/NAME or route/NAME")
+        ] = None,
+    ) -> Response:
+        """A filter naming nothing this node knows is a 404 rather than an empty list, so a typo shows."""
+        store = api.store()
+        if machine is not None:
+            try:
+                store.get(Kind.MACHINE, machine)
+            except NotFound as exc:
+                return error_response(404, str(exc), [ErrorDetail(loc=["query", "machine"], msg=str(exc))])
+        if object_key is not None:
+            parsed = parse_object_key(object_key)
+            if parsed is None:
+                msg = f"expected vip/NAME or route/NAME, got {object_key!r}"
+                return error_response(422, "invalid request", [ErrorDetail(loc=["query", "object"], msg=msg)])
+            try:
+                store.get(*parsed)
+            except NotFound as exc:
+                return error_response(404, str(exc), [ErrorDetail(loc=["query", "object"], msg=str(exc))])
+        return JSONResponse(api.checks_view(machine, object_key))
 
 
 def object_counts(store: Callable[[], ObjectStore]) -> Callable[[], Mapping[str, int]]:

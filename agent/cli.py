@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
-from agent import cli_objects
+from agent import cli_bgp, cli_objects, cli_peers
 from agent.config import LOG_FORMATS, LOG_LEVELS, ConfigError, flag_for, load_config, load_keyring
 from gossip.keyring import Sealer, generate_key
 
@@ -25,22 +25,12 @@ EXIT_UNREACHABLE = 1
 EXIT_USAGE = 2
 ApiError = cli_objects.ApiError
 api_base = cli_objects.api_base
+format_age = cli_objects.format_age
 
 
 def fetch_json(api: str, path: str, *, token_file: str | None = None, timeout: float = 5.0) -> Any:
     token, source = cli_objects.resolve_token(token_file)
     return cli_objects.ApiClient(api, token, source, timeout=timeout).get(path)
-
-
-def format_age(seconds: float) -> str:
-    """Two units at most (``3m12s``, ``2d4h``): enough to tell flapping from long-lived."""
-    total = int(max(0.0, seconds))
-    parts: list[str] = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if total >= size or (unit == "s" and not parts):
-            parts.append(f"{total // size}{unit}")
-            total %= size
-    return "".join(parts[:2])
 
 
 def members_table(members: list[dict[str, Any]]) -> str:
@@ -49,10 +39,7 @@ def members_table(members: list[dict[str, Any]]) -> str:
         (str(m["name"]), str(m["addr"]), str(m["state"]), str(m["incarnation"]), format_age(m["age_seconds"]))
         for m in members
     ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]
-    )
+    return cli_objects.table(header, rows)
 
 
 def _run_agent(args: argparse.Namespace) -> int:
@@ -172,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     gossip = debug_sub.add_parser("gossip", help="print the gossip layer's debug snapshot")
     cli_objects.add_client_options(gossip, json_flag=False)
     cli_objects.add_object_commands(sub)
+    cli_peers.add_peers_command(sub)
+    cli_bgp.add_bgp_commands(sub)
     return parser
 
 
@@ -184,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _members(args, sys.stdout)
         if args.command == "debug":
             return _debug_gossip(args, sys.stdout)
-        if hasattr(args, "handler"):  # vip, route, policy, machine
+        if hasattr(args, "handler"):  # vip, route, policy, machine, health, peers
             handler: cli_objects.Handler = args.handler
             return handler(args, sys.stdout)
         print(generate_key())

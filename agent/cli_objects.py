@@ -1,4 +1,4 @@
-"""The CLI's API client and the object commands: ``wiremesh vip|route|policy|machine ...``.
+"""The CLI's API client and the object commands: ``wiremesh vip|route|policy|machine|health ...``.
 
 Every command is a thin call to the agent's HTTP API, so the CLI enforces no rule of its own: what the
 API refuses is printed as the API said it, one line per field (``address: 1.2.3.4 is outside every
@@ -8,6 +8,10 @@ for scripts.
 Edits are JSON merge patches: ``vip update web --holdoff 30`` changes the holdoff and nothing else,
 and so do ``enable``/``disable``, so two operators editing different fields of one VIP do not undo
 each other's change.
+
+``vip show`` / ``route show`` explain each machine's announcement decision in a few words
+(``held until 12:03:41 (no healthy peer)``, ``withdrawn: web-b is healthy``), with times in the local
+time zone; ``--json`` has the API's full sentence (``explanation``) and RFC 3339 times.
 
 The bearer token comes from ``--token-file``, then ``$WIREMESH_TOKEN`` (the token itself), then
 ``$WIREMESH_TOKEN_FILE``, then ``/var/lib/wiremesh/api-token``. A token that cannot be read is not an
@@ -21,15 +25,17 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from agent.auth import TOKEN_ENV, TOKEN_FILE_ENV, TokenError, read_token, token_path
 from agent.config import DEFAULT_STATE_DIR
 
 DEFAULT_API = "http://127.0.0.1:7947"
 API_ENV = "WIREMESH_API"
+ERROR_WIDTH = 48  # last errors are cut to this in tables; --json has them whole
 Handler = Callable[[argparse.Namespace, TextIO], int]
 
 
@@ -45,9 +51,10 @@ class ApiError(Exception):
 
 
 def _field_path(loc: Sequence[Any]) -> str:
-    """``["body", "health_check", "timeout"]`` as ``health_check.timeout: ``; the ``body`` prefix is noise."""
+    """``["body", "health_check", "timeout"]`` as ``health_check.timeout: ``; the ``body`` (or ``query``)
+    prefix is noise."""
     parts = [str(p) for p in loc]
-    if parts[:1] == ["body"]:
+    if parts[:1] in (["body"], ["query"]):
         parts = parts[1:]
     return ".".join(parts) + ": " if parts else ""
 
@@ -169,6 +176,31 @@ def print_json(value: Any, out: TextIO) -> None:
     print(json.dumps(value, indent=2, sort_keys=True), file=out)
 
 
+def format_age(seconds: float) -> str:
+    """Two units at most (``3m12s``, ``2d4h``): enough to tell flapping from long-lived."""
+    total = int(max(0.0, seconds))
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size or (unit == "s" and not parts):
+            parts.append(f"{total // size}{unit}")
+            total %= size
+    return "".join(parts[:2])
+
+
+def local_clock(timestamp: str) -> str:
+    """An RFC 3339 time from the API as ``HH:MM:SS`` in the local time zone (unparsable: as given)."""
+    try:
+        return datetime.fromisoformat(timestamp).astimezone().strftime("%H:%M:%S")
+    except (TypeError, ValueError):
+        return str(timestamp)
+
+
+def truncate(text: str, width: int = ERROR_WIDTH) -> str:
+    """One line of at most ``width`` characters, for a table cell."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
 def check_summary(check: Mapping[str, Any] | None) -> str:
     """``tcp :6443`` as on the VIPs list page; empty without a health check."""
     return "" if not check else f"{check.get('type', '?')} {check.get('target', '')}"
@@ -181,6 +213,47 @@ def _yes_no(value: object) -> str:
 def announced_summary(obj: Mapping[str, Any]) -> str:
     by = obj.get("status", {}).get("announced_by", [])
     return f"yes ({','.join(by)})" if by else "no"
+
+
+_DECISIONS = {
+    "healthy": "announcing: healthy",
+    "no_check": "announcing: no health check",
+    "withdrawn_unhealthy": "withdrawn: unhealthy",
+    "withdrawn_unknown": "withdrawn: check has not passed yet",
+    "withdrawn_disabled": "withdrawn: disabled",
+    "withdrawn_machine_disabled": "withdrawn: machine disabled",
+    "withdrawn_not_assigned": "withdrawn: not assigned",
+    "withdrawn_holdoff_expired": "withdrawn: unhealthy, holdoff expired",
+}
+
+
+def decision_summary(machine: Mapping[str, Any]) -> str:
+    """A machine's announcement decision for one object in a few words (the reasons are the planner's)."""
+    decision = machine.get("decision")
+    if not isinstance(decision, dict):
+        member = machine.get("member")
+        if member in ("alive", "suspect"):
+            return "unknown: no decision published yet"
+        return f"unknown: machine {member or 'never seen'}"
+    reason = decision.get("reason")
+    if reason == "held":
+        until = decision.get("held_until")
+        return f"held until {local_clock(until)} (no healthy peer)" if until else "held (no healthy peer)"
+    if reason == "withdrawn_peer_healthy":
+        peers = decision.get("peers") or ["another machine"]
+        return f"withdrawn: {', '.join(peers)} {'is' if len(peers) == 1 else 'are'} healthy"
+    return _DECISIONS.get(str(reason), str(decision.get("explanation") or reason))
+
+
+def health_summary(machine: Mapping[str, Any]) -> str:
+    """``unhealthy for 12s``: the verdict's state and how long it has held; a machine gossip no longer
+    sees alive gets its member state beside its last verdict."""
+    check = machine.get("check")
+    if not isinstance(check, dict):
+        return str(machine.get("health", "unknown"))
+    text = f"{check.get('state')} for {format_age(float(check.get('for_seconds') or 0))}"
+    member = machine.get("member")
+    return text if member in ("alive", "suspect") else f"{text} ({member or 'never seen'})"
 
 
 def show_announcement(obj: Mapping[str, Any], what: str, out: TextIO) -> None:
@@ -208,8 +281,16 @@ def show_announcement(obj: Mapping[str, Any], what: str, out: TextIO) -> None:
     machines = obj.get("status", {}).get("machines", [])
     if machines:
         print("", file=out)
-        rows = [(m["name"], m["health"], _yes_no(m.get("announcing"))) for m in machines]
-        print(table(("MACHINE", "HEALTH", "ANNOUNCING"), rows), file=out)
+        rows = [
+            (
+                m["name"] if m.get("assigned", True) else f"{m['name']} (not assigned)",
+                health_summary(m),
+                _yes_no(m.get("announcing")),
+                decision_summary(m),
+            )
+            for m in machines
+        ]
+        print(table(("MACHINE", "HEALTH", "ANNOUNCING", "DECISION"), rows), file=out)
     else:
         print("machines  none assigned", file=out)
 
@@ -268,7 +349,9 @@ class Announcements:
         cmds = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
         listing = cmds.add_parser("list", help=f"list {self.collection} with their live status")
         listing.set_defaults(handler=self.list)
-        show = cmds.add_parser("show", help=f"one {self.kind}, with per-machine health")
+        show = cmds.add_parser(
+            "show", help=f"one {self.kind}, with each machine's health and announcement decision"
+        )
         show.set_defaults(handler=self.show)
         create = cmds.add_parser("create", help=f"create a {self.kind}")
         create.set_defaults(handler=self.create)
@@ -567,12 +650,45 @@ def _machine_set_enabled(args: argparse.Namespace, out: TextIO, enabled: bool) -
     return 0
 
 
+def _machine_set(args: argparse.Namespace, out: TextIO) -> int:
+    """Only the lists given change (a merge patch); ``--clear-*`` empties one."""
+    changes: dict[str, list[str]] = {}
+    for field, given, clear in (
+        ("import_policies", args.import_policies, args.clear_import),
+        ("export_policies", args.export_policies, args.clear_export),
+    ):
+        if given is not None:
+            changes[field] = given
+        elif clear:
+            changes[field] = []
+    if not changes:
+        raise ApiError("nothing to set: give --import/--export SET or --clear-import/--clear-export")
+    _show_machine(client_for(args).request("PATCH", _machine_path(args.name), changes), args, out)
+    return 0
+
+
+def _add_machine_set_options(parser: argparse.ArgumentParser) -> None:
+    for direction in ("import", "export"):
+        group = parser.add_mutually_exclusive_group()
+        group.add_argument(
+            f"--{direction}",
+            dest=f"{direction}_policies",
+            action="append",
+            metavar="SET",
+            help=f"an {direction} policy set, in order (repeatable; replaces the machine's list)",
+        )
+        group.add_argument(
+            f"--clear-{direction}", action="store_true", help=f"remove every {direction} policy set"
+        )
+
+
 def _add_machine_commands(sub: Any) -> None:
     parser = sub.add_parser("machine", help="machines: settings, VIPs, maintenance")
     cmds = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     handlers: dict[str, tuple[Handler, str]] = {
         "list": (_machine_list, "list machines (members and machines with settings)"),
         "show": (_machine_show, "one machine: state, settings, its VIPs"),
+        "set": (_machine_set, "attach import/export route policy sets to the machine"),
         "enable": (lambda a, o: _machine_set_enabled(a, o, True), "let the machine announce again"),
         "disable": (
             lambda a, o: _machine_set_enabled(a, o, False),
@@ -584,7 +700,61 @@ def _add_machine_commands(sub: Any) -> None:
         p.set_defaults(handler=handler)
         if action != "list":
             p.add_argument("name", help="the machine's name")
+        if action == "set":
+            _add_machine_set_options(p)
         add_client_options(p)
+
+
+# --- health ----------------------------------------------------------------------------------------
+
+
+def _consecutive(check: Mapping[str, Any]) -> str:
+    last_ok = check.get("last_ok")
+    if last_ok is None:
+        return "-"
+    return f"{check.get('consecutive', 0)} {'passed' if last_ok else 'failed'}"
+
+
+def health_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``GET /v1/health/checks`` rows; a machine gossip no longer sees alive is marked with its state."""
+    header = ("MACHINE", "OBJECT", "STATE", "FOR", "CONSECUTIVE", "LATENCY", "LAST ERROR")
+    cells = []
+    for r in rows:
+        member = r.get("member")
+        latency = r.get("last_latency_ms")
+        cells.append(
+            (
+                r["machine"] if member in ("alive", None) else f"{r['machine']} ({member})",
+                r["object"],
+                r["state"],
+                format_age(float(r.get("for_seconds") or 0)),
+                _consecutive(r),
+                "-" if latency is None else f"{latency:.1f}ms",
+                truncate(r.get("last_error") or ""),
+            )
+        )
+    return table(header, cells)
+
+
+def _health(args: argparse.Namespace, out: TextIO) -> int:
+    query = {k: v for k, v in (("machine", args.machine), ("object", args.object)) if v is not None}
+    path = "/v1/health/checks" + (f"?{urlencode(query)}" if query else "")
+    rows = client_for(args).get(path)
+    if args.json:
+        print_json(rows, out)
+    elif not rows:
+        print("no health check verdicts", file=out)
+    else:
+        print(health_table(rows), file=out)
+    return 0
+
+
+def _add_health_command(sub: Any) -> None:
+    parser = sub.add_parser("health", help="every machine's health check verdicts, as gossip shows them")
+    parser.add_argument("--machine", metavar="NAME", help="only this machine's verdicts")
+    parser.add_argument("--object", metavar="KIND/NAME", help="only this object's: vip/NAME or route/NAME")
+    parser.set_defaults(handler=_health)
+    add_client_options(parser)
 
 
 VIPS = Announcements("vip", "vips", "address", holdoff=True)
@@ -592,9 +762,10 @@ ROUTES = Announcements("route", "routes", "prefix", holdoff=False)
 
 
 def add_object_commands(sub: Any) -> None:
-    """Register ``vip``, ``route``, ``policy`` and ``machine`` on the top-level subparsers; each leaf
-    sets ``handler``, which ``main`` calls with the parsed args and stdout."""
+    """Register ``vip``, ``route``, ``policy``, ``machine`` and ``health`` on the top-level subparsers;
+    each leaf sets ``handler``, which ``main`` calls with the parsed args and stdout."""
     VIPS.add_commands(sub)
     ROUTES.add_commands(sub)
     _add_policy_commands(sub)
     _add_machine_commands(sub)
+    _add_health_command(sub)

@@ -18,6 +18,9 @@ relative to the working directory.
 Exec health checks run commands as the agent's user, so only the machine's own config file can allow
 them: ``allow_exec_checks`` and ``exec_check_paths`` are refused when they come from anywhere else.
 ``agent.execpolicy`` turns them into the yes/no (and the reason) a check gets.
+
+``[wireguard]`` (off by default) becomes :class:`transit.config.TransitConfig`; its ``[wireguard.path]``
+and ``[wireguard.relay]`` tables are the path monitor's and relay selection's thresholds, field for field.
 """
 
 from __future__ import annotations
@@ -29,14 +32,20 @@ import re
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, get_type_hints
 
+from agent.bgp.settings import DEFAULT_ROUTE_PROTOCOL as BGP_ROUTE_PROTOCOL
+from agent.bgp.settings import BgpSettings, parse_bgp
 from gossip.config import GossipConfig
 from gossip.keyring import Keyring, KeyringError
 from gossip.wire import MAX_NAME_LEN, Address
+from transit.config import BACKENDS, TransitConfig, check_ifname
+from transit.endpoint import Endpoint
+from transit.pathmon import PathConfig
+from transit.relay import SelectorConfig
 
 DEFAULT_GOSSIP_PORT = 7946
 DEFAULT_HTTP_LISTEN = "127.0.0.1:7947"
@@ -68,6 +77,8 @@ _TOP_KEYS = (
     "allow_exec_checks",
     "exec_check_paths",
     "gossip",
+    "bgp",
+    "wireguard",
 )
 # Keys that only the config file may set: they let cluster objects run commands on this machine.
 _FILE_ONLY_KEYS = ("allow_exec_checks", "exec_check_paths")
@@ -122,6 +133,8 @@ class AgentConfig:
     allow_exec_checks: bool
     exec_check_paths: tuple[str, ...]  # absolute paths; empty: any command, once allowed
     gossip: GossipConfig
+    bgp: BgpSettings = field(default_factory=BgpSettings)  # off unless the file's [bgp] table enables it
+    wireguard: TransitConfig = field(default_factory=TransitConfig)  # off unless [wireguard] enables it
 
 
 def format_address(addr: Address) -> str:
@@ -290,6 +303,129 @@ def _gossip_config(reader: _Reader) -> GossipConfig:
         raise reader.error(f"gossip.{culprit}" if culprit else "gossip", message) from None
 
 
+_WIREGUARD_KEYS = (
+    "enabled",
+    "interface",
+    "listen_port",
+    "mesh_address",
+    "endpoint",
+    "backend",
+    "wireguard_go",
+    "persistent_keepalive",
+    "route_protocol",
+    "remove_grace",
+    "path",
+    "relay",
+)
+
+
+def _table(reader: _Reader, key: str, table: Any) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise reader.error(key, f"expected table, got {_type_name(type(table))}")
+    return table
+
+
+def _thresholds(reader: _Reader, key: str, table: Any, cls: type[PathConfig] | type[SelectorConfig]) -> Any:
+    """``[wireguard.path]`` / ``[wireguard.relay]``: the core's own config class, field for field."""
+    table = _table(reader, key, table)
+    names = tuple(f.name for f in fields(cls))
+    _check_unknown(reader, table, names, f"{key}.")
+    hints = get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, raw in table.items():
+        value = reader.typed(f"{key}.{name}", raw, hints[name])
+        if not math.isfinite(value) or value < 0:
+            raise reader.error(f"{key}.{name}", f"must be a finite number >= 0 (got {value})")
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        message = str(exc)
+        culprit = min((n for n in names if n in message), key=message.find, default=None)
+        if culprit is None and len(kwargs) == 1:
+            culprit = next(iter(kwargs))
+        raise reader.error(f"{key}.{culprit}" if culprit else key, message) from None
+
+
+def _wireguard_config(reader: _Reader) -> TransitConfig:
+    """The ``[wireguard]`` table; off (and everything else ignored but still checked) by default."""
+    table = _table(reader, "wireguard", reader.values.get("wireguard", {}))
+    _check_unknown(reader, table, _WIREGUARD_KEYS, "wireguard.")
+    default = TransitConfig()
+
+    def get(name: str, kind: type, fallback: Any) -> Any:
+        return reader.typed(f"wireguard.{name}", table[name], kind) if name in table else fallback
+
+    def ranged(name: str, fallback: int, lo: int, hi: int) -> int:
+        value: int = get(name, int, fallback)
+        if not lo <= value <= hi:
+            raise reader.error(f"wireguard.{name}", f"out of range: {value} (must be {lo}-{hi})")
+        return value
+
+    enabled: bool = get("enabled", bool, False)
+    interface: str = get("interface", str, default.interface)
+    try:
+        check_ifname(interface)
+    except ValueError as exc:
+        raise reader.error("wireguard.interface", str(exc)) from None
+    listen_port = ranged("listen_port", default.listen_port, 1, 65535)
+    mesh_address = None
+    if "mesh_address" in table:
+        text: str = get("mesh_address", str, "")
+        try:
+            mesh_address = ipaddress.ip_address(text)
+        except ValueError:
+            raise reader.error("wireguard.mesh_address", f"not an IP address: {text!r}") from None
+        if mesh_address.is_unspecified or mesh_address.is_loopback or mesh_address.is_multicast:
+            raise reader.error("wireguard.mesh_address", f"{text} cannot be a machine's mesh address")
+    elif enabled:
+        raise reader.error(
+            "wireguard.mesh_address",
+            "missing required key: this machine's address in the mesh (e.g. 100.64.0.1), unique per machine",
+        )
+    endpoint = None
+    if "endpoint" in table:
+        text = get("endpoint", str, "")
+        hp = reader.address("wireguard.endpoint", text, listen_port, names=False, min_port=1)
+        endpoint = Endpoint(ipaddress.ip_address(hp.host), hp.port)
+    backend: str = get("backend", str, default.backend)
+    if backend not in BACKENDS:
+        raise reader.error("wireguard.backend", f"must be one of {', '.join(BACKENDS)} (got {backend!r})")
+    binary: str = get("wireguard_go", str, default.wireguard_go)
+    if not binary.strip():
+        raise reader.error("wireguard.wireguard_go", "must not be empty")
+    remove_grace: float = get("remove_grace", float, default.remove_grace)
+    if not math.isfinite(remove_grace) or remove_grace < 0:
+        raise reader.error("wireguard.remove_grace", f"must be a finite number >= 0 (got {remove_grace})")
+    keepalive = ranged("persistent_keepalive", default.persistent_keepalive, 0, 65535)
+    protocol = ranged("route_protocol", default.route_protocol, 5, 255)
+    bgp = reader.values.get("bgp")
+    if isinstance(bgp, dict) and protocol == bgp.get("route_protocol", BGP_ROUTE_PROTOCOL):
+        raise reader.error(
+            "wireguard.route_protocol",
+            f"{protocol} is bgp.route_protocol too: each must mark only its own kernel routes",
+        )
+    path = _thresholds(reader, "wireguard.path", table.get("path", {}), PathConfig)
+    relay = _thresholds(reader, "wireguard.relay", table.get("relay", {}), SelectorConfig)
+    try:
+        return TransitConfig(
+            enabled=enabled,
+            interface=interface,
+            listen_port=listen_port,
+            mesh_address=mesh_address,
+            endpoint=endpoint,
+            backend="kernel" if backend == "kernel" else "userspace" if backend == "userspace" else "auto",
+            wireguard_go=binary,
+            persistent_keepalive=keepalive,
+            route_protocol=protocol,
+            remove_grace=remove_grace,
+            path=path,
+            relay=relay,
+        )
+    except ValueError as exc:  # only cross-field rules are left for TransitConfig to find
+        raise reader.error("wireguard", str(exc)) from None
+
+
 def _exec_check_paths(reader: _Reader) -> tuple[str, ...]:
     paths: list[str] = []
     for i, value in enumerate(reader.get("exec_check_paths", list, [])):
@@ -395,6 +531,8 @@ def load_config(
         allow_exec_checks=reader.get("allow_exec_checks", bool, False),
         exec_check_paths=_exec_check_paths(reader),
         gossip=_gossip_config(reader),
+        bgp=parse_bgp(reader.values.get("bgp"), advertise.host, reader.error),
+        wireguard=_wireguard_config(reader),
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 
@@ -37,9 +38,12 @@ log = logging.getLogger("wiremesh.health")
 HEALTH_KEY = "health"
 PUBLISH_INTERVAL = 0.2
 RESCAN_INTERVAL = 1.0
+LATENESS_KEEP = 1024  # start-lateness samples kept per runner (the most recent ones)
 
 PublishKv = Callable[[str, bytes | None], Awaitable[None]]
 Probe = Callable[[HealthCheck], Awaitable[CheckResult]]
+# Called as each run starts: (object key, scheduled slot, actual start), both on the Trio clock.
+RunStarted = Callable[[str, float, float], None]
 
 
 def object_key(obj: Vip | Route) -> str:
@@ -75,6 +79,7 @@ class HealthRunner:
         wall_clock: Callable[[], float] = time.time,
         probe: Probe | None = None,
         publish_interval: float = PUBLISH_INTERVAL,
+        on_run_start: RunStarted | None = None,
     ) -> None:
         self.store = store
         self.exec_policy = exec_policy
@@ -85,8 +90,14 @@ class HealthRunner:
         self.publish_interval = publish_interval
         self._probe = probe
         self._tls: TlsContexts | None = None
+        self._tls_lock = trio.Lock()  # one build: checks starting during it wait for it
         self.states: dict[str, CheckState] = {}
         self.runs: dict[str, int] = {}  # completed runs per key (for tests and metrics)
+        # How late runs start (actual start - scheduled slot, seconds): the latest LATENESS_KEEP
+        # samples, and the worst one seen. A loaded event loop shows up here before it delays verdicts.
+        self.lateness: deque[float] = deque(maxlen=LATENESS_KEEP)
+        self.max_lateness = 0.0
+        self._on_run_start = on_run_start
         self._running: dict[str, _Running] = {}
         self._dirty = True
         self._publish_wake = trio.Event()
@@ -115,7 +126,9 @@ class HealthRunner:
         return out
 
     def on_change(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` (synchronously) whenever a verdict changes or a check goes away."""
+        """Call ``listener`` (synchronously) whenever what :meth:`local` returns changes: a verdict's
+        state changes, or a check comes or goes. Not on every result (``consecutive``, ``checked_at``):
+        with hundreds of checks that would be hundreds of re-plans a second for nothing."""
         self._listeners.append(listener)
 
     # --- the tasks -----------------------------------------------------------------------------
@@ -168,6 +181,7 @@ class HealthRunner:
             slot = trio.current_time() + first_delay(check.interval, self.rng)
             while True:
                 await trio.sleep_until(slot)
+                self._started(key, slot, trio.current_time())
                 result = await self._run_probe(check)
                 now = trio.current_time()
                 state = self.states.get(key)
@@ -183,21 +197,35 @@ class HealthRunner:
                         state.state,
                         extra={"check": key, "state": state.state, "error": result.error or ""},
                     )
-                self._changed()
+                self._changed(notify=state.state != before)
                 slot = next_run(slot, check.interval, now)
+
+    def _started(self, key: str, slot: float, started: float) -> None:
+        late = started - slot
+        self.lateness.append(late)
+        if late > self.max_lateness:
+            self.max_lateness = late
+        if self._on_run_start is not None:
+            self._on_run_start(key, slot, started)
 
     async def _run_probe(self, check: HealthCheck) -> CheckResult:
         if self._probe is not None:
             return await self._probe(check)
-        if self._tls is None and check.type == "http" and check.target.startswith("https:"):
-            self._tls = await trio.to_thread.run_sync(TlsContexts.create)
+        # Plain http:// too: without shared contexts httpx builds (and loads the CA bundle into) a fresh
+        # one per client, ~20 ms of CPU per run even though it never speaks TLS.
+        if self._tls is None and check.type == "http":
+            async with self._tls_lock:
+                if self._tls is None:
+                    self._tls = await trio.to_thread.run_sync(TlsContexts.create)
         return await run_check(check, exec_policy=self.exec_policy, tls=self._tls)
 
-    def _changed(self) -> None:
+    def _changed(self, *, notify: bool = True) -> None:
+        """Something to publish; ``notify``: also something the planner reads (see :meth:`on_change`)."""
         self._dirty = True
         self._publish_wake.set()
-        for listener in self._listeners:
-            listener()
+        if notify:
+            for listener in self._listeners:
+                listener()
 
     def encode(self) -> bytes:
         """The ``health`` gossip value: msgpack ``{key: verdict.to_wire()}``."""

@@ -1,9 +1,16 @@
-"""Prometheus metrics for one agent: its own registry, a request-counting middleware, and a collector.
+"""Prometheus metrics for one agent: its own registry, a request-counting middleware, and collectors.
 
 Each app gets its own ``CollectorRegistry`` (never the process-wide default), so several agents or test
-apps in one process do not share or double-register series. Gossip, membership and object counts are
-not mirrored into counters as they change: a collector reads them from their owners at scrape time,
-so they can never drift from what ``/debug/gossip`` and the object API report.
+apps in one process do not share or double-register series. Gossip, membership, object counts, check
+verdicts, check runs and announcement decisions are not mirrored into counters as they change: a
+collector reads them from their owners at scrape time, so they can never drift from what
+``/debug/gossip`` and the API report. The one exception is check failures, which the health runner
+does not total: :class:`CheckFailures` infers them from each check's run count and current streak
+whenever it looks, which is exact unless a check's result flips more than once between two looks
+(then it undercounts).
+
+Check and announcement series are this machine's only: every agent exports its own, so a cluster-wide
+query does not count a verdict once per machine that heard of it.
 
 The ``route`` label is the route's template (``/v1/vips/{name}``), never the raw path, and unknown
 methods collapse to ``OTHER``, so a client cannot grow the series without bound.
@@ -14,13 +21,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from agent.checkstate import STATES, CheckState
+from agent.planner import Reason
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -126,17 +136,10 @@ class StateCollector(Collector):
         self.object_counts = object_counts
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._guarded("gossip traffic", self._gossip)
-        yield from self._guarded("members", self._members)
+        yield from _guarded("gossip traffic", self._gossip)
+        yield from _guarded("members", self._members)
         if self.object_counts is not None:
-            yield from self._guarded("objects", self._objects)
-
-    def _guarded(self, what: str, part: Callable[[], list[Metric]]) -> list[Metric]:
-        try:
-            return part()
-        except Exception:
-            log.exception("metrics: cannot read %s", what)
-            return []
+            yield from _guarded("objects", self._objects)
 
     def _gossip(self) -> list[Metric]:
         traffic = self.snapshot().get("traffic", {})
@@ -159,11 +162,11 @@ class StateCollector(Collector):
         return [*metrics, messages, message_bytes]
 
     def _members(self) -> list[Metric]:
-        tally = Tally(self.member_states())
-        gauge = GaugeMetricFamily("wiremesh_members", "Gossip members by state", labels=["state"])
-        for state in sorted(set(MEMBER_STATES) | set(tally)):
-            gauge.add_metric([state], tally.get(state, 0))
-        return [gauge]
+        return [
+            _tally_gauge(
+                "wiremesh_members", "Gossip members by state", "state", MEMBER_STATES, self.member_states()
+            )
+        ]
 
     def _objects(self) -> list[Metric]:
         assert self.object_counts is not None
@@ -171,3 +174,135 @@ class StateCollector(Collector):
         for kind, count in sorted(self.object_counts().items()):
             gauge.add_metric([kind], count)
         return [gauge]
+
+
+class CheckSource(Protocol):
+    """What the metrics read of the health runner (:class:`agent.healthd.HealthRunner`)."""
+
+    @property
+    def states(self) -> Mapping[str, CheckState]: ...
+
+    @property
+    def runs(self) -> Mapping[str, int]: ...
+
+    def on_change(self, listener: Callable[[], None]) -> None: ...
+
+
+class CheckFailures:
+    """Failed runs per check since it started here, inferred from the runner's run count and current
+    streak (it keeps no failure total) at every scrape and every verdict change.
+
+    Of the runs since the last look, the latest ``consecutive`` agree with the latest result, and the
+    one before them (if it is among the new runs) had the other result; earlier new runs are unknown
+    and not counted. So the count is exact while results flip at most once between looks, and a lower
+    bound otherwise. A check that goes away is forgotten, and its count restarts with its run count.
+    """
+
+    def __init__(self, checks: CheckSource) -> None:
+        self.checks = checks
+        self._runs: dict[str, int] = {}
+        self._failures: dict[str, int] = {}
+        checks.on_change(self.update)
+
+    def update(self) -> None:
+        runs, states = self.checks.runs, self.checks.states
+        for key in set(self._runs) - set(runs):
+            del self._runs[key]
+            self._failures.pop(key, None)
+        for key, count in runs.items():
+            seen = self._runs.get(key, 0)
+            if count < seen:  # removed and added again between two calls
+                seen, self._failures[key] = 0, 0
+            state = states.get(key)
+            new = count - seen
+            if new > 0 and state is not None and state.last_ok is not None:
+                failed = min(new, state.consecutive) if not state.last_ok else 0
+                if new > state.consecutive and state.last_ok:
+                    failed += 1  # the run that ended a failing streak
+                self._failures[key] = self._failures.get(key, 0) + failed
+            self._runs[key] = count
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """``(runs, failures)`` per check key, for every check this machine runs."""
+        self.update()
+        runs = self.checks.runs
+        return {key: (runs.get(key, 0), self._failures.get(key, 0)) for key in self.checks.states}
+
+
+class HealthCollector(Collector):
+    """This machine's check verdicts by state, runs and failures per check, and announcement decisions
+    by reason. ``verdict_states`` and ``reasons`` list one entry per object; ``failures`` is None when
+    the agent does not run checks here (then the run and failure series are absent, not zero)."""
+
+    def __init__(
+        self,
+        verdict_states: Callable[[], Iterable[str]],
+        reasons: Callable[[], Iterable[str]],
+        failures: CheckFailures | None = None,
+    ) -> None:
+        self.verdict_states = verdict_states
+        self.reasons = reasons
+        self.failures = failures
+
+    def collect(self) -> Iterator[Metric]:
+        yield from _guarded("check verdicts", self._verdicts)
+        yield from _guarded("announcements", self._announcements)
+        if self.failures is not None:
+            yield from _guarded("check runs", self._runs)
+
+    def _verdicts(self) -> list[Metric]:
+        return [
+            _tally_gauge(
+                "wiremesh_health_checks",
+                "This machine's health checks by verdict state",
+                "state",
+                STATES,
+                self.verdict_states(),
+            )
+        ]
+
+    def _announcements(self) -> list[Metric]:
+        return [
+            _tally_gauge(
+                "wiremesh_announcements",
+                "This machine's announcement decisions (VIPs and routes) by reason",
+                "reason",
+                [r.value for r in Reason],
+                self.reasons(),
+            )
+        ]
+
+    def _runs(self) -> list[Metric]:
+        assert self.failures is not None
+        runs = CounterMetricFamily(
+            "wiremesh_health_check_runs", "Completed health check runs by object", labels=["object"]
+        )
+        failures = CounterMetricFamily(
+            "wiremesh_health_check_failures",
+            "Failed health check runs by object (a lower bound if results flip twice between scrapes)",
+            labels=["object"],
+        )
+        for key, (run_count, failure_count) in sorted(self.failures.counts().items()):
+            runs.add_metric([key], run_count)
+            failures.add_metric([key], failure_count)
+        return [runs, failures]
+
+
+def _tally_gauge(
+    name: str, help_text: str, label: str, known: Iterable[str], values: Iterable[str]
+) -> GaugeMetricFamily:
+    """A gauge counting ``values`` by label value, with every ``known`` value present (0 if none)."""
+    tally = Tally(values)
+    gauge = GaugeMetricFamily(name, help_text, labels=[label])
+    for value in sorted(set(known) | set(tally)):
+        gauge.add_metric([value], tally.get(value, 0))
+    return gauge
+
+
+def _guarded(what: str, part: Callable[[], list[Metric]]) -> list[Metric]:
+    """A provider that fails is logged and skipped: a broken part must not take the whole scrape down."""
+    try:
+        return part()
+    except Exception:
+        log.exception("metrics: cannot read %s", what)
+        return []

@@ -304,16 +304,19 @@ _EXPLAIN = {
 def explain(decision: Decision, now: float | None = None) -> str:
     """One line for ``wiremesh vip show``; with ``now``, a hold says how long it has left."""
     if decision.reason is Reason.HELD:
-        left = ""
+        until = "until the holdoff runs out"
         if now is not None and decision.held_until is not None:
-            left = f" ({max(0.0, decision.held_until - now):.1f} s left)"
+            until = f"for {max(0.0, decision.held_until - now):.1f} s more"
         return (
-            "announced (held): the health check fails here but no other assigned machine is alive with "
-            f"a fresh healthy verdict; held until {decision.held_until}{left} unless one recovers"
+            "announced (held): the health check fails here and no other assigned machine has shown a "
+            f"passing check since, so the announcement is kept {until} unless one does"
         )
     if decision.reason is Reason.WITHDRAWN_PEER_HEALTHY:
         who = ", ".join(decision.peers) if decision.peers else "another machine"
-        return f"withdrawn: the health check fails here and {who} is alive and healthy to take the traffic"
+        verb = "are" if len(decision.peers) > 1 else "is"
+        return (
+            f"withdrawn: the health check fails here and {who} {verb} alive and healthy to take the traffic"
+        )
     return _EXPLAIN[decision.reason]
 
 

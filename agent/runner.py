@@ -2,7 +2,10 @@
 
 Shutdown: SIGTERM or SIGINT makes the node leave the cluster gracefully (so peers mark it "left"
 at once instead of suspecting it), then everything is cancelled and ``run_agent`` returns, so the
-process exits 0. A second signal during the leave skips the rest of it. Nothing is written to disk
+process exits 0. With BGP on, the speaker drains first (every route re-announced with
+GRACEFUL_SHUTDOWN, withdrawn after ``bgp.drain_time``) while the node is still a member, so peers
+move traffic away before gossip and the sessions say it is gone. A second signal during the drain or
+the leave skips the rest of it. Nothing is written to disk
 yet; anything that will be persisted belongs under ``cfg.state_dir``.
 """
 
@@ -29,6 +32,7 @@ from agent.config import AgentConfig, HostPort, format_address, load_keyring
 from agent.execpolicy import ExecPolicy
 from agent.healthd import HealthRunner
 from agent.replication import ObjectReplicator
+from agent.speaker import BgpSpeaker, WireStatus, build_speaker
 from agent.storage import SqliteObjectStorage, StorageError
 from agent.store import ObjectStore
 from gossip.events import MemberInfo
@@ -37,6 +41,7 @@ from gossip.node import GossipNode
 from gossip.swim import Swim
 from gossip.transport import open_udp_tcp_transport
 from gossip.wire import Address
+from transit.driver import TransitDriver
 
 log = logging.getLogger("wiremesh.agent")
 
@@ -135,7 +140,17 @@ async def run_agent(
             announcer = Announcer(store, node, cfg.name, health)
             await nursery.start(health.run)
             await nursery.start(announcer.run)
-            app = create_app(_NamedNode(node, cfg.name), token=token, store=lambda: store, status=announcer)
+            transit = await _start_transit(nursery, node, cfg, advertise)
+            speaker = await _start_speaker(nursery, cfg, store, node, announcer)
+            app = create_app(
+                _NamedNode(node, cfg.name),
+                token=token,
+                store=lambda: store,
+                status=announcer if speaker is None else WireStatus(announcer, speaker),
+                checks=health,
+                peers=transit,
+                bgp=speaker,
+            )
             api_port = await nursery.start(serve_api, app, str(cfg.http_listen))
             log.info(
                 "agent %s started: gossip on %s (advertised as %s), API on %s",
@@ -152,9 +167,43 @@ async def run_agent(
                 break
             with trio.CancelScope() as leave_scope:
                 nursery.start_soon(_cancel_on_next_signal, signals, leave_scope)
+                if speaker is not None:  # drain first (peers still route around us), then leave
+                    await speaker.drain_for_shutdown()
                 await node.leave(linger=cfg.gossip.leave_propagate_delay)
             nursery.cancel_scope.cancel()
     log.info("agent %s stopped", cfg.name)
+
+
+async def _start_transit(
+    nursery: trio.Nursery, node: GossipNode, cfg: AgentConfig, advertise: Address
+) -> TransitDriver | None:
+    """The WireGuard mesh, when ``[wireguard] enabled = true``: started before the API so that
+    ``/v1/peers`` has something to show, and before joining so the first members see our metadata."""
+    if not cfg.wireguard.enabled:
+        return None
+    driver = TransitDriver(node, cfg.name, Path(cfg.state_dir), cfg.wireguard, advertise_host=advertise[0])
+    await nursery.start(driver.run)
+    return driver
+
+
+async def _start_speaker(
+    nursery: trio.Nursery, cfg: AgentConfig, store: ObjectStore, node: GossipNode, announcer: Announcer
+) -> BgpSpeaker | None:
+    """The BGP speaker, when ``[bgp] enabled = true``: it reacts to the announcer's decisions as they
+    are published and peers with every member that runs one (see :mod:`agent.speaker`)."""
+    if not cfg.bgp.enabled:
+        return None
+    speaker = build_speaker(
+        cfg.bgp,
+        machine=cfg.name,
+        address=cfg.advertise.host,
+        state_dir=Path(cfg.state_dir),
+        store=store,
+        node=node,
+        decisions=lambda: announcer.decisions,
+    )
+    await nursery.start(speaker.run)
+    return speaker
 
 
 async def _open_storage(path: Path) -> SqliteObjectStorage:

@@ -66,8 +66,13 @@ def _print_vip(cluster: LocalCluster, observer: str) -> None:
         line = (
             f"    {m['name']:<8} health {m['health']:<10} {'announcing' if m['announcing'] else 'withdrawn'}"
         )
-        if m.get("explanation"):
-            line += f"  ({m['explanation']})"
+        decision = m.get("decision") or {}
+        if decision:
+            line += f"  {decision['reason']}"
+            if decision.get("held_seconds_left") is not None:
+                line += f" ({decision['held_seconds_left']:.1f}s left)"
+            if decision.get("peers"):
+                line += f" ({', '.join(decision['peers'])} healthy)"
         print(line, flush=True)
 
 

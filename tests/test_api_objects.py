@@ -14,7 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.api import create_app
+from agent.checkstate import Verdict
 from agent.objects import Kind
+from agent.planner import Decision
 from agent.store import ObjectStore
 from gossip.events import MemberInfo, MemberState
 
@@ -22,6 +24,7 @@ TOKEN = "objects-test-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 WALL = 1_700_000_000.0
 CHECK = {"type": "tcp", "target": ":6443", "interval": 5, "timeout": 1}
+NO_DETAIL = {"assigned": True, "check": None, "decision": None}  # FakeStatus has no verdicts or decisions
 
 
 class FakeNode:
@@ -51,6 +54,12 @@ class FakeStatus:
 
     def health(self, kind: Kind, name: str, machine: str) -> str:
         return self.healthy.get((name, machine), "unknown")
+
+    def verdicts(self) -> dict[str, dict[str, Verdict]]:
+        return {}  # verdict and decision details: tests/test_api_health.py
+
+    def all_decisions(self) -> tuple[float, dict[str, dict[str, Decision]]]:
+        return 0.0, {}
 
 
 @dataclass
@@ -102,8 +111,8 @@ async def test_vip_lifecycle(env: Env) -> None:
         "announced": False,
         "announced_by": [],
         "machines": [
-            {"name": "node-a", "health": "unknown", "announcing": False},
-            {"name": "node-b", "health": "unknown", "announcing": False},
+            {"name": "node-a", "health": "unknown", "announcing": False, "member": "alive"} | NO_DETAIL,
+            {"name": "node-b", "health": "unknown", "announcing": False, "member": "suspect"} | NO_DETAIL,
         ],
     }
     assert (await c.get("/v1/vips/web")).json() == body
@@ -145,8 +154,8 @@ async def test_vip_live_status_comes_from_the_status_provider(env: Env) -> None:
         "announced": True,
         "announced_by": ["node-b"],
         "machines": [
-            {"name": "node-a", "health": "unhealthy", "announcing": False},
-            {"name": "node-b", "health": "healthy", "announcing": True},
+            {"name": "node-a", "health": "unhealthy", "announcing": False, "member": "alive"} | NO_DETAIL,
+            {"name": "node-b", "health": "healthy", "announcing": True, "member": "suspect"} | NO_DETAIL,
         ],
     }
 

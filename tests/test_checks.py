@@ -75,6 +75,47 @@ async def test_tcp_closed_port_fails() -> None:
     assert result.error and "refused" in result.error.lower()
 
 
+async def test_tcp_name_with_several_addresses_tries_them_all() -> None:
+    """One address is connected to directly; a name with several goes through happy eyeballs, so a
+    refusing first address does not fail the check while another one answers."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    refusing = closed_port()
+    asked: list[bytes | str | None] = []
+
+    class Resolver(trio.abc.HostnameResolver):
+        async def getaddrinfo(
+            self,
+            host: bytes | None,
+            port: bytes | str | int | None,
+            family: int = 0,
+            type: int = 0,
+            proto: int = 0,
+            flags: int = 0,
+        ) -> list[Any]:
+            asked.append(host)
+            tcp = (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "")
+            if host == b"one.test":
+                return [(*tcp, ("127.0.0.1", refusing))]
+            return [(*tcp, ("127.0.0.1", refusing)), (*tcp, ("127.0.0.1", port))]
+
+        async def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
+            raise NotImplementedError
+
+    previous = trio.socket.set_custom_hostname_resolver(Resolver())
+    try:
+        result = await run(check("tcp", f"two.test:{port}"))
+        assert result.ok, result.error
+        single = await run(check("tcp", f"one.test:{port}"))
+        assert not single.ok
+        assert single.error and "refused" in single.error.lower()
+        assert asked.count(b"one.test") == 1  # resolved once, then a plain connect
+    finally:
+        trio.socket.set_custom_hostname_resolver(previous)
+        for listener in listeners:
+            await listener.aclose()
+
+
 # --- HTTP --------------------------------------------------------------------------------------------
 
 

@@ -76,9 +76,9 @@ async def test_vip_commands(api: list[str], capsys: pytest.CaptureFixture[str]) 
     assert (code, err) == (0, "")
     assert "health check" in out and "tcp :6443" in out
     assert [line.split() for line in out.splitlines()[-3:]] == [
-        ["MACHINE", "HEALTH", "ANNOUNCING"],
-        ["node-a", "unknown", "no"],
-        ["node-b", "unknown", "no"],
+        ["MACHINE", "HEALTH", "ANNOUNCING", "DECISION"],
+        ["node-a", "unknown", "no", "unknown:", "no", "decision", "published", "yet"],  # no announcer here
+        ["node-b", "unknown", "no", "unknown:", "no", "decision", "published", "yet"],
     ]
 
     code, out, _ = await run(capsys, "vip", "list", *api)
@@ -168,7 +168,6 @@ async def test_policy_and_machine_commands(
     code, _, err = await run(capsys, "policy", "create", "broken", "--file", str(bad), *api)
     assert code == 1 and "  rules.0.match.as_path: bad regex" in err
 
-    # Attach it to a machine (no CLI command for that yet: the API directly), then try to delete it.
     code, out, _ = await run(capsys, "machine", "list", *api)
     assert [line.split()[:3] for line in out.splitlines()] == [
         ["NAME", "STATE", "ENABLED"],
@@ -183,7 +182,49 @@ async def test_policy_and_machine_commands(
     code, _, err = await run(capsys, "machine", "show", "ghost", *api)
     assert (code, err) == (1, "wiremesh: error: no machine named 'ghost' (HTTP 404)\n")
 
+    # Attached to a machine, it cannot be deleted; detached, it can.
+    assert (await run(capsys, "machine", "set", "node-b", "--export", "prefer", *api))[0] == 0
+    code, _, err = await run(capsys, "policy", "delete", "prefer", *api)
+    assert code == 1 and "(HTTP 409)" in err.splitlines()[0] and "node-b" in err
+    assert (await run(capsys, "machine", "set", "node-b", "--clear-export", *api))[0] == 0
     assert (await run(capsys, "policy", "delete", "prefer", *api))[:2] == (0, "deleted policy set prefer\n")
+
+
+async def test_machine_set_attaches_policy_sets(
+    api: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.json"
+    rules.write_text("[]")
+    for name in ("in-a", "in-b", "out"):
+        assert (await run(capsys, "policy", "create", name, "--file", str(rules), *api))[0] == 0
+    code, out, err = await run(
+        capsys, "machine", "set", "node-a", "--import", "in-b", "--import", "in-a", "--export", "out", *api
+    )
+    assert (code, err) == (0, "")
+    assert "import policies  in-b, in-a" in out and "export policies  out" in out  # in the order given
+    code, out, _ = await run(capsys, "machine", "list", *api)
+    assert out.splitlines()[1].split() == ["node-a", "alive", "yes", "in-b,in-a", "out"]
+
+    # Only the lists given change: a merge patch.
+    code, out, _ = await run(capsys, "machine", "set", "node-a", "--import", "in-a", "--json", *api)
+    settings = json.loads(out)["settings"]
+    assert code == 0 and (settings["import_policies"], settings["export_policies"]) == (["in-a"], ["out"])
+    code, out, _ = await run(capsys, "machine", "set", "node-a", "--clear-import", "--json", *api)
+    settings = json.loads(out)["settings"]
+    assert (settings["import_policies"], settings["export_policies"]) == ([], ["out"])
+    assert settings["enabled"] is True
+
+    code, out, err = await run(capsys, "machine", "set", "node-a", "--import", "ghost", *api)
+    assert (code, out) == (1, "")
+    assert err.splitlines()[0].endswith("(HTTP 422)")
+    assert err.splitlines()[1].startswith("  import_policies.0: ") and "ghost" in err.splitlines()[1]
+    code, _, err = await run(capsys, "machine", "set", "ghost", "--export", "out", *api)
+    assert (code, err) == (1, "wiremesh: error: no machine named 'ghost' (HTTP 404)\n")
+    code, _, err = await run(capsys, "machine", "set", "node-a", *api)
+    assert code == 1 and "nothing to set" in err
+    with pytest.raises(SystemExit) as usage:  # contradictory flags are a usage error, like argparse's own
+        await run(capsys, "machine", "set", "node-a", "--import", "in-a", "--clear-import", *api)
+    assert usage.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
 async def test_token_errors(api: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

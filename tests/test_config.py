@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import socket
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,10 @@ from agent.config import (
 from agent.replication import DEFAULT_TOMBSTONE_KEEP_S
 from gossip.config import GossipConfig
 from gossip.keyring import generate_key
+from transit.config import TransitConfig
+from transit.endpoint import Endpoint
+from transit.pathmon import PathConfig
+from transit.relay import SelectorConfig
 
 
 def no_detect(family: socket.AddressFamily) -> str | None:
@@ -316,3 +321,98 @@ def test_load_keyring(tmp_path: Path) -> None:
     (tmp_path / "ring").write_text("not-a-key\n")
     with pytest.raises(ConfigError, match=r"^keyring_file: .*ring:1: not valid base64"):
         load_keyring(cfg)
+
+
+# --- [wireguard] --------------------------------------------------------------------------------------
+
+WG_BASE = "insecure = true\nbind = '127.0.0.1:7946'\n"
+
+
+def test_wireguard_is_off_by_default_and_nothing_else_changes(tmp_path: Path) -> None:
+    cfg = load(tmp_path, WG_BASE)
+    assert cfg.wireguard == TransitConfig() and not cfg.wireguard.enabled
+
+
+def test_wireguard_section(tmp_path: Path) -> None:
+    cfg = load(
+        tmp_path,
+        WG_BASE
+        + """
+[wireguard]
+enabled = true
+interface = "wm-test0"
+listen_port = 51999
+mesh_address = "100.64.0.7"
+endpoint = "203.0.113.7"
+backend = "userspace"
+wireguard_go = "/usr/local/bin/wireguard-go"
+persistent_keepalive = 15
+route_protocol = 200
+remove_grace = 30
+
+[wireguard.path]
+down_after = 2.5
+rise = 2
+
+[wireguard.relay]
+failback_hold = 5
+switch_hold = 4
+""",
+    )
+    wg = cfg.wireguard
+    assert wg.enabled and wg.interface == "wm-test0" and wg.listen_port == 51999
+    assert wg.mesh_address == ipaddress.IPv4Address("100.64.0.7")
+    assert wg.endpoint == Endpoint.parse("203.0.113.7:51999")  # no port: the listen port
+    assert (wg.backend, wg.wireguard_go) == ("userspace", "/usr/local/bin/wireguard-go")
+    assert (wg.persistent_keepalive, wg.route_protocol, wg.remove_grace) == (15, 200, 30.0)
+    assert wg.path == PathConfig(down_after=2.5, rise=2)
+    assert wg.relay == SelectorConfig(failback_hold=5.0, switch_hold=4.0)
+
+
+def test_wireguard_disabled_still_checks_what_is_written(tmp_path: Path) -> None:
+    cfg = load(tmp_path, WG_BASE + "[wireguard]\ninterface = 'wg9'\n")
+    assert not cfg.wireguard.enabled and cfg.wireguard.mesh_address is None
+    err = config_error(tmp_path, WG_BASE + "[wireguard]\nlisten_port = 0\n")
+    assert err.key == "wireguard.listen_port"
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "reason"),
+    [
+        ("enabled = true", "wireguard.mesh_address", "missing required key"),
+        ("mesh_address = 'mesh-a'", "wireguard.mesh_address", "not an IP address"),
+        ("mesh_address = '0.0.0.0'", "wireguard.mesh_address", "cannot be a machine's mesh address"),
+        ("enabled = 'yes'", "wireguard.enabled", "expected boolean"),
+        ("interface = 'a-very-long-interface'", "wireguard.interface", "bad interface name"),
+        ("interface = 'wg/0'", "wireguard.interface", "bad interface name"),
+        ("listen_port = 70000", "wireguard.listen_port", "out of range: 70000"),
+        ("endpoint = 'vpn.example.com:51820'", "wireguard.endpoint", "host must be an IP address"),
+        ("endpoint = '203.0.113.7:0'", "wireguard.endpoint", "port must be 1-65535"),
+        ("backend = 'ebpf'", "wireguard.backend", "must be one of auto, kernel, userspace"),
+        ("wireguard_go = ' '", "wireguard.wireguard_go", "must not be empty"),
+        ("persistent_keepalive = -1", "wireguard.persistent_keepalive", "out of range"),
+        ("route_protocol = 2", "wireguard.route_protocol", "must be 5-255"),
+        ("remove_grace = -1", "wireguard.remove_grace", ">= 0"),
+        ("mesh_adress = '100.64.0.1'", "wireguard.mesh_adress", "did you mean 'wireguard.mesh_address'"),
+        ("path = 1", "wireguard.path", "expected table"),
+        ("[wireguard.path]\nprobe_interval = 0", "wireguard.path.probe_interval", "must be positive"),
+        ("[wireguard.path]\nrise = 1.5", "wireguard.path.rise", "expected integer"),
+        (
+            "[wireguard.path]\nfast_probe_interval = 2.0",
+            "wireguard.path.fast_probe_interval",
+            "must not exceed",
+        ),
+        ("[wireguard.path]\nprobe_intervall = 1", "wireguard.path.probe_intervall", "did you mean"),
+        (
+            "[wireguard.relay]\nswitch_margin_ratio = 1.5",
+            "wireguard.relay.switch_margin_ratio",
+            "ratio below 1",
+        ),
+        ("[wireguard.relay]\nfailback_hold = -1", "wireguard.relay.failback_hold", ">= 0"),
+        ("route_protocol = 200\n[bgp]", "wireguard.route_protocol", "is bgp.route_protocol too"),
+    ],
+)
+def test_wireguard_errors_name_the_key(tmp_path: Path, body: str, key: str, reason: str) -> None:
+    err = config_error(tmp_path, WG_BASE + "[wireguard]\n" + body + "\n")
+    assert (err.source, err.key) == (str(tmp_path / "agent.toml"), key)
+    assert reason in err.problem

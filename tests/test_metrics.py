@@ -1,16 +1,30 @@
-"""GET /metrics: Prometheus text that parses, with gossip, member, object and request series."""
+"""GET /metrics: Prometheus text that parses, with gossip, member, object, request, health check and
+announcement series."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import trio
+import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.api import create_app
-from agent.metrics import ApiMetrics, StateCollector
+from agent.checks import CheckResult
+from agent.checkstate import STATES, CheckState, Verdict
+from agent.execpolicy import ExecPolicy
+from agent.healthd import HealthRunner
+from agent.metrics import ApiMetrics, CheckFailures, StateCollector
+from agent.objects import HealthCheck, Kind
+from agent.planner import Decision, Reason
 from agent.store import ObjectStore
 from gossip.events import MemberInfo, MemberState
+from tests.test_api_health import build_scenario
+from tests.test_healthd import Published
 
 TOKEN = "metrics-test-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -107,3 +121,137 @@ def test_registries_are_per_app_and_a_failing_provider_is_skipped() -> None:
         == 1
     )
     assert "wiremesh_api_requests_total{" not in second.render().decode()
+
+
+# --- health checks and announcements ----------------------------------------------------------------
+
+
+async def test_check_verdicts_and_announcements_of_this_machine(mock_clock: trio.testing.MockClock) -> None:
+    """Only this machine's (node-a's) series: peers export their own."""
+    s = build_scenario()
+    app = create_app(
+        s.gossip, token=TOKEN, store=lambda: s.store, status=s.announcer, wall_clock=lambda: 1.7e9
+    )
+    got = samples(await scrape(app))
+    assert {state: got[("wiremesh_health_checks", (("state", state),))] for state in STATES} == {
+        "unknown": 0,
+        "healthy": 1,
+        "unhealthy": 0,
+    }
+    reasons = {r.value: got[("wiremesh_announcements", (("reason", r.value),))] for r in Reason}
+    assert {r: n for r, n in reasons.items() if n} == {
+        "healthy": 1,
+        "no_check": 1,
+        "withdrawn_not_assigned": 1,
+    }
+    assert not any(name.startswith("wiremesh_health_check_runs") for name, _ in got)  # no runner given
+
+    s.health.mine["route/lan"] = Verdict("unhealthy", 1.0)
+    s.announcer.decisions["route/lan"] = Decision(True, Reason.HELD, trio.current_time() + 5)
+    got = samples(await scrape(app))
+    assert got[("wiremesh_health_checks", (("state", "unhealthy"),))] == 1
+    assert got[("wiremesh_announcements", (("reason", "held"),))] == 1
+    assert got[("wiremesh_announcements", (("reason", "no_check"),))] == 0
+
+
+async def test_check_runs_and_failures_from_the_runner(clock: trio.testing.MockClock) -> None:
+    """A real HealthRunner with scripted results, scraped between results: every failure counted, and a
+    check that goes away takes its series with it."""
+    script = iter([True, False, False, True, False])
+    done = trio.Event()
+
+    async def probe(check: HealthCheck) -> CheckResult:
+        await trio.sleep(0.01)
+        ok = next(script, None)
+        if ok is None:
+            done.set()
+            await trio.sleep_forever()
+        return CheckResult(ok=bool(ok), latency=0.01, error=None if ok else "refused")
+
+    store = ObjectStore("node-a", lambda: {"node-a"})
+    check = {"type": "tcp", "target": ":80", "interval": 1, "timeout": 0.5}
+    store.create(
+        Kind.VIP, {"name": "web", "address": "100.96.0.1", "machines": ["node-a"], "health_check": check}, 1
+    )
+    runner = HealthRunner(store, ExecPolicy(), "node-a", Published(), rng=random.Random(1), probe=probe)
+    app = create_app(FakeNode(), token=TOKEN, store=lambda: store, checks=runner, wall_clock=lambda: 1.7e9)
+    runs = ("wiremesh_health_check_runs_total", (("object", "vip/web"),))
+    failures = ("wiremesh_health_check_failures_total", (("object", "vip/web"),))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        got = samples(await scrape(app))
+        assert (got[runs], got[failures]) == (0, 0)  # the check exists, nothing ran yet
+        seen = []
+        for n in range(1, 6):
+            while runner.runs.get("vip/web", 0) < n:
+                await trio.sleep(0.01)  # runs are 1 s apart: this looks once after each
+            got = samples(await scrape(app))
+            seen.append((got[runs], got[failures]))
+        assert seen == [(1, 0), (2, 1), (3, 2), (4, 2), (5, 3)]
+        await done.wait()
+        store.delete(Kind.VIP, "web", 2)
+        while "vip/web" in runner.states:
+            await trio.sleep(0.1)
+        got = samples(await scrape(app))
+        assert runs not in got and failures not in got
+        nursery.cancel_scope.cancel()
+
+
+@dataclass
+class FakeChecks:
+    states: dict[str, CheckState] = field(default_factory=dict)
+    runs: dict[str, int] = field(default_factory=dict)
+    listeners: list[Callable[[], None]] = field(default_factory=list)
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        self.listeners.append(listener)
+
+    def result(self, key: str, ok: bool, *, notify: bool = True) -> None:
+        state = self.states.setdefault(key, CheckState(1, 1, 0.0))
+        state.record(ok, 0.01, None if ok else "down", 0.0)
+        self.runs[key] = self.runs.get(key, 0) + 1
+        if notify:
+            for listener in self.listeners:
+                listener()
+
+
+def test_failures_are_counted_as_results_arrive() -> None:
+    checks = FakeChecks()
+    failures = CheckFailures(checks)
+    for ok in (False, True, False, False):
+        checks.result("vip/a", ok)
+    checks.result("vip/b", True)
+    assert failures.counts() == {"vip/a": (4, 3), "vip/b": (1, 0)}
+    # Several results between two looks: the current streak and the run that ended the one before
+    # are known; anything earlier is not (a lower bound).
+    checks.result("vip/a", True, notify=False)
+    checks.result("vip/a", False, notify=False)
+    checks.result("vip/a", False, notify=False)
+    assert failures.counts()["vip/a"] == (7, 5)
+    checks.result("vip/a", True, notify=False)  # ends a failing streak...
+    checks.result("vip/a", True, notify=False)
+    assert failures.counts()["vip/a"] == (9, 5)
+    for ok in (False, True, True):  # ...and a failure the streak of passes follows
+        checks.result("vip/a", ok, notify=False)
+    assert failures.counts()["vip/a"] == (12, 6)
+    for ok in (False, True, False, True):  # flipping more than once: the first failure is not seen
+        checks.result("vip/a", ok, notify=False)
+    assert failures.counts()["vip/a"] == (16, 7)
+    # Removed and added again: counted from zero, like the runner's run count.
+    del checks.states["vip/a"], checks.runs["vip/a"]
+    assert failures.counts() == {"vip/b": (1, 0)}
+    checks.result("vip/a", False)
+    assert failures.counts()["vip/a"] == (1, 1)
+    checks.result("vip/b", False)
+    checks.runs["vip/b"] = 0  # reset: the run count went down since the last look
+    assert failures.counts()["vip/b"] == (0, 0)
+    checks.result("vip/b", False)
+    assert failures.counts()["vip/b"] == (1, 1)
+
+
+async def scrape(app: Any) -> str:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://agent", headers=AUTH) as c:
+        response = await c.get("/metrics")
+    assert response.status_code == 200
+    return response.text

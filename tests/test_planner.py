@@ -327,8 +327,10 @@ def test_explain_every_reason() -> None:
         text = explain(Decision(reason in ANNOUNCING, reason, 35.0 if reason is Reason.HELD else None))
         assert text.startswith("announced" if reason in ANNOUNCING else "withdrawn"), reason
     held = explain(Decision(True, Reason.HELD, held_until=35.0), now=20.0)
-    assert "held until 35.0 (15.0 s left)" in held
-    assert "b, c is alive" in explain(Decision(False, Reason.WITHDRAWN_PEER_HEALTHY, peers=("b", "c")))
+    assert "kept for 15.0 s more unless" in held
+    assert "until the holdoff runs out" in explain(Decision(True, Reason.HELD, held_until=35.0))
+    assert "b, c are alive" in explain(Decision(False, Reason.WITHDRAWN_PEER_HEALTHY, peers=("b", "c")))
+    assert "b is alive" in explain(Decision(False, Reason.WITHDRAWN_PEER_HEALTHY, peers=("b",)))
 
 
 # --- wire ------------------------------------------------------------------------------------------

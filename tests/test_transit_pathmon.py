@@ -217,6 +217,17 @@ def test_stale_handshake_vetoes_up_and_fresh_one_releases_it() -> None:
     assert sim.mon.status().handshake_age == 3.0
 
 
+def test_a_handshake_alone_never_makes_a_new_path_up() -> None:
+    mon = monitor()
+    for age in (None, 1.0):
+        mon.observe_handshake(age, 0.5)
+        assert mon.state is PathState.PENDING
+    (probe,) = mon.tick(1.0)
+    reply = answer(probe)
+    assert reply is not None and mon.receive(reply, 1.01)
+    assert mon.state is PathState.UP and mon.status().reason == "first reply"
+
+
 def test_replies_for_another_monitor_or_forged_are_ignored() -> None:
     old = PathMonitor(PathConfig(), 0.0, first_seq=100)
     new = PathMonitor(PathConfig(), 0.0, first_seq=9_000_000)

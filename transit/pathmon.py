@@ -320,7 +320,8 @@ class PathMonitor:
         if self._state is PathState.UP or self._handshake_stale():
             return
         if self._state is PathState.PENDING:
-            self._set_state(PathState.UP, now, "first reply")
+            if self._received:  # a handshake alone says nothing about the probes' path
+                self._set_state(PathState.UP, now, "first reply")
         elif self._streak >= self.config.rise:
             self._set_state(PathState.UP, now, f"{self._streak} replies in a row")
 

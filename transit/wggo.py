@@ -6,6 +6,11 @@ UAPI socket ``/var/run/wireguard/IFNAME.sock``; on Linux it refuses to run unles
 so stopping it kills the group, by pid, and nothing else. :func:`run_wireguard_go` restarts it with
 exponential backoff if it dies; the TUN device and the peers go with the process, so after a restart
 the transit driver re-runs its reconcile (the device state is desired-state driven; nothing is lost).
+
+An agent killed with SIGKILL cannot stop its child, so a wireguard-go can outlive it, still serving the
+interface. :func:`stop_leftover` finds such a process by the pid on the other end of its UAPI socket
+(``SO_PEERCRED``) and stops it before a new one is started; otherwise the new one would fail ("socket in
+use") while the old socket answered the readiness check.
 """
 
 from __future__ import annotations
@@ -13,27 +18,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import signal
 import socket
+import struct
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 
+from transit.config import check_ifname
 from transit.uapi import RUN_DIR, socket_path
 
 log = logging.getLogger("wiremesh.transit.wggo")
-
-_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
-
-
-def check_ifname(name: str) -> str:
-    """Interface names are at most 15 characters and become a file name: allow only safe ones."""
-    if not _IFNAME.fullmatch(name) or name in (".", ".."):
-        raise ValueError(f"bad interface name {name!r}: 1-15 of A-Z a-z 0-9 _ . -")
-    return name
 
 
 @dataclass(frozen=True)
@@ -84,6 +81,67 @@ async def _wait_ready(proc: trio.Process, cfg: WireguardGoConfig) -> None:
             await trio.sleep(0.05)
         raise WireguardGoError(f"wireguard-go for {cfg.ifname} exited with status {proc.returncode} at start")
     raise WireguardGoError(f"wireguard-go for {cfg.ifname}: no UAPI socket after {cfg.start_timeout} s")
+
+
+def _socket_owner(path: Path) -> int | None:
+    """The pid serving a Unix socket, or None if nothing answers there."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(path))
+        creds = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    finally:
+        s.close()
+    pid: int = struct.unpack("3i", creds)[0]
+    return pid if pid > 0 else None
+
+
+def _parent_runs_an_agent(pid: int) -> int | None:
+    """The parent's pid if ``pid``'s parent is a running agent (``... agent ...`` on its command line),
+    else None: an orphan's parent is init or a subreaper."""
+    try:
+        ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        argv = Path(f"/proc/{ppid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError, IndexError):
+        return None
+    return ppid if b"agent" in argv[1:] and ppid != os.getpid() else None
+
+
+async def stop_leftover(cfg: WireguardGoConfig) -> int | None:
+    """Stop a wireguard-go left serving this interface by an earlier run (see the module docstring);
+    returns its pid, or None if there was none. A socket served by anything else, or by the wireguard-go
+    of another running agent (interface names are global: sockets share one directory), is refused."""
+    pid = _socket_owner(cfg.socket)
+    if pid is None:
+        return None
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        comm = "?"
+    if comm not in ("wireguard-go", Path(cfg.binary).name[:15]):
+        raise WireguardGoError(
+            f"{cfg.socket} is served by pid {pid} ({comm}), not by a wireguard-go: is another program "
+            f"using interface {cfg.ifname}?"
+        )
+    owner = _parent_runs_an_agent(pid)
+    if owner is not None:
+        raise WireguardGoError(
+            f"interface {cfg.ifname} is in use by wireguard-go pid {pid} of another running agent (pid "
+            f"{owner}); every machine (and namespace) on one host needs its own interface name"
+        )
+    log.warning(
+        "stopping a wireguard-go left over from an earlier run", extra={"ifname": cfg.ifname, "pid": pid}
+    )
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    with trio.move_on_after(cfg.stop_timeout):
+        while _socket_owner(cfg.socket) == pid:
+            await trio.sleep(0.05)
+        return pid
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return pid
 
 
 def kill_group(pid: int) -> None:
@@ -161,4 +219,11 @@ async def run_wireguard_go(
         backoff = min(cfg.backoff_max, backoff * 2)
 
 
-__all__ = ["WireguardGoConfig", "WireguardGoError", "check_ifname", "kill_group", "run_wireguard_go"]
+__all__ = [
+    "WireguardGoConfig",
+    "WireguardGoError",
+    "check_ifname",
+    "kill_group",
+    "run_wireguard_go",
+    "stop_leftover",
+]

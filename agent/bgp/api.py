@@ -279,6 +279,17 @@ class Update:
 
 
 @dataclass(frozen=True, slots=True)
+class Open:
+    """The OPEN the peer sent (``receive { open; }``): its router id, which the JSON of the other
+    messages does not carry (their ``router-id`` is ours) and best-path selection breaks ties on."""
+
+    peer: Peer
+    router_id: str
+    hold_time: int
+    time: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class EndOfRib:
     peer: Peer
     family: str  # "ipv4 unicast"
@@ -317,7 +328,7 @@ class Text:
     text: str
 
 
-Event: TypeAlias = PeerState | Update | EndOfRib | Notification | Shutdown
+Event: TypeAlias = PeerState | Update | EndOfRib | Notification | Shutdown | Open
 Message: TypeAlias = Event | Ack | Text
 
 
@@ -513,6 +524,18 @@ def _json_message(msg: Any) -> Event:
             message=text if isinstance(text, str) else "",
             time=time,
         )
+    if kind == "open":
+        peer, neighbor = _peer(msg)
+        direction = neighbor.get("direction")
+        if direction != "receive":
+            raise UnsupportedMessage(f"open with direction {direction!r}")
+        body = _get(neighbor, "open", "neighbor")
+        try:
+            router_id = str(ipaddress.IPv4Address(_str(_get(body, "router_id", "open"), "open router_id")))
+        except ValueError:
+            raise ApiError(f"open: bad router id {body.get('router_id')!r}") from None
+        hold = _int(_get(body, "hold_time", "open"), "open hold_time", MAX_U16)
+        return Open(peer, router_id, hold, time)
     if kind == "update":
         peer, neighbor = _peer(msg)
         direction = neighbor.get("direction")

@@ -232,6 +232,7 @@ def _render_neighbor(n: Neighbor, process: str) -> list[str]:
         f"        processes [ {process} ];",
         "        neighbor-changes;",
         "        receive {",
+        "            open;",  # the peer's router id (agent.bgp.api.Open)
         "            parsed;",
         "            update;",
         "            notification;",

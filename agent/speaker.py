@@ -1,0 +1,641 @@
+"""The BGP speaker of one machine: the composition of the ExaBGP supervisor, the routing core, the
+export side, the kernel FIB and the VIP addresses, driven by gossip, the object store and the
+announcement planner.
+
+Every decision lives in a sans-I/O module; this one only routes events to them and carries out what
+they return:
+
+* **Neighbors** (:mod:`agent.bgp.mesh`): every live member that publishes the ``bgp`` gossip value,
+  plus the config's external peers, handed to the supervisor, which batches changes into one reload.
+* **Announcements** (:mod:`agent.bgp.export`): on every change of this machine's ``announce`` gossip
+  value (the announcer publishes its decisions there; its KV event is our wake-up, so no polling), on
+  every store change and at a drain's deadline: decisions -> prefixes -> export chain -> drain ->
+  per-session wire form -> :class:`AdjRibOut` commands. ExaBGP restarts and reloads call
+  :meth:`BgpSpeaker._on_resync`, which re-sends everything desired to the listed neighbors.
+* **Received routes** (:mod:`agent.bgp.ingest`): supervisor events into the :class:`Rib` through the
+  import chain. A member that gossip declares dead or left has its paths invalidated at once
+  (gossip-accelerated withdrawal: milliseconds after the gossip verdict rather than a hold time
+  later), and revalidated when it is alive again.
+* **FIB** (:mod:`agent.fib`): :meth:`Rib.take_diff` after every batch of events into
+  :class:`FibState`, applied by a worker thread, with a full reconcile against a kernel dump every
+  ``full_reconcile`` seconds (and at start, which removes what a previous run left behind).
+* **VIP addresses** (:mod:`agent.vipaddr`): on ``lo`` for every VIP assigned to this machine; never
+  installed as kernel routes.
+
+Shutdown: :meth:`BgpSpeaker.drain_for_shutdown` (SIGTERM, before the gossip leave) announces every
+route with GRACEFUL_SHUTDOWN, waits ``drain_time`` and withdraws them; cancelling :meth:`run` then
+stops ExaBGP and removes our kernel routes and lo addresses (shielded, bounded).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from agent.announcer import ANNOUNCE_KEY
+from agent.api_objects import Decisions, StatusProvider
+from agent.bgp.adjout import AdjRibOut
+from agent.bgp.api import Command, PeerState, SessionState
+from agent.bgp.config import Neighbor
+from agent.bgp.export import (
+    Drain,
+    Session,
+    apply_export_policy,
+    for_session,
+    originated,
+    vip_prefix,
+)
+from agent.bgp.ingest import Ingest
+from agent.bgp.lifecycle import ReloadReason, Resync
+from agent.bgp.mesh import BGP_KEY, MeshPeer, SpeakerInfo, decode_info, mesh_peers, neighbors
+from agent.bgp.settings import BgpSettings
+from agent.bgp.status import NeighborStatus, SessionTable
+from agent.bgp.supervisor import (
+    CommandFailed,
+    CommandTimeout,
+    ExaBGPSupervisor,
+    NotConnected,
+    SpeakerDown,
+    SpeakerUp,
+    SupervisorEvent,
+    SupervisorOptions,
+)
+from agent.checkstate import Verdict
+from agent.fib import FibOp, FibState, NextHops
+from agent.objects import Kind, MachineSettings, PolicySet, Route, Vip
+from agent.planner import Decision
+from agent.routing import Attributes, DecisionOptions, PolicyChain, Prefix, Rib
+from agent.routing.path import Address
+from agent.store import NotFound, ObjectStore
+from agent.vipaddr import desired_addresses
+from gossip.events import EventKind, MemberEvent, MemberInfo
+
+log = logging.getLogger("wiremesh.bgp.speaker")
+
+FULL_RECONCILE = 60.0  # seconds between full FIB reconciles against a kernel dump
+ADDRESS_RECHECK = 60.0  # seconds between lo address checks with nothing changed
+FIB_CHUNK = 5000  # kernel operations per worker-thread call: bounds the latency of the next change
+EVENT_BATCH = 500  # supervisor events applied before the RIB diff goes to the FIB
+CLEANUP_TIMEOUT = 30.0
+DRAIN_SLACK = 10.0  # beyond drain_time, how long a shutdown drain may take to send its withdrawals
+
+
+class GossipView(Protocol):
+    def members(self) -> list[MemberInfo]: ...
+
+    def subscribe(self, max_buffer: int = 1024) -> trio.MemoryReceiveChannel[MemberEvent]: ...
+
+    async def set_kv(self, key: str, value: bytes | None) -> None: ...
+
+
+class FibBackend(Protocol):
+    """:class:`agent.fib.KernelFib`, or a fake in tests. Blocking; called from a worker thread."""
+
+    def apply(self, ops: list[FibOp]) -> list[str | None]: ...
+
+    def dump(self) -> dict[Prefix, NextHops]: ...
+
+    def flush(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class AddressBackend(Protocol):
+    """:class:`agent.vipaddr.LoopbackAddresses`, or a fake. Blocking; called from a worker thread."""
+
+    def reconcile(self, desired: Iterable[Address]) -> list[str]: ...
+
+    def flush(self) -> list[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NeighborView:
+    """One neighbor as ``/v1/bgp/neighbors`` shows it."""
+
+    address: str
+    name: str | None  # the mesh member, or None for an external peer
+    description: str
+    peer_as: int
+    local_as: int
+    passive: bool
+    status: NeighborStatus
+
+
+def _missing_set(name: str) -> PolicySet:
+    """Stands in for an attached policy set this machine does not have (yet): rejects everything, so a
+    chain never leaks what a set it cannot see might have filtered."""
+    return PolicySet(name=name, rules=[], default="reject")
+
+
+class BgpSpeaker:
+    """One machine's speaker; see the module docstring. :meth:`run` is the task, the other public
+    methods are for the API and the runner (same Trio run). ``fib`` / ``addresses`` ``None``: leave the
+    kernel alone (tests, or a machine that only announces)."""
+
+    def __init__(
+        self,
+        settings: BgpSettings,
+        *,
+        machine: str,
+        address: str,
+        store: ObjectStore,
+        node: GossipView,
+        decisions: Callable[[], Mapping[str, Decision]],
+        supervisor: SupervisorOptions,
+        fib: FibBackend | None = None,
+        addresses: AddressBackend | None = None,
+        full_reconcile: float = FULL_RECONCILE,
+    ) -> None:
+        self.settings = settings
+        self.machine = machine
+        self.address = str(ipaddress.ip_address(address))
+        self.router_id = settings.resolved_router_id(self.address)
+        self.asn = settings.machine_asn(machine)
+        self.store = store
+        self.node = node
+        self._decisions = decisions
+        self.fib = fib
+        self.addresses = addresses
+        self.full_reconcile = full_reconcile
+        self.rib = Rib(
+            router_id=ipaddress.IPv4Address(self.router_id),
+            asn=self.asn,
+            options=DecisionOptions(max_paths=settings.max_paths),
+        )
+        self.sessions = SessionTable()
+        self._mesh: dict[str, MeshPeer] = {}  # by peering address
+        self.ingest = Ingest(self.rib, self.sessions, self._router_id_of)
+        self.adjout = AdjRibOut()
+        self.drain = Drain(settings.drain_time)
+        self.fib_state = FibState()
+        self.supervisor = ExaBGPSupervisor(supervisor, self._neighbors(), on_resync=self._on_resync)
+        self._configured: dict[str, Session] = {}  # neighbors ExaBGP has been given, after their resync
+        self._import_models: tuple[PolicySet, ...] | None = None
+        self._wire: dict[Prefix, Attributes] = {}  # what is on the wire (after policy and drain)
+        self._keys: dict[Prefix, str] = {}  # the object key each wire prefix comes from
+        self._published: bytes | None = None
+        self.sent_keys: frozenset[str] = frozenset()
+        self.fib_errors = 0
+        self.address_errors: list[str] = []
+        self._export_lock = trio.Lock()
+        self._export_wake = trio.Event()
+        self._fib_wake = trio.Event()
+        self._address_wake = trio.Event()
+        self._drained = trio.Event()
+
+    # -- inputs from other tasks ---------------------------------------------------------------------
+
+    def poke(self) -> None:
+        """Something the export side depends on changed (decisions, objects, settings)."""
+        self._export_wake.set()
+        self._address_wake.set()
+
+    def _router_id_of(self, address: str) -> str | None:
+        peer = self._mesh.get(address)
+        return peer.router_id if peer is not None else None
+
+    def peer_name(self, address: str) -> str | None:
+        peer = self._mesh.get(address)
+        return peer.name if peer is not None else None
+
+    # -- settings from the store ---------------------------------------------------------------------
+
+    def _machine_settings(self) -> MachineSettings:
+        try:
+            obj = self.store.get(Kind.MACHINE, self.machine)
+        except NotFound:
+            return MachineSettings(name=self.machine)
+        return obj if isinstance(obj, MachineSettings) else MachineSettings(name=self.machine)
+
+    def _policy_sets(self, names: Iterable[str]) -> tuple[PolicySet, ...]:
+        out: list[PolicySet] = []
+        for name in names:
+            try:
+                obj = self.store.get(Kind.POLICY_SET, name)
+            except NotFound:
+                obj = None
+            if not isinstance(obj, PolicySet):
+                log.warning(
+                    "policy set %s is attached to %s but not known here: rejecting", name, self.machine
+                )
+                obj = _missing_set(name)
+            out.append(obj)
+        return tuple(out)
+
+    def _refresh_import_policy(self, settings: MachineSettings) -> None:
+        models = self._policy_sets(settings.import_policies)
+        if models != self._import_models:
+            self._import_models = models
+            self.rib.set_import_policy(PolicyChain.of(models))
+            self._rib_changed()
+
+    # -- neighbors -----------------------------------------------------------------------------------
+
+    def _members(self) -> list[MemberInfo]:
+        return self.node.members()
+
+    def _refresh_mesh(self) -> None:
+        self._mesh = mesh_peers(self._members(), self.machine, self.settings.plan, self.asn)
+
+    def _neighbors(self) -> list[Neighbor]:
+        return neighbors(
+            self.settings,
+            own_name=self.machine,
+            own_address=self.address,
+            router_id=self.router_id,
+            peers=self._mesh,
+        )
+
+    def _session(self, neighbor: Neighbor) -> Session:
+        return Session(neighbor.address, neighbor.local_as, neighbor.peer_as)
+
+    async def _on_resync(self, resync: Resync) -> None:
+        """ExaBGP (re)started or reloaded: the listed neighbors have none of our routes."""
+        desired = {n.address: n for n in self.supervisor.neighbors}
+        if resync.reason in (ReloadReason.START, ReloadReason.RESTART):
+            self._configured = {}
+        for address in resync.removed:
+            self._configured.pop(address, None)
+            self.adjout.forget(address)
+        self.ingest.removed(resync.removed)
+        for address in resync.neighbors:
+            self.adjout.forget(address)
+            neighbor = desired.get(address)
+            if neighbor is not None:
+                self._configured[address] = self._session(neighbor)
+        self.sessions.configure(self._configured)
+        self._rib_changed()
+        log.info(
+            "resync (%s): %d neighbors to send to, %d removed",
+            resync.reason.value,
+            len(resync.neighbors),
+            len(resync.removed),
+        )
+        await self._export()
+
+    # -- the export side ------------------------------------------------------------------------------
+
+    def _objects(self) -> tuple[dict[str, Vip], dict[str, Route]]:
+        vips = {o.name: o for o in self.store.list(Kind.VIP) if isinstance(o, Vip)}
+        routes = {o.name: o for o in self.store.list(Kind.ROUTE) if isinstance(o, Route)}
+        return vips, routes
+
+    async def _export(self) -> None:
+        """One pass: work out what should be on the wire and send the difference."""
+        async with self._export_lock:
+            now = trio.current_time()
+            settings = self._machine_settings()
+            self._refresh_import_policy(settings)
+            vips, routes = self._objects()
+            local = originated(self._decisions(), vips, routes)
+            chain = PolicyChain.of(self._policy_sets(settings.export_policies))
+            live = apply_export_policy(local, chain) if settings.enabled else {}
+            wire = self.drain.routes(live, enabled=settings.enabled, now=now)
+            draining = self.drain.draining and not self.drain.done(now)
+            self._keys = {p: local.get(p) or self._keys.get(p, "") for p in wire}
+            self._originate(wire, now)
+            commands: list[Command] = []
+            for address, session in sorted(self._configured.items()):
+                commands += self.adjout.set_routes(address, for_session(wire, session, draining=draining))
+            await self._send(commands)
+            self._wire = wire
+            if self.drain.done(now):
+                self._drained.set()
+        await self._publish()
+
+    def _originate(self, wire: Mapping[Prefix, Attributes], now: float) -> None:
+        """Keep the RIB's local routes equal to what we have on the wire (they show in ``/v1/rib`` and
+        win over a peer's path for the same prefix)."""
+        for prefix in self._wire.keys() - wire.keys():
+            self.rib.withdraw_origin(prefix)
+        for prefix, attrs in wire.items():
+            if self._wire.get(prefix) != attrs:
+                self.rib.originate(prefix, attrs, now)
+        self._rib_changed()
+
+    async def _send(self, commands: list[Command]) -> None:
+        for command in commands:
+            try:
+                await self.supervisor.send(command)
+            except NotConnected:
+                return  # ExaBGP is (re)starting: its resync sends everything desired
+            except (CommandFailed, CommandTimeout) as exc:
+                log.warning("%s", exc)
+
+    def _sent(self) -> frozenset[str]:
+        up = {s.address for s in self.sessions.snapshot(0.0) if s.state == "up"}
+        sent: set[str] = set()
+        for address in up & self._configured.keys():
+            for prefix_text in self.adjout.routes(address):
+                key = self._keys.get(Prefix.parse(prefix_text))
+                if key:
+                    sent.add(key)
+        return frozenset(sent)
+
+    async def _publish(self) -> None:
+        """Our ``bgp`` gossip value: who we are, and what we have on the wire."""
+        self.sent_keys = self._sent()
+        info = SpeakerInfo(self.asn, self.router_id, self.address, tuple(self.sent_keys))
+        packed = info.encode()
+        if packed != self._published:
+            self._published = packed
+            await self.node.set_kv(BGP_KEY, packed)
+
+    async def _export_task(self) -> None:
+        while True:
+            self._export_wake = trio.Event()
+            await self._export()
+            deadline = self.drain.deadline
+            if deadline is None or deadline <= trio.current_time():
+                deadline = math.inf
+            with trio.move_on_at(deadline):
+                await self._export_wake.wait()
+
+    async def drain_for_shutdown(self) -> None:
+        """SIGTERM: every route with GRACEFUL_SHUTDOWN now, withdrawn after ``drain_time``. Returns
+        once the withdrawals went out (or could not: ExaBGP down), bounded by ``drain_time`` plus
+        slack."""
+        status = self.drain.shutdown(trio.current_time())
+        log.info("draining for shutdown: withdrawing in %.1f s", max(0.0, status.until - trio.current_time()))
+        self._export_wake.set()
+        with trio.move_on_at(status.until + DRAIN_SLACK):
+            await self._drained.wait()
+
+    # -- received routes -----------------------------------------------------------------------------
+
+    def _rib_changed(self) -> None:
+        diff = self.rib.take_diff()
+        if diff:
+            self.fib_state.apply_diff(diff)
+            self._fib_wake.set()
+
+    def _apply_event(self, event: SupervisorEvent, now: float) -> None:
+        if isinstance(event, SpeakerDown):
+            self.ingest.speaker_down(event.reason, now)
+        elif isinstance(event, SpeakerUp):
+            log.info("exabgp up (pid %d%s)", event.pid, ", restarted" if event.restart else "")
+        else:
+            if isinstance(event, PeerState):
+                level = logging.INFO if event.state is not SessionState.CONNECTED else logging.DEBUG
+                log.log(level, "BGP session with %s %s%s", event.peer.address, event.state.value,
+                        f" ({event.reason})" if event.reason else "")  # fmt: skip
+            self.ingest.apply(event, now)
+
+    async def _event_task(self) -> None:
+        events = self.supervisor.events
+        while True:
+            try:
+                event = await events.receive()
+            except trio.EndOfChannel:
+                return
+            now = trio.current_time()
+            self._apply_event(event, now)
+            for _ in range(EVENT_BATCH):
+                try:
+                    event = events.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                self._apply_event(event, now)
+            self._rib_changed()
+            await self._publish()
+            await trio.sleep(0)
+
+    # -- gossip --------------------------------------------------------------------------------------
+
+    async def _gossip_task(self, events: trio.MemoryReceiveChannel[MemberEvent]) -> None:
+        async with events:
+            async for event in events:
+                if event.kind is EventKind.KV:
+                    if event.name == self.machine:
+                        if event.key == ANNOUNCE_KEY:
+                            self._export_wake.set()  # the planner decided something
+                        continue
+                    if event.key != BGP_KEY:
+                        continue
+                self._membership(event)
+
+    def _membership(self, event: MemberEvent) -> None:
+        before = {p.name: a for a, p in self._mesh.items()}
+        self._refresh_mesh()
+        address = before.get(event.name) or event.addr[0]
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            ip = None
+        if ip is not None and event.name != self.machine:
+            if event.kind in (EventKind.DEAD, EventKind.LEFT):
+                if self.rib.is_valid(ip):
+                    log.info("%s is %s: dropping its paths now", event.name, event.kind.value)
+                self.rib.invalidate(ip)
+                self._rib_changed()
+            elif event.kind in (EventKind.JOIN, EventKind.ALIVE, EventKind.UPDATE):
+                if not self.rib.is_valid(ip):
+                    log.info("%s is alive again: its paths are back", event.name)
+                self.rib.revalidate(ip)
+                self._rib_changed()
+        self.supervisor.set_neighbors(self._neighbors())
+
+    # -- FIB and addresses ---------------------------------------------------------------------------
+
+    async def _fib_task(self) -> None:
+        """Apply FIB changes as they come, and a full reconcile against a kernel dump at start and every
+        ``full_reconcile`` seconds. A netlink failure (socket error, timeout) is logged and answered
+        with a full reconcile a second later: the dump says what really happened."""
+        fib = self.fib
+        if fib is None:
+            return
+        next_full = trio.current_time()
+        while True:
+            self._fib_wake = trio.Event()
+            try:
+                if trio.current_time() >= next_full:
+                    self.fib_state.kernel(await trio.to_thread.run_sync(fib.dump))
+                    self.fib_state.retry_failed()
+                    next_full = trio.current_time() + self.full_reconcile
+                await self._apply_fib(fib)
+            except OSError as exc:
+                log.warning("kernel routes: %s; full reconcile in 1 s", exc)
+                next_full = trio.current_time() + 1.0
+            with trio.move_on_at(next_full):
+                await self._fib_wake.wait()
+
+    async def _apply_fib(self, fib: FibBackend) -> None:
+        while self.fib_state.pending:
+            ops = self.fib_state.take(FIB_CHUNK)
+            if not ops:
+                break
+            results = await trio.to_thread.run_sync(fib.apply, ops)
+            failures = 0
+            for op, error in zip(ops, results, strict=True):
+                if error is not None and self.fib_state.failed.get(op.prefix) != error:
+                    failures += 1
+                    if failures <= 5:
+                        log.warning("kernel route %s: %s", op.prefix, error)
+                self.fib_state.done(op, error)
+            self.fib_errors += failures
+
+    def own_vips(self) -> frozenset[Address]:
+        vips, _routes = self._objects()
+        return desired_addresses(vips.values(), self.machine)
+
+    async def _address_task(self) -> None:
+        while True:
+            self._address_wake = trio.Event()
+            wanted = self.own_vips()
+            self.fib_state.exclude(vip_prefix(str(a)) for a in wanted)
+            self._fib_wake.set()
+            if self.addresses is not None:
+                try:
+                    errors = await trio.to_thread.run_sync(self.addresses.reconcile, wanted)
+                except OSError as exc:
+                    errors = [str(exc)]
+                for error in errors:
+                    if error not in self.address_errors:
+                        log.warning("VIP address: %s", error)
+                self.address_errors = errors
+            with trio.move_on_after(ADDRESS_RECHECK):
+                await self._address_wake.wait()
+
+    # -- the task ------------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled; then stop ExaBGP and remove our kernel routes and lo addresses."""
+        unsubscribe = self.store.on_change(lambda _record: self.poke())
+        events = self.node.subscribe()
+        try:
+            self._refresh_mesh()
+            self.supervisor.set_neighbors(self._neighbors())
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._gossip_task, events)
+                nursery.start_soon(self._address_task)
+                nursery.start_soon(self._fib_task)
+                await nursery.start(self.supervisor.run)
+                nursery.start_soon(self._event_task)
+                nursery.start_soon(self._export_task)
+                log.info(
+                    "BGP speaker started: AS%d, router id %s, %d external peers",
+                    self.asn,
+                    self.router_id,
+                    len(self.settings.peers),
+                )
+                task_status.started()
+        finally:
+            unsubscribe()
+            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT) as scope:
+                await self._cleanup()
+            if scope.cancelled_caught:
+                log.warning(
+                    "cleanup took longer than %.0f s; some routes or addresses may remain", CLEANUP_TIMEOUT
+                )
+
+    async def _cleanup(self) -> None:
+        if self.fib is not None:
+            try:
+                removed = await trio.to_thread.run_sync(self.fib.flush)
+                log.info("removed %d kernel routes", removed)
+            except OSError as exc:
+                log.warning("removing our kernel routes: %s", exc)
+            finally:
+                self.fib.close()
+        if self.addresses is not None:
+            try:
+                for error in await trio.to_thread.run_sync(self.addresses.flush):
+                    log.warning("VIP address: %s", error)
+            except OSError as exc:
+                log.warning("removing our lo addresses: %s", exc)
+
+    # -- views ---------------------------------------------------------------------------------------
+
+    def neighbor_views(self) -> list[NeighborView]:
+        now = trio.current_time()
+        configured = {n.address: n for n in self.supervisor.neighbors}
+        out: list[NeighborView] = []
+        counts = {a: self.adjout.count(a) for a in self._configured}
+        statuses = {s.address: s for s in self.sessions.snapshot(now, counts)}
+        for address in sorted(configured.keys() | statuses.keys(), key=lambda a: ipaddress.ip_address(a)):
+            neighbor = configured.get(address)
+            status = statuses.get(address) or NeighborStatus(address, "idle", None, None, 0, 0, None, False)
+            out.append(
+                NeighborView(
+                    address=address,
+                    name=self.peer_name(address),
+                    description=neighbor.description if neighbor is not None else "",
+                    peer_as=neighbor.peer_as if neighbor is not None else 0,
+                    local_as=neighbor.local_as if neighbor is not None else self.asn,
+                    passive=neighbor.passive if neighbor is not None else False,
+                    status=status,
+                )
+            )
+        return out
+
+
+class WireStatus:
+    """The API's status provider with ``announced_by`` from what speakers report on the wire (their
+    ``bgp`` gossip value's ``sent``) rather than from planner decisions; a machine that runs no
+    speaker falls back to its decisions. Everything else comes from ``inner`` (the announcer)."""
+
+    def __init__(self, inner: StatusProvider, speaker: BgpSpeaker) -> None:
+        self.inner = inner
+        self.speaker = speaker
+
+    def announced_by(self, kind: Kind, name: str) -> list[str]:
+        key = f"{kind.value}/{name}"
+        decided = set(self.inner.announced_by(kind, name))
+        out: set[str] = set()
+        if key in self.speaker.sent_keys:
+            out.add(self.speaker.machine)
+        for member in self.speaker.node.members():
+            if member.name == self.speaker.machine:
+                continue
+            raw = member.kv.get(BGP_KEY, (0, None))[1]
+            info = decode_info(raw)
+            if info is None:
+                if member.name in decided:
+                    out.add(member.name)
+            elif key in info.sent and member.state.value in ("alive", "suspect"):
+                out.add(member.name)
+        return sorted(out)
+
+    def health(self, kind: Kind, name: str, machine: str) -> str:
+        return self.inner.health(kind, name, machine)
+
+    def verdicts(self) -> Mapping[str, Mapping[str, Verdict]]:
+        return self.inner.verdicts()
+
+    def all_decisions(self) -> tuple[float, Decisions]:
+        return self.inner.all_decisions()
+
+
+def build_speaker(
+    settings: BgpSettings,
+    *,
+    machine: str,
+    address: str,
+    state_dir: Path,
+    store: ObjectStore,
+    node: GossipView,
+    decisions: Callable[[], Mapping[str, Decision]],
+) -> BgpSpeaker:
+    """The speaker as the agent runs it: ExaBGP's files under ``state_dir/bgp``, routes and lo
+    addresses in the kernel under the configured protocol number and table."""
+    from agent.fib import KernelFib
+    from agent.vipaddr import LoopbackAddresses
+
+    return BgpSpeaker(
+        settings,
+        machine=machine,
+        address=address,
+        store=store,
+        node=node,
+        decisions=decisions,
+        supervisor=SupervisorOptions(state_dir=state_dir / "bgp"),
+        fib=KernelFib(protocol=settings.route_protocol, table=settings.route_table),
+        addresses=LoopbackAddresses(settings.route_protocol),
+    )

@@ -1,0 +1,247 @@
+"""BGP speaker figures with a real agent and BIRD 2 in network namespaces (``labs.bgplab``).
+
+1. **Decision to BIRD**: a VIP without a health check is disabled and enabled again ``--toggles``
+   times through the API. Each enable makes the planner decide "announce" (the agent logs it, wall
+   clock, ms); BIRD stamps the route when it imports it (``timeformat route iso long ms``). The
+   difference is the time from the planner's decision to the route being in BIRD's table: announcer
+   publication, the speaker's export pass, the ExaBGP API, ExaBGP's UPDATE, BIRD's import. Withdrawals
+   are timed the same way from the decision to the route gone from ``birdc`` (polled every 5 ms).
+2. **A full table in**: BIRD starts with ``--prefixes`` static /24s (default 100,000) exported to the
+   agent; timed from BIRD's session reaching Established until the agent's RIB holds them all and
+   until the kernel does (``ip route show proto 200``), with the agent's and ExaBGP's RSS then. Then
+   BIRD is stopped: time until the RIB and the kernel are empty again.
+
+    python -m labs.bench_bgp                       # 20 toggles, 100,000 prefixes
+    python -m labs.bench_bgp --toggles 50 --prefixes 20000 --json labs/results/bench_bgp.json
+
+Needs root and Debian's ``bird2``. Prints the figures and writes them as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from labs.bgplab import Agent, Bird, NetnsLab, sh, wait_until
+
+ROUTER, EDGE = "198.18.0.1", "198.18.0.10"
+ROUTER_AS, MESH_AS = 65000, 64512
+VIP = "100.96.0.10"
+
+AGENT_CONF = f"""
+[bgp]
+enabled = true
+asn = {MESH_AS}
+drain_time = 0
+
+[[bgp.peers]]
+address = "{ROUTER}"
+peer_asn = {ROUTER_AS}
+local_address = "{EDGE}"
+hold_time = 30
+"""
+
+
+def bird_conf(prefixes: int) -> str:
+    routes = "\n".join(
+        f"  route {10 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}.0/24 blackhole;" for i in range(prefixes)
+    )
+    return f"""
+router id {ROUTER};
+log stderr {{ warning, error, fatal }};
+timeformat route iso long ms;
+timeformat protocol iso long ms;
+protocol device {{}}
+protocol static ext {{
+  ipv4;
+{routes}
+}}
+protocol bgp edge {{
+  local {ROUTER} as {ROUTER_AS};
+  neighbor {EDGE} as {MESH_AS};
+  hold time 30;
+  connect delay time 1;
+  connect retry time 2;
+  ipv4 {{ import all; export where source = RTS_STATIC; }};
+}}
+"""
+
+
+def parse_wall(text: str) -> float:
+    """An RFC 3339 UTC time from the agent's JSON log, or BIRD's ``YYYY-MM-DD HH:MM:SS.mmm`` (local)."""
+    if text.endswith("Z"):
+        return datetime.fromisoformat(text[:-1] + "+00:00").timestamp()
+    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").timestamp()
+
+
+def decisions(agent: Agent, key: str, action: str) -> list[float]:
+    """Wall-clock times the agent logged ``key: action``."""
+    assert agent.proc is not None
+    out = []
+    for line in agent.proc.log.read_text().splitlines():
+        if not line.startswith("{"):
+            continue
+        record = json.loads(line)
+        if record.get("logger") == "wiremesh.announce" and record.get("msg", "").startswith(
+            f"{key}: {action} "
+        ):
+            out.append(parse_wall(record["time"]))
+    return out
+
+
+def bird_learned_at(bird: Bird, prefix: str) -> float | None:
+    text = bird.route(prefix)
+    for line in text.splitlines():
+        if line.startswith(prefix) and "[" in line:
+            stamp = line.split("[", 1)[1].split("]", 1)[0].split(" ", 1)[1]
+            return parse_wall(stamp)
+    return None
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def exabgp_pid(ns: str) -> int | None:
+    for pid in sh("ip", "netns", "pids", ns, check=False).split():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(part.endswith(b"/exabgp") for part in cmdline) and b"server" in cmdline:
+            return int(pid)
+    return None
+
+
+def kernel_count(ns: str) -> int:
+    return sh("ip", "-n", ns, "route", "show", "proto", "200").count("\n")
+
+
+def rib_count(lab: NetnsLab, agent: Agent) -> int:
+    status, data = lab.request(agent, "GET", "/v1/rib?limit=1", timeout=30)
+    return int(data["destinations"]) if status == 200 else -1
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50_ms": round(statistics.median(values) * 1000, 1),
+        "max_ms": round(max(values) * 1000, 1),
+        "min_ms": round(min(values) * 1000, 1),
+    }
+
+
+def toggles(lab: NetnsLab, agent: Agent, bird: Bird, count: int) -> dict[str, Any]:
+    prefix = f"{VIP}/32"
+    lab.call(agent, "POST", "/v1/vips", {"name": "web", "address": VIP, "machines": ["edge1"]})
+    wait_until("the VIP in BIRD", lambda: bird.route(prefix), timeout=30)
+    announce: list[float] = []
+    withdraw: list[float] = []
+    for _ in range(count):
+        lab.call(agent, "PATCH", "/v1/vips/web", {"enabled": False})
+        gone = wait_until(
+            "the withdrawal in BIRD", lambda: not bird.route(prefix) and time.time(), timeout=10, poll=0.005
+        )
+        decided = decisions(agent, "vip/web", "withdraw")[-1]
+        withdraw.append(gone - decided)
+        time.sleep(0.2)
+        lab.call(agent, "PATCH", "/v1/vips/web", {"enabled": True})
+        learned = wait_until(
+            "the route in BIRD", lambda: bird_learned_at(bird, prefix), timeout=10, poll=0.01
+        )
+        decided = decisions(agent, "vip/web", "announce")[-1]
+        announce.append(learned - decided)
+        time.sleep(0.2)
+    lab.call(agent, "DELETE", "/v1/vips/web")  # the full-table part counts received routes only
+    wait_until("the VIP gone from the RIB", lambda: rib_count(lab, agent) == 0, timeout=10)
+    return {"announce": summary(announce), "withdraw": summary(withdraw)}
+
+
+def full_table(lab: NetnsLab, agent: Agent, ns: str, prefixes: int) -> dict[str, Any]:
+    bird = lab.start_bird("router", bird_conf(prefixes))
+
+    def established() -> float | None:
+        for line in bird.birdc("show", "protocols").splitlines():
+            if line.startswith("edge") and "Established" in line:
+                parts = line.split()
+                return parse_wall(f"{parts[4]} {parts[5]}")
+        return None
+
+    up = wait_until("the session with BIRD", established, timeout=60, poll=0.05)
+    rib_at = wait_until(
+        f"{prefixes} prefixes in the RIB",
+        lambda: rib_count(lab, agent) >= prefixes and time.time(),
+        timeout=600,
+        poll=0.25,
+    )
+    kernel_at = wait_until(
+        f"{prefixes} routes in the kernel",
+        lambda: kernel_count(ns) >= prefixes and time.time(),
+        timeout=600,
+        poll=0.25,
+    )
+    assert agent.proc is not None
+    exa = exabgp_pid(ns)
+    rss_agent = rss_kib(agent.proc.pid)
+    rss_exabgp = rss_kib(exa) if exa is not None else 0
+    stopped = time.time()
+    lab.stop(bird.proc)
+    rib_empty = wait_until(
+        "an empty RIB", lambda: rib_count(lab, agent) == 0 and time.time(), timeout=600, poll=0.25
+    )
+    kernel_empty = wait_until(
+        "an empty kernel table", lambda: kernel_count(ns) == 0 and time.time(), timeout=600, poll=0.25
+    )
+    return {
+        "prefixes": prefixes,
+        "rib_full_s": round(rib_at - up, 2),
+        "kernel_full_s": round(kernel_at - up, 2),
+        "rss_agent_mib": round(rss_agent / 1024, 1),
+        "rss_exabgp_mib": round(rss_exabgp / 1024, 1),
+        "rib_empty_s": round(rib_empty - stopped, 2),
+        "kernel_empty_s": round(kernel_empty - stopped, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--toggles", type=int, default=20)
+    parser.add_argument("--prefixes", type=int, default=100_000)
+    parser.add_argument("--json", type=Path, default=Path("labs/results/bench_bgp.json"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="wm-bench-bgp-") as tmp, NetnsLab(Path(tmp)) as lab:
+        lab.add_node("router", [ROUTER])
+        ns = lab.add_node("edge", [EDGE])
+        agent = lab.start_agent(lab.agent("edge", "edge1", EDGE, AGENT_CONF))
+        bird = lab.start_bird("router", bird_conf(0))
+        latency = toggles(lab, agent, bird, args.toggles)
+        lab.stop(bird.proc)
+        table = full_table(lab, agent, ns, args.prefixes)
+    results = {"decision_to_bird": latency, "full_table": table}
+    a, w = latency["announce"], latency["withdraw"]
+    print(f"decision -> route in BIRD ({a['n']} toggles): p50 {a['p50_ms']} ms, max {a['max_ms']} ms")
+    print(f"decision -> route gone from BIRD:             p50 {w['p50_ms']} ms, max {w['max_ms']} ms")
+    print(
+        f"{table['prefixes']} prefixes from BIRD: RIB full {table['rib_full_s']} s and kernel full "
+        f"{table['kernel_full_s']} s after the session came up; RSS agent {table['rss_agent_mib']} MiB, "
+        f"exabgp {table['rss_exabgp_mib']} MiB"
+    )
+    print(f"BIRD stopped: RIB empty after {table['rib_empty_s']} s, kernel after {table['kernel_empty_s']} s")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""Network-namespace labs for the BGP speaker: real agents and BIRD 2 on one emulated LAN.
+
+Every node is a network namespace with a veth into a Linux bridge that lives in a namespace of its
+own, so nothing touches the machine's real network: addresses come from 198.18.0.0/24 (the
+benchmarking range) and no namespace has a default route. Names carry the creator's pid and a random
+token, so two labs never collide. Everything started here is tracked by pid and stopped (SIGTERM,
+then SIGKILL) on exit, together with anything else found in our namespaces, also when the caller
+fails: use :class:`NetnsLab` as a context manager.
+
+The agent's HTTP API listens on 127.0.0.1 inside its namespace; :meth:`NetnsLab.request` reaches it
+with a socket created in that namespace (``setns`` in a short-lived thread), so the caller needs no
+route into the lab.
+
+Needs root, ``iproute2`` and (for BIRD) Debian's ``bird2``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import http.client
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+CLONE_NEWNET = 0x40000000
+LAN_PREFIX = 24
+
+
+def sh(*args: str, check: bool = True) -> str:
+    return subprocess.run(args, check=check, capture_output=True, text=True, timeout=60).stdout
+
+
+def socket_in_netns(ns: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> socket.socket:
+    """A socket that lives in network namespace ``ns`` (made by a thread that entered it)."""
+    made: list[socket.socket] = []
+    failed: list[BaseException] = []
+
+    def enter() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            with open(f"/var/run/netns/{ns}", "rb") as handle:
+                if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, f"setns into {ns}: {os.strerror(code)}")
+            made.append(socket.socket(family, kind))
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=enter)  # the thread, and only it, moves; it ends right after
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return made[0]
+
+
+class _NetnsConnection(http.client.HTTPConnection):
+    def __init__(self, ns: str, host: str, port: int, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.ns = ns
+
+    def connect(self) -> None:
+        sock = socket_in_netns(self.ns)
+        sock.settimeout(self.timeout)
+        sock.connect((self.host, self.port))
+        self.sock = sock
+
+
+@dataclass
+class Proc:
+    name: str
+    ns: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+
+@dataclass
+class Bird:
+    proc: Proc
+    socket: Path
+
+    def birdc(self, *args: str) -> str:
+        return sh("birdc", "-s", str(self.socket), *args, check=False)
+
+    def route(self, prefix: str) -> str:
+        """``show route all PREFIX`` (exactly that prefix, every protocol), or ``""`` if BIRD has none."""
+        text = self.birdc("show", "route", "all", prefix)
+        return text if "BGP.origin" in text else ""
+
+
+@dataclass
+class Agent:
+    name: str
+    ns: str
+    address: str
+    http_port: int
+    state_dir: Path
+    config: Path
+    proc: Proc | None = None
+    token: str | None = None
+
+
+@dataclass
+class NetnsLab:
+    workdir: Path
+    token: str = field(default_factory=lambda: secrets.token_hex(3))
+    procs: list[Proc] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+    nodes: dict[str, str] = field(default_factory=dict)  # node name -> namespace
+    _links: int = 0
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.switch = self._netns("sw")
+        sh("ip", "-n", self.switch, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", self.switch, "link", "set", "br0", "up")
+
+    def __enter__(self) -> NetnsLab:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _netns(self, role: str) -> str:
+        name = f"wmb-{os.getpid()}-{self.token}-{role}"
+        sh("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        sh("ip", "-n", name, "link", "set", "lo", "up")
+        return name
+
+    def add_node(self, name: str, addresses: Sequence[str]) -> str:
+        """A namespace on the LAN with ``addresses`` (IPv4, /24) on its interface ``eth0``."""
+        ns = self._netns(name)
+        self._links += 1
+        outside = f"v{self.token}{self._links}"
+        sh(
+            "ip",
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            outside,
+            "netns",
+            self.switch,
+        )
+        sh("ip", "-n", self.switch, "link", "set", outside, "master", "br0", "up")
+        for address in addresses:
+            sh("ip", "-n", ns, "addr", "add", f"{address}/{LAN_PREFIX}", "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        self.nodes[name] = ns
+        return ns
+
+    def spawn(self, name: str, ns: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Proc:
+        log = self.workdir / f"{name}.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                ["ip", "netns", "exec", ns, *argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
+        proc = Proc(name, ns, process, log)
+        self.procs.append(proc)
+        return proc
+
+    def start_bird(self, node: str, config: str) -> Bird:
+        conf = self.workdir / f"{node}-bird.conf"
+        conf.write_text(config)
+        sock = self.workdir / f"{node}-bird.ctl"
+        proc = self.spawn(f"{node}-bird", self.nodes[node], ["bird", "-f", "-c", str(conf), "-s", str(sock)])
+        bird = Bird(proc, sock)
+        wait_until(
+            "BIRD to open its control socket",
+            lambda: (
+                subprocess.run(["birdc", "-s", str(sock), "show", "status"], capture_output=True).returncode
+                == 0
+            ),
+            timeout=15,
+            failing=lambda: None if proc.running else proc.log.read_text(),
+        )
+        return bird
+
+    def agent(self, node: str, name: str, address: str, config: str, http_port: int = 7947) -> Agent:
+        """Write an agent's config (``config`` is appended after the basics) without starting it."""
+        state = self.workdir / f"{name}.state"
+        path = self.workdir / f"{name}.toml"
+        path.write_text(
+            f'name = "{name}"\nbind = "{address}:7946"\ninsecure = true\n'
+            f'http_listen = "127.0.0.1:{http_port}"\nstate_dir = "{state}"\nlog_format = "json"\n'
+            f'log_level = "info"\n' + config
+        )
+        return Agent(name, self.nodes[node], address, http_port, state, path)
+
+    def start_agent(self, agent: Agent, timeout: float = 30.0) -> Agent:
+        agent.proc = self.spawn(
+            agent.name, agent.ns, [sys.executable, "-m", "agent", "agent", "--config", str(agent.config)]
+        )
+        token_file = agent.state_dir / "api-token"
+
+        def up() -> bool:
+            if not token_file.exists():
+                return False
+            agent.token = token_file.read_text().strip()
+            try:
+                return self.request(agent, "GET", "/healthz")[0] == 200
+            except OSError:
+                return False
+
+        wait_until(
+            f"agent {agent.name} to serve its API",
+            up,
+            timeout=timeout,
+            failing=lambda: None if agent.proc is not None and agent.proc.running else self.tail(agent),
+        )
+        return agent
+
+    def tail(self, agent: Agent, lines: int = 60) -> str:
+        if agent.proc is None or not agent.proc.log.exists():
+            return ""
+        return "\n".join(agent.proc.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def request(
+        self, agent: Agent, method: str, path: str, body: Any = None, timeout: float = 10.0
+    ) -> tuple[int, Any]:
+        conn = _NetnsConnection(agent.ns, "127.0.0.1", agent.http_port, timeout)
+        headers = {"accept": "application/json"}
+        if agent.token:
+            headers["authorization"] = f"Bearer {agent.token}"
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["content-type"] = (
+                "application/merge-patch+json" if method == "PATCH" else "application/json"
+            )
+        try:
+            conn.request(method, path, body=payload, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        finally:
+            conn.close()
+        try:
+            return response.status, json.loads(data) if data else None
+        except ValueError:
+            return response.status, data.decode(errors="replace")
+
+    def call(self, agent: Agent, method: str, path: str, body: Any = None) -> Any:
+        """:meth:`request` that must succeed."""
+        status, data = self.request(agent, method, path, body)
+        if not 200 <= status < 300:
+            raise AssertionError(f"{method} {path}: HTTP {status}: {data}")
+        return data
+
+    def signal(self, proc: Proc, sig: signal.Signals) -> None:
+        if proc.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, sig)
+
+    def stop(self, proc: Proc, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; the exit status."""
+        self.signal(proc, signal.SIGTERM)
+        try:
+            return proc.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(proc, signal.SIGKILL)
+            return proc.process.wait(timeout=10)
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.running:
+                self.stop(proc, timeout=10)
+        for ns in self.namespaces:  # anything still in a namespace we made is ours
+            for pid in sh("ip", "netns", "pids", ns, check=False).split():
+                for sig in (signal.SIGTERM, signal.SIGKILL):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), sig)
+                    time.sleep(0.2)
+        for ns in reversed(self.namespaces):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+        self.namespaces.clear()
+
+
+def wait_until(
+    what: str,
+    check: Callable[[], Any],
+    *,
+    timeout: float,
+    poll: float = 0.1,
+    failing: Callable[[], str | None] | None = None,
+) -> Any:
+    """Poll ``check`` until it returns something truthy (returned); AssertionError after ``timeout``
+    or as soon as ``failing`` returns text (a process died: no point waiting)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if failing is not None:
+            reason = failing()
+            if reason is not None:
+                raise AssertionError(f"while waiting for {what}: {reason}")
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(poll)

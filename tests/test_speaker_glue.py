@@ -1,0 +1,309 @@
+"""The speaker's composition against a stand-in ExaBGP (``fixtures/exabgp/fake_exabgp.py``, which
+reports every configured neighbor up and logs every command), a fake gossip node, the real object
+store, and fake kernel backends: decisions become commands after the export policy as soon as the
+announcer publishes, routes received become FIB operations (never for our own VIP), a dead member's
+paths leave the FIB at once, and a shutdown drain tags then withdraws."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from agent.announcer import ANNOUNCE_KEY
+from agent.bgp.api import Peer, PeerState, Route, RouteAttributes, SessionState, Update
+from agent.bgp.mesh import BGP_KEY, SpeakerInfo, decode_info
+from agent.bgp.settings import BgpSettings, ExternalPeer
+from agent.bgp.supervisor import SupervisorOptions
+from agent.checkstate import Verdict
+from agent.fib import FibOp, NextHops, OpKind
+from agent.objects import Kind
+from agent.planner import Decision, Reason
+from agent.routing import Prefix
+from agent.routing.path import Address
+from agent.speaker import BgpSpeaker, WireStatus
+from agent.store import ObjectStore
+from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
+
+FAKE = Path(__file__).parent / "fixtures" / "exabgp" / "fake_exabgp.py"
+ME, PEER, ROUTER = "198.18.0.10", "198.18.0.11", "198.18.0.1"
+WAIT = 20.0
+
+
+class FakeGossip:
+    def __init__(self) -> None:
+        self.others: dict[str, MemberInfo] = {}
+        self.kv: dict[str, bytes | None] = {}
+        self._subscribers: list[trio.MemorySendChannel[MemberEvent]] = []
+
+    def members(self) -> list[MemberInfo]:
+        me = MemberInfo(
+            "m1", (ME, 7946), 1, MemberState.ALIVE, 0.0, b"", {k: (1, v) for k, v in self.kv.items()}
+        )
+        return [me, *self.others.values()]
+
+    def subscribe(self, max_buffer: int = 1024) -> trio.MemoryReceiveChannel[MemberEvent]:
+        send, receive = trio.open_memory_channel[MemberEvent](max_buffer)
+        self._subscribers.append(send)
+        return receive
+
+    async def set_kv(self, key: str, value: bytes | None) -> None:
+        self.kv[key] = value
+
+    def emit(self, kind: EventKind, name: str, key: str | None = None) -> None:
+        addr = (ME, 7946) if name == "m1" else self.others[name].addr
+        for send in self._subscribers:
+            send.send_nowait(MemberEvent(kind, name, 1, addr, trio.current_time(), key))
+
+    def set_member(self, name: str, address: str, state: MemberState) -> None:
+        info = SpeakerInfo(64512, address, address).encode()
+        self.others[name] = MemberInfo(name, (address, 7946), 1, state, 0.0, b"", {BGP_KEY: (1, info)})
+
+
+@dataclass
+class FakeFib:
+    routes: dict[Prefix, NextHops] = field(default_factory=dict)
+    ops: list[FibOp] = field(default_factory=list)
+    closed: bool = False
+
+    def apply(self, ops: list[FibOp]) -> list[str | None]:
+        for op in ops:
+            self.ops.append(op)
+            if op.kind is OpKind.DELETE:
+                self.routes.pop(op.prefix, None)
+            else:
+                self.routes[op.prefix] = op.next_hops
+        return [None] * len(ops)
+
+    def dump(self) -> dict[Prefix, NextHops]:
+        return dict(self.routes)
+
+    def flush(self) -> int:
+        count = len(self.routes)
+        self.routes.clear()
+        return count
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class FakeAddresses:
+    present: set[Address] = field(default_factory=set)
+
+    def reconcile(self, desired: Iterable[Address]) -> list[str]:
+        self.present = set(desired)
+        return []
+
+    def flush(self) -> list[str]:
+        self.present.clear()
+        return []
+
+
+@dataclass
+class Harness:
+    speaker: BgpSpeaker
+    node: FakeGossip
+    store: ObjectStore
+    decisions: dict[str, Decision]
+    fib: FakeFib
+    addresses: FakeAddresses
+    log: Path
+
+    def commands(self) -> list[str]:
+        return self.log.read_text().splitlines() if self.log.exists() else []
+
+    async def wait_for(self, what: str, check: object) -> None:
+        assert callable(check)
+        with trio.move_on_after(WAIT):
+            while not check():
+                await trio.sleep(0.02)
+            return
+        raise AssertionError(
+            f"timed out waiting for {what}; commands: {self.commands()}; fib: {self.fib.routes}"
+        )
+
+    def decide(self, key: str, announce: bool) -> None:
+        self.decisions[key] = Decision(announce, Reason.NO_CHECK if announce else Reason.WITHDRAWN_DISABLED)
+        self.node.emit(EventKind.KV, "m1", ANNOUNCE_KEY)  # what the announcer's publication looks like
+
+
+TAG = {
+    "name": "tag",
+    "rules": [
+        {
+            "match": {"prefix_list": [{"prefix": "100.96.0.0/16", "le": 32}]},
+            "actions": {"set_med": 50, "communities": {"add": ["64512:100"]}, "as_prepend": {"asn": 64512}},
+        }
+    ],
+    "default": "reject",
+}
+
+
+@asynccontextmanager
+async def running(tmp_path: Path, drain_time: float = 0.5) -> AsyncIterator[Harness]:
+    node = FakeGossip()
+    node.set_member("m2", PEER, MemberState.ALIVE)
+    store = ObjectStore("m1", lambda: {"m1", "m2"})
+    store.create(Kind.POLICY_SET, TAG, 1)
+    store.patch(Kind.MACHINE, "m1", {"export_policies": ["tag"]}, 2)
+    store.create(Kind.VIP, {"name": "web", "address": "100.96.0.10", "machines": ["m1"]}, 3)
+    decisions: dict[str, Decision] = {}
+    log = tmp_path / "commands.log"
+    fib, addresses = FakeFib(), FakeAddresses()
+    fib.routes[Prefix.parse("192.0.2.0/24")] = (ipaddress.ip_address(ROUTER),)  # left by a previous run
+    settings = BgpSettings(enabled=True, drain_time=drain_time, peers=(ExternalPeer(ROUTER, 65000),))
+    speaker = BgpSpeaker(
+        settings,
+        machine="m1",
+        address=ME,
+        store=store,
+        node=node,
+        decisions=lambda: decisions,
+        supervisor=SupervisorOptions(
+            state_dir=tmp_path / "state",
+            exabgp_argv=(sys.executable, str(FAKE)),
+            env={"FAKE_EXABGP_LOG": str(log)},
+            reload_window=0.1,
+            stop_timeout=3.0,
+        ),
+        fib=fib,
+        addresses=addresses,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(speaker.run)
+        try:
+            yield Harness(speaker, node, store, decisions, fib, addresses, log)
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def update(peer_address: str, asn: int, *prefixes: str) -> Update:
+    peer = Peer(peer_address, ME, asn, 64512)
+    attrs = RouteAttributes(as_path=(asn,) if asn != 64512 else ())
+    return Update(peer, tuple(Route(p, peer_address, attrs) for p in prefixes))
+
+
+async def test_decisions_go_out_through_the_export_policy(tmp_path: Path) -> None:
+    async with running(tmp_path) as h:
+        await h.wait_for("both sessions configured", lambda: len(h.speaker.neighbor_views()) == 2)
+        assert h.addresses.present == {ipaddress.ip_address("100.96.0.10")}  # assigned: on lo at once
+        h.decide("vip/web", True)
+        ebgp = (
+            f"neighbor {ROUTER} announce route 100.96.0.10/32 next-hop self origin igp "
+            "as-path [ 64512 64512 ] med 50 community [ 64512:100 ]"
+        )
+        ibgp = (
+            f"neighbor {PEER} announce route 100.96.0.10/32 next-hop self origin igp "
+            "as-path [ 64512 ] med 50 community [ 64512:100 ]"
+        )
+        await h.wait_for("the VIP to both neighbors", lambda: {ebgp, ibgp} <= set(h.commands()))
+
+        def published() -> bool:
+            info = decode_info(h.node.kv.get(BGP_KEY))
+            return info is not None and info.sent == ("vip/web",)
+
+        await h.wait_for("the sent keys published", published)
+        status = WireStatus(_Decided(), h.speaker)
+        assert status.announced_by(Kind.VIP, "web") == ["m1"]
+
+        h.decide("vip/web", False)
+        await h.wait_for(
+            "the withdrawals",
+            lambda: (
+                {
+                    f"neighbor {ROUTER} withdraw route 100.96.0.10/32",
+                    f"neighbor {PEER} withdraw route 100.96.0.10/32",
+                }
+                <= set(h.commands())
+            ),
+        )
+        # A policy change alone re-exports: the VIP no longer matches, the default rejects.
+        h.decide("vip/web", True)
+        await h.wait_for("announced again", lambda: h.commands().count(ebgp) == 2)
+        h.store.patch(Kind.MACHINE, "m1", {"export_policies": []}, 10)
+        plain = f"neighbor {ROUTER} announce route 100.96.0.10/32 next-hop self origin igp"
+        await h.wait_for("re-announced without the policy's attributes", lambda: plain in h.commands())
+
+
+class _Decided:
+    """A status provider with no decisions: announced_by must come from the wire."""
+
+    def announced_by(self, kind: Kind, name: str) -> list[str]:
+        return []
+
+    def health(self, kind: Kind, name: str, machine: str) -> str:
+        return "unknown"
+
+    def verdicts(self) -> dict[str, dict[str, Verdict]]:
+        return {}
+
+    def all_decisions(self) -> tuple[float, dict[str, dict[str, Decision]]]:
+        return 0.0, {}
+
+
+async def test_received_routes_reach_the_fib_and_a_dead_member_leaves_it_at_once(tmp_path: Path) -> None:
+    async with running(tmp_path) as h:
+        sp = h.speaker
+        await h.wait_for(
+            "the leftover route removed", lambda: Prefix.parse("192.0.2.0/24") not in h.fib.routes
+        )
+        await h.wait_for(
+            "both sessions up", lambda: [v.status.state for v in sp.neighbor_views()] == ["up", "up"]
+        )  # so that the stand-in's own "up" events cannot arrive after ours and reset the sessions
+        now = trio.current_time()
+        for event in (
+            PeerState(Peer(PEER, ME, 64512, 64512), SessionState.UP),
+            PeerState(Peer(ROUTER, ME, 65000, 64512), SessionState.UP),
+            update(PEER, 64512, "100.96.1.2/32", "100.96.0.10/32"),
+            update(ROUTER, 65000, "203.0.113.0/24", "100.96.1.2/32"),
+        ):
+            sp._apply_event(event, now)
+        sp._rib_changed()
+        peer, router = ipaddress.ip_address(PEER), ipaddress.ip_address(ROUTER)
+        want = {Prefix.parse("203.0.113.0/24"): (router,), Prefix.parse("100.96.1.2/32"): (peer,)}
+        # 100.96.1.2/32: the mesh path wins at AS Path (0 vs 1); 100.96.0.10/32, our own VIP, never goes in.
+        await h.wait_for("the FIB", lambda: h.fib.routes == want)
+        assert Prefix.parse("100.96.0.10/32") not in h.fib.routes
+
+        sp._apply_event(
+            PeerState(Peer(ROUTER, ME, 65000, 64512), SessionState.DOWN, "hold timer expired"), now
+        )
+        sp._rib_changed()
+        await h.wait_for(
+            "the router's route gone", lambda: h.fib.routes == {Prefix.parse("100.96.1.2/32"): (peer,)}
+        )
+
+        killed = trio.current_time()
+        h.node.set_member("m2", PEER, MemberState.DEAD)
+        h.node.emit(EventKind.DEAD, "m2")
+        await h.wait_for("m2's path gone", lambda: h.fib.routes == {})
+        assert trio.current_time() - killed < 1.0
+        views = {v.address: v for v in sp.neighbor_views()}
+        assert views[ROUTER].status.last_error == "hold timer expired"
+
+        h.node.set_member("m2", PEER, MemberState.ALIVE)
+        h.node.emit(EventKind.ALIVE, "m2")
+        await h.wait_for("m2's path back", lambda: h.fib.routes == {Prefix.parse("100.96.1.2/32"): (peer,)})
+    assert h.fib.routes == {} and h.fib.closed  # removed on exit
+    assert h.addresses.present == set()
+
+
+async def test_shutdown_drain_tags_then_withdraws(tmp_path: Path) -> None:
+    async with running(tmp_path, drain_time=0.5) as h:
+        await h.wait_for("sessions configured", lambda: len(h.speaker.neighbor_views()) == 2)
+        h.decide("vip/web", True)
+        await h.wait_for("announced", lambda: any("announce route 100.96.0.10/32" in c for c in h.commands()))
+        start = trio.current_time()
+        await h.speaker.drain_for_shutdown()
+        took = trio.current_time() - start
+        commands = [c for c in h.commands() if c.startswith(f"neighbor {ROUTER}")]
+        tagged = next(i for i, c in enumerate(commands) if "65535:0" in c)
+        withdrawn = commands.index(f"neighbor {ROUTER} withdraw route 100.96.0.10/32")
+        assert tagged < withdrawn
+        assert 0.5 <= took < 3.0

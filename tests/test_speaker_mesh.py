@@ -1,0 +1,74 @@
+"""Who peers with whom: members that publish speaker info, ASNs by plan, one active side per pair."""
+
+from __future__ import annotations
+
+import msgpack
+
+from agent.bgp.config import AsnPlan, MeshAsnMode
+from agent.bgp.mesh import BGP_KEY, SpeakerInfo, decode_info, mesh_peers, neighbors
+from agent.bgp.settings import BgpSettings, ExternalPeer
+from gossip.events import MemberInfo, MemberState
+
+
+def member(
+    name: str, address: str, state: MemberState = MemberState.ALIVE, info: bytes | None = None
+) -> MemberInfo:
+    kv: dict[str, tuple[int, bytes | None]] = {BGP_KEY: (1, info)} if info is not None else {}
+    return MemberInfo(name, (address, 7946), 1, state, 0.0, b"", kv)
+
+
+def info(asn: int, address: str, sent: tuple[str, ...] = ()) -> bytes:
+    return SpeakerInfo(asn, address, address, sent).encode()
+
+
+def test_speaker_info_round_trip_and_junk() -> None:
+    value = SpeakerInfo(64512, "198.18.0.10", "198.18.0.10", ("vip/web",))
+    assert decode_info(value.encode()) == value
+    assert decode_info(None) is None
+    assert decode_info(b"\xff\x00") is None
+    assert decode_info(msgpack.packb({"v": 99, "asn": 1, "rid": "1.1.1.1", "addr": "1.1.1.1"})) is None
+    assert decode_info(msgpack.packb({"v": 1, "asn": 0, "rid": "1.1.1.1", "addr": "1.1.1.1"})) is None
+
+
+def test_only_live_members_running_a_speaker_are_peers() -> None:
+    members = [
+        member("me", "198.18.0.10", info=info(64512, "198.18.0.10")),
+        member("a2", "198.18.0.11", info=info(64512, "198.18.0.11")),
+        member("a3", "198.18.0.12", MemberState.SUSPECT, info=info(64512, "198.18.0.12")),
+        member("a4", "198.18.0.13", MemberState.DEAD, info=info(64512, "198.18.0.13")),
+        member("a5", "198.18.0.14", MemberState.LEFT, info=info(64512, "198.18.0.14")),
+        member("nobgp", "198.18.0.15"),
+    ]
+    peers = mesh_peers(members, "me", AsnPlan(), 64512)
+    assert {p.name for p in peers.values()} == {"a2", "a3"}
+
+
+def test_asns_follow_the_plan() -> None:
+    members = [member("a2", "198.18.0.11", info=info(4200000002, "198.18.0.11"))]
+    shared = mesh_peers(members, "me", AsnPlan(MeshAsnMode.SHARED, 64512), 64512)
+    assert shared["198.18.0.11"].asn == 64512  # a misconfigured member gets our ASN: its OPEN fails loudly
+    per_machine = mesh_peers(members, "me", AsnPlan(MeshAsnMode.PER_MACHINE), 4200000001)
+    assert per_machine["198.18.0.11"].asn == 4200000002
+
+
+def test_neighbors_mesh_and_external() -> None:
+    settings = BgpSettings(
+        enabled=True,
+        hold_time=30,
+        peers=(ExternalPeer("198.18.0.1", 65000, local_address="198.18.0.11"),),
+    )
+    members = [
+        member("a1", "198.18.0.10", info=info(64512, "198.18.0.10")),
+        member("a3", "198.18.0.12", info=info(64512, "198.18.0.12")),
+        member("v6", "2001:db8::5", info=info(64512, "2001:db8::5")),
+    ]
+    peers = mesh_peers(members, "a2", settings.plan, 64512)
+    out = {n.address: n for n in neighbors(settings, own_name="a2", own_address="198.18.0.11",
+                                           router_id="198.18.0.11", peers=peers)}  # fmt: skip
+    assert set(out) == {"198.18.0.10", "198.18.0.12", "198.18.0.1"}  # no IPv6 session over an IPv4 underlay
+    lower, higher = out["198.18.0.10"], out["198.18.0.12"]
+    assert not lower.passive  # we (.11) are the higher address towards .10: we connect
+    assert higher.passive  # and the lower one towards .12: we wait for it
+    assert lower.internal and lower.hold_time == 30 and lower.description == "mesh a1"
+    external = out["198.18.0.1"]
+    assert external.peer_as == 65000 and external.local_as == 64512 and not external.internal
