@@ -210,8 +210,14 @@ class Announcer:
             while True:
                 self._wake = trio.Event()
                 await self.step()
-                with trio.move_on_after(self.interval):
+                with trio.move_on_at(self.next_plan_at(trio.current_time())):
                     await self._wake.wait()
+
+    def next_plan_at(self, now: float) -> float:
+        """The next periodic plan, or sooner the moment a hold runs out, so a held announcement is
+        withdrawn when its holdoff ends rather than up to one interval later."""
+        holds = [d.held_until for d in self.decisions.values() if d.held_until is not None]
+        return min([now + self.interval, *(max(now, h) for h in holds)])
 
     async def _watch(self, events: trio.MemoryReceiveChannel[MemberEvent]) -> None:
         async for event in events:

@@ -45,7 +45,6 @@ from agent.logs import rfc3339
 from agent.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agent.metrics import (
     ApiMetrics,
-    CheckFailures,
     CheckSource,
     HealthCollector,
     RequestMetricsMiddleware,
@@ -132,7 +131,7 @@ def create_app(
         HealthCollector(
             lambda: [v.state for v in live.verdicts().get(node.name, {}).values()],
             lambda: [d.reason.value for d in live.all_decisions()[1].get(node.name, {}).values()],
-            None if checks is None else CheckFailures(checks),
+            checks,
         )
     )
     install_error_handlers(app)

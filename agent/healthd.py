@@ -93,6 +93,7 @@ class HealthRunner:
         self._tls_lock = trio.Lock()  # one build: checks starting during it wait for it
         self.states: dict[str, CheckState] = {}
         self.runs: dict[str, int] = {}  # completed runs per key (for tests and metrics)
+        self.failures: dict[str, int] = {}  # failed runs per key, counted as they complete (metrics)
         # How late runs start (actual start - scheduled slot, seconds): the latest LATENESS_KEEP
         # samples, and the worst one seen. A loaded event loop shows up here before it delays verdicts.
         self.lateness: deque[float] = deque(maxlen=LATENESS_KEEP)
@@ -157,6 +158,7 @@ class HealthRunner:
                 if key not in wanted:
                     self.states.pop(key, None)
                     self.runs.pop(key, None)
+                    self.failures.pop(key, None)
                     changed = True
         for key, check in wanted.items():
             if key in self._running:
@@ -190,6 +192,8 @@ class HealthRunner:
                 before = state.state
                 state.record(result.ok, result.latency, result.error, now)
                 self.runs[key] = self.runs.get(key, 0) + 1
+                if not result.ok:
+                    self.failures[key] = self.failures.get(key, 0) + 1
                 if state.state != before:
                     log.info(
                         "health check %s is now %s",

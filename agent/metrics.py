@@ -2,12 +2,9 @@
 
 Each app gets its own ``CollectorRegistry`` (never the process-wide default), so several agents or test
 apps in one process do not share or double-register series. Gossip, membership, object counts, check
-verdicts, check runs and announcement decisions are not mirrored into counters as they change: a
-collector reads them from their owners at scrape time, so they can never drift from what
-``/debug/gossip`` and the API report. The one exception is check failures, which the health runner
-does not total: :class:`CheckFailures` infers them from each check's run count and current streak
-whenever it looks, which is exact unless a check's result flips more than once between two looks
-(then it undercounts).
+verdicts, check runs and failures and announcement decisions are not mirrored into counters as they
+change: a collector reads them from their owners at scrape time, so they can never drift from what
+``/debug/gossip`` and the API report.
 
 Check and announcement series are this machine's only: every agent exports its own, so a cluster-wide
 query does not count a verdict once per machine that heard of it.
@@ -185,69 +182,31 @@ class CheckSource(Protocol):
     @property
     def runs(self) -> Mapping[str, int]: ...
 
+    @property
+    def failures(self) -> Mapping[str, int]: ...
+
     def on_change(self, listener: Callable[[], None]) -> None: ...
-
-
-class CheckFailures:
-    """Failed runs per check since it started here, inferred from the runner's run count and current
-    streak (it keeps no failure total) at every scrape and every verdict change.
-
-    Of the runs since the last look, the latest ``consecutive`` agree with the latest result, and the
-    one before them (if it is among the new runs) had the other result; earlier new runs are unknown
-    and not counted. So the count is exact while results flip at most once between looks, and a lower
-    bound otherwise. A check that goes away is forgotten, and its count restarts with its run count.
-    """
-
-    def __init__(self, checks: CheckSource) -> None:
-        self.checks = checks
-        self._runs: dict[str, int] = {}
-        self._failures: dict[str, int] = {}
-        checks.on_change(self.update)
-
-    def update(self) -> None:
-        runs, states = self.checks.runs, self.checks.states
-        for key in set(self._runs) - set(runs):
-            del self._runs[key]
-            self._failures.pop(key, None)
-        for key, count in runs.items():
-            seen = self._runs.get(key, 0)
-            if count < seen:  # removed and added again between two calls
-                seen, self._failures[key] = 0, 0
-            state = states.get(key)
-            new = count - seen
-            if new > 0 and state is not None and state.last_ok is not None:
-                failed = min(new, state.consecutive) if not state.last_ok else 0
-                if new > state.consecutive and state.last_ok:
-                    failed += 1  # the run that ended a failing streak
-                self._failures[key] = self._failures.get(key, 0) + failed
-            self._runs[key] = count
-
-    def counts(self) -> dict[str, tuple[int, int]]:
-        """``(runs, failures)`` per check key, for every check this machine runs."""
-        self.update()
-        runs = self.checks.runs
-        return {key: (runs.get(key, 0), self._failures.get(key, 0)) for key in self.checks.states}
 
 
 class HealthCollector(Collector):
     """This machine's check verdicts by state, runs and failures per check, and announcement decisions
-    by reason. ``verdict_states`` and ``reasons`` list one entry per object; ``failures`` is None when
+    by reason. ``verdict_states`` and ``reasons`` list one entry per object; ``checks`` is None when
     the agent does not run checks here (then the run and failure series are absent, not zero)."""
 
     def __init__(
         self,
         verdict_states: Callable[[], Iterable[str]],
         reasons: Callable[[], Iterable[str]],
-        failures: CheckFailures | None = None,
+        checks: CheckSource | None = None,
     ) -> None:
         self.verdict_states = verdict_states
         self.reasons = reasons
-        self.failures = failures
+        self.checks = checks
 
     def collect(self) -> Iterator[Metric]:
         yield from _guarded("check verdicts", self._verdicts)
         yield from _guarded("announcements", self._announcements)
-        if self.failures is not None:
+        if self.checks is not None:
             yield from _guarded("check runs", self._runs)
 
     def _verdicts(self) -> list[Metric]:
@@ -273,18 +232,20 @@ class HealthCollector(Collector):
         ]
 
     def _runs(self) -> list[Metric]:
-        assert self.failures is not None
+        assert self.checks is not None
+        checks = self.checks
         runs = CounterMetricFamily(
             "wiremesh_health_check_runs", "Completed health check runs by object", labels=["object"]
         )
         failures = CounterMetricFamily(
             "wiremesh_health_check_failures",
-            "Failed health check runs by object (a lower bound if results flip twice between scrapes)",
+            "Failed health check runs by object",
             labels=["object"],
         )
-        for key, (run_count, failure_count) in sorted(self.failures.counts().items()):
-            runs.add_metric([key], run_count)
-            failures.add_metric([key], failure_count)
+        run_counts, failure_counts = dict(checks.runs), dict(checks.failures)
+        for key in sorted(checks.states):
+            runs.add_metric([key], run_counts.get(key, 0))
+            failures.add_metric([key], failure_counts.get(key, 0))
         return [runs, failures]
 
 

@@ -13,7 +13,8 @@ import trio.testing
 from agent.announcer import ANNOUNCE_KEY, Announcer
 from agent.checkstate import Verdict
 from agent.healthd import HEALTH_KEY
-from agent.planner import LocalVerdict
+from agent.objects import Kind
+from agent.planner import Decision, Health, LocalVerdict, Reason
 from agent.store import ObjectStore
 from gossip.events import EventKind, MemberEvent, MemberInfo
 
@@ -89,4 +90,51 @@ async def test_only_planner_inputs_wake_the_announcer(clock: trio.testing.MockCl
             listener()
         await trio.sleep(1)
         assert announcer.steps == 4
+        nursery.cancel_scope.cancel()
+
+
+class ScriptedHealth(FakeHealth):
+    def __init__(self) -> None:
+        super().__init__()
+        self.verdict = LocalVerdict(Health.HEALTHY, 0.0)
+
+    def local(self) -> dict[str, LocalVerdict]:
+        return {"vip/web": self.verdict}
+
+    def set(self, verdict: LocalVerdict) -> None:
+        self.verdict = verdict
+        for listener in self.listeners:
+            listener()
+
+
+async def test_a_hold_ends_when_its_holdoff_runs_out_not_at_the_next_tick(
+    clock: trio.testing.MockClock,
+) -> None:
+    """With nothing else waking it (a long interval), the announcer still re-plans exactly when a
+    hold runs out, so the withdrawal is not late by up to one planning interval."""
+    node = FakeNode()
+    health = ScriptedHealth()
+    store = ObjectStore(ME, lambda: {ME})
+    check = {"type": "tcp", "target": ":80", "interval": 1, "timeout": 0.5}
+    vip = {"name": "web", "address": "100.96.0.1", "machines": [ME], "health_check": check, "holdoff": 7}
+    store.create(Kind.VIP, vip, 1)
+    announcer = Announcer(store, node, ME, health, interval=1000.0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(announcer.run)
+        await trio.sleep(1)
+
+        def decision() -> Decision:
+            return announcer.decisions["vip/web"]
+
+        assert decision().reason is Reason.HEALTHY
+        failed_at = trio.current_time()
+        health.set(LocalVerdict(Health.UNHEALTHY, failed_at))
+        await trio.sleep(0.01)
+        held = decision()
+        assert held.reason is Reason.HELD and held.held_until == failed_at + 7
+        await trio.sleep_until(held.held_until - 0.001)
+        assert decision().reason is Reason.HELD
+        await trio.sleep(0.002)
+        assert decision().announce is False
+        assert decision().reason is Reason.WITHDRAWN_HOLDOFF_EXPIRED
         nursery.cancel_scope.cancel()

@@ -4,8 +4,6 @@ announcement series."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -15,10 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.api import create_app
 from agent.checks import CheckResult
-from agent.checkstate import STATES, CheckState, Verdict
+from agent.checkstate import STATES, Verdict
 from agent.execpolicy import ExecPolicy
 from agent.healthd import HealthRunner
-from agent.metrics import ApiMetrics, CheckFailures, StateCollector
+from agent.metrics import ApiMetrics, StateCollector
 from agent.objects import HealthCheck, Kind
 from agent.planner import Decision, Reason
 from agent.store import ObjectStore
@@ -197,56 +195,34 @@ async def test_check_runs_and_failures_from_the_runner(clock: trio.testing.MockC
         nursery.cancel_scope.cancel()
 
 
-@dataclass
-class FakeChecks:
-    states: dict[str, CheckState] = field(default_factory=dict)
-    runs: dict[str, int] = field(default_factory=dict)
-    listeners: list[Callable[[], None]] = field(default_factory=list)
+async def test_failures_are_exact_however_often_results_flip(clock: trio.testing.MockClock) -> None:
+    """Results that flip many times between two scrapes: every failure is counted, none inferred."""
+    script = [False, True, False, True, True, False, False, True, False, True, False, False, True]
+    results = iter(script)
+    done = trio.Event()
 
-    def on_change(self, listener: Callable[[], None]) -> None:
-        self.listeners.append(listener)
+    async def probe(check: HealthCheck) -> CheckResult:
+        await trio.sleep(0.01)
+        ok = next(results, None)
+        if ok is None:
+            done.set()
+            await trio.sleep_forever()
+        return CheckResult(ok=bool(ok), latency=0.01, error=None if ok else "refused")
 
-    def result(self, key: str, ok: bool, *, notify: bool = True) -> None:
-        state = self.states.setdefault(key, CheckState(1, 1, 0.0))
-        state.record(ok, 0.01, None if ok else "down", 0.0)
-        self.runs[key] = self.runs.get(key, 0) + 1
-        if notify:
-            for listener in self.listeners:
-                listener()
-
-
-def test_failures_are_counted_as_results_arrive() -> None:
-    checks = FakeChecks()
-    failures = CheckFailures(checks)
-    for ok in (False, True, False, False):
-        checks.result("vip/a", ok)
-    checks.result("vip/b", True)
-    assert failures.counts() == {"vip/a": (4, 3), "vip/b": (1, 0)}
-    # Several results between two looks: the current streak and the run that ended the one before
-    # are known; anything earlier is not (a lower bound).
-    checks.result("vip/a", True, notify=False)
-    checks.result("vip/a", False, notify=False)
-    checks.result("vip/a", False, notify=False)
-    assert failures.counts()["vip/a"] == (7, 5)
-    checks.result("vip/a", True, notify=False)  # ends a failing streak...
-    checks.result("vip/a", True, notify=False)
-    assert failures.counts()["vip/a"] == (9, 5)
-    for ok in (False, True, True):  # ...and a failure the streak of passes follows
-        checks.result("vip/a", ok, notify=False)
-    assert failures.counts()["vip/a"] == (12, 6)
-    for ok in (False, True, False, True):  # flipping more than once: the first failure is not seen
-        checks.result("vip/a", ok, notify=False)
-    assert failures.counts()["vip/a"] == (16, 7)
-    # Removed and added again: counted from zero, like the runner's run count.
-    del checks.states["vip/a"], checks.runs["vip/a"]
-    assert failures.counts() == {"vip/b": (1, 0)}
-    checks.result("vip/a", False)
-    assert failures.counts()["vip/a"] == (1, 1)
-    checks.result("vip/b", False)
-    checks.runs["vip/b"] = 0  # reset: the run count went down since the last look
-    assert failures.counts()["vip/b"] == (0, 0)
-    checks.result("vip/b", False)
-    assert failures.counts()["vip/b"] == (1, 1)
+    store = ObjectStore("node-a", lambda: {"node-a"})
+    check = {"type": "tcp", "target": ":80", "interval": 1, "timeout": 0.5}
+    store.create(
+        Kind.VIP, {"name": "web", "address": "100.96.0.1", "machines": ["node-a"], "health_check": check}, 1
+    )
+    runner = HealthRunner(store, ExecPolicy(), "node-a", Published(), rng=random.Random(1), probe=probe)
+    app = create_app(FakeNode(), token=TOKEN, store=lambda: store, checks=runner, wall_clock=lambda: 1.7e9)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        await done.wait()
+        got = samples(await scrape(app))
+        assert got[("wiremesh_health_check_runs_total", (("object", "vip/web"),))] == len(script)
+        assert got[("wiremesh_health_check_failures_total", (("object", "vip/web"),))] == script.count(False)
+        nursery.cancel_scope.cancel()
 
 
 async def scrape(app: Any) -> str:
