@@ -20,6 +20,7 @@ import httpx
 import trio
 
 from agent.execpolicy import ExecPolicy
+from agent.httpprobe import HttpProbeError, get_status
 from agent.objects import HealthCheck
 
 OUTPUT_LIMIT = 4096  # bytes of an exec check's output kept: the tail, where the error usually is
@@ -78,7 +79,7 @@ async def run_check(
                 error = await _grpc(check)
             else:
                 error = await _exec(check.target, tail)
-        except (OSError, httpx.HTTPError) as exc:
+        except (OSError, HttpProbeError, trio.BrokenResourceError) as exc:
             error = _describe(exc)
         except Exception as exc:  # a library's surprise at a strange target is a failed check, not a crash
             error = f"{type(exc).__name__}: {_describe(exc)}"
@@ -123,17 +124,16 @@ async def _tcp(target: str) -> str | None:
 
 
 async def _http(check: HealthCheck, tls: TlsContexts | None) -> str | None:
-    """A fresh client (and connection) per run: a pooled connection would test an old accept, not
-    whether the server takes new ones. The timeout is ours (the cancel scope), not httpx's."""
+    """A new connection per run (see :mod:`agent.httpprobe`); the timeout is ours (the cancel scope)."""
     lo, hi = check.expected_status or (200, 399)
-    verify: ssl.SSLContext | bool = not check.tls_skip_verify
-    if tls is not None:
-        verify = tls.skip_verify if check.tls_skip_verify else tls.verify
-    async with httpx.AsyncClient(verify=verify, timeout=None) as client:
-        response = await client.get(check.target, headers={"User-Agent": "wiremesh-health-check"})
-    if lo <= response.status_code <= hi:
+    context: ssl.SSLContext | None = None
+    if check.target.startswith("https:"):
+        tls = tls or TlsContexts.create()
+        context = tls.skip_verify if check.tls_skip_verify else tls.verify
+    status = await get_status(check.target, context)
+    if lo <= status <= hi:
         return None
-    return f"HTTP status {response.status_code}, expected {lo}-{hi}"
+    return f"HTTP status {status}, expected {lo}-{hi}"
 
 
 async def _grpc(check: HealthCheck) -> str | None:

@@ -469,7 +469,7 @@ async def load_run(
                 await step()
 
             agent.announcer.step = counted_step  # type: ignore[method-assign]
-            if freeze:  # what an agent could do once started: keep startup objects out of collections
+            if freeze:  # as `wiremesh agent` does once started: keep startup objects out of collections
                 gc.freeze()
             await trio.sleep(warmup)
             with GcPauses() as gc_pauses:
@@ -623,7 +623,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=60.0, help="measured window, s (default 60)")
     parser.add_argument("--no-announcer", action="store_true", help="load run: the HealthRunner alone")
     parser.add_argument(
-        "--gc-freeze", action="store_true", help="load run: gc.freeze() once started (not what agents do)"
+        "--no-gc-freeze",
+        dest="gc_freeze",
+        action="store_false",
+        help="load run: skip the gc.freeze() that `wiremesh agent` does once started",
     )
     parser.add_argument("--skip-withdraw", action="store_true")
     parser.add_argument("--skip-load", action="store_true")
