@@ -4,11 +4,13 @@ Real processes and real time, no root; the real ExaBGP is in ``test_bgp_exabgp_n
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -195,3 +197,59 @@ def test_only_children_of_exabgp_count() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+AGENT_STANDIN = """
+import sys, trio
+from pathlib import Path
+from agent.bgp.supervisor import ExaBGPSupervisor, SpeakerUp, SupervisorOptions
+
+async def main() -> None:
+    tmp = Path(sys.argv[1])
+    options = SupervisorOptions(
+        state_dir=tmp / "state", exabgp_argv=(sys.executable, sys.argv[2]),
+        env={"FAKE_EXABGP_LOG": str(tmp / "commands.log"), "FAKE_EXABGP_OUTLIVE_API": "1"},
+    )
+    sup = ExaBGPSupervisor(options, [])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sup.run)
+        async for event in sup.events:
+            if isinstance(event, SpeakerUp):
+                print(sup.pid, flush=True)
+trio.run(main)
+"""
+
+
+def test_exabgp_dies_with_a_killed_agent(tmp_path: Path) -> None:
+    """kill -9 of the agent leaves no ExaBGP behind announcing routes nobody checks any more."""
+    agent = subprocess.Popen(
+        [sys.executable, "-c", AGENT_STANDIN, str(tmp_path), str(FAKE)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    exabgp: int | None = None
+    try:
+        assert agent.stdout is not None
+        exabgp = int(agent.stdout.readline())
+        os.kill(exabgp, 0)  # running
+        agent.kill()
+        agent.wait(timeout=TIMEOUT)
+        for _ in range(int(TIMEOUT / 0.05)):
+            try:
+                os.kill(exabgp, 0)
+            except ProcessLookupError:
+                break
+            # Reaped by init once it exits; until then it may linger as a zombie, which counts as gone.
+            if Path(f"/proc/{exabgp}/stat").read_text().split(") ")[1].startswith("Z"):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"ExaBGP (pid {exabgp}) still runs after its agent was killed")
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        if exabgp is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(exabgp, signal.SIGKILL)
