@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the tests and the demo need (installed only when missing, as root).
-DEB_PACKAGES := iproute2 procps wireguard-go wireguard-tools bird2 iptables iputils-ping
+DEB_PACKAGES := iproute2 procps wireguard-go wireguard-tools bird2 iptables iputils-ping mininet keepalived bridge-utils curl chromium
 
 .PHONY: test demo lint typecheck pytest bench bench-health bench-rib bench-transit bench-bgp clean deps venv
 
@@ -60,6 +60,10 @@ bench-bgp: deps venv
 LOSS_DURATION ?= 300
 bench-transit: deps venv
 	$(PY) -m labs.bench_transit --loss-duration $(LOSS_DURATION) --json labs/results/bench_transit.json
+
+# Lab scenarios (mininet, real agents, BIRD; needs root): make lab-vip-failover, lab-holdoff, lab-crash, lab-transit
+lab-%: deps venv
+	$(PY) -m labs.$(subst -,_,$*)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

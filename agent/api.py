@@ -39,7 +39,7 @@ from agent.api_objects import (
     object_counts,
 )
 from agent.api_peers import PeersSource, create_peers_router, with_reachability
-from agent.auth import BearerAuthMiddleware
+from agent.auth import OPEN_PATHS, BearerAuthMiddleware
 from agent.config import HostPort, format_address, parse_listen
 from agent.logs import rfc3339
 from agent.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -49,8 +49,10 @@ from agent.metrics import (
     HealthCollector,
     RequestMetricsMiddleware,
     StateCollector,
+    TransitCollector,
 )
 from agent.store import ObjectStore
+from agent.ui import UiSessionMiddleware, create_ui_router, ui_open_paths
 from gossip.events import MemberInfo
 
 log = logging.getLogger("wiremesh.api")
@@ -115,7 +117,7 @@ def create_app(
     ``checks``, this machine's health runner, adds check run and failure counts to the metrics.
     ``peers``, the transit driver when WireGuard is on, serves ``/v1/peers`` (:mod:`agent.api_peers`).
     Middleware, outermost first: request metrics (so 401s and 500s are counted), the catch-all that turns
-    a bug into a clean 500, then auth.
+    a bug into a clean 500, the web UI's session cookie (:mod:`agent.ui.session`), then auth.
     """
     app = FastAPI(title="wiremesh agent", version="0.1.0")
     live: StatusProvider = status if status is not None else NoStatus()
@@ -134,8 +136,13 @@ def create_app(
             checks,
         )
     )
+    if peers is not None:
+        metrics.add_collector(TransitCollector(peers.report))
     install_error_handlers(app)
-    app.add_middleware(BearerAuthMiddleware, token=token)
+    # The web UI's login page and assets are open; its session cookie stands in for the token on the UI's
+    # own paths only (agent.ui.session), so its middleware wraps the auth middleware.
+    app.add_middleware(BearerAuthMiddleware, token=token, open_paths=OPEN_PATHS | ui_open_paths())
+    app.add_middleware(UiSessionMiddleware, token=token)
     app.add_middleware(CatchAllMiddleware)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
 
@@ -156,7 +163,9 @@ def create_app(
         app.include_router(create_objects_router(store, live, members=node.members, wall_clock=wall_clock))
 
     # The RIB and BGP neighbors (agent.api_bgp); without a speaker they answer 404 saying BGP is off.
-    app.include_router(create_bgp_router(bgp, clock=clock, wall_clock=wall_clock))
+    app.include_router(
+        create_bgp_router(bgp, clock=clock, wall_clock=wall_clock, machine=node.name, members=node.members)
+    )
 
     @app.get("/v1/members")
     async def members() -> list[Member]:
@@ -164,6 +173,21 @@ def create_app(
         return [member_view(m, now, wall_now) for m in sorted(node.members(), key=lambda m: m.name)]
 
     app.include_router(create_peers_router(peers, wall_clock=wall_clock))
+
+    # The web UI at /ui (agent.ui), over the same sources as the JSON endpoints.
+    app.include_router(
+        create_ui_router(
+            node,
+            token=token,
+            store=store,
+            status=live,
+            checks=checks,
+            peers=peers,
+            bgp=bgp,
+            clock=clock,
+            wall_clock=wall_clock,
+        )
+    )
 
     @app.get("/debug/gossip")
     async def debug_gossip() -> dict[str, Any]:

@@ -9,6 +9,15 @@ is an address. ``GET /v1/bgp/neighbors`` lists every configured session: state, 
 and out, last error.
 
 With BGP off (``[bgp] enabled = false``) they answer 404 with a message that says so.
+
+``GET /v1/machines/{name}/rib`` (same query, same JSON as ``/v1/rib``) is another machine's RIB,
+fetched from that machine's own API at the address it publishes in gossip (:mod:`agent.apiaddr`), with
+the caller's ``Authorization`` header passed on: the operator uses one API token on every machine
+(write the same ``api-token`` file into each state directory), so a caller allowed here is allowed
+there, and no machine holds a credential that lets it act alone on another. Errors name the machine:
+404 for a machine gossip never saw, or one that runs no speaker; 502 when it is dead or left, publishes
+no API address, refuses the connection or our token; 504 when it does not answer within
+``proxy_timeout``. The target's own 4xx (no route for a prefix) comes back as is, prefixed by its name.
 """
 
 from __future__ import annotations
@@ -17,21 +26,26 @@ import heapq
 import ipaddress
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+import httpx
 import trio
-from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel, ValidationError
 
+from agent.apiaddr import API_KEY, decode_api
+from agent.bgp.mesh import BGP_KEY
 from agent.fib import FibState
 from agent.logs import rfc3339
 from agent.routing import PeerKind, Prefix, Rib
 from agent.routing.decision import Ranked
+from gossip.events import MemberInfo, MemberState
 
 if TYPE_CHECKING:
     from agent.speaker import NeighborView
 
 MAX_LIMIT = 1_000_000
+PROXY_TIMEOUT = 5.0  # seconds for another machine's API to answer /v1/machines/{name}/rib
 
 
 class SpeakerView(Protocol):
@@ -163,12 +177,49 @@ def _lookup(rib: Rib, text: str) -> Prefix | None:
         raise HTTPException(400, f"not a prefix or an address: {text!r} ({exc})") from None
 
 
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        return response.text[:200] or response.reason_phrase
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return str(body["error"])
+    return str(body)[:200]
+
+
+def proxy_target(members: list[MemberInfo], name: str) -> str:
+    """The API address of machine ``name`` for a proxied request, or the HTTPException that says why
+    there is none (see the module docstring)."""
+    member = next((m for m in members if m.name == name), None)
+    if member is None:
+        raise HTTPException(404, f"no machine named {name!r} in the cluster")
+    address = decode_api(member.kv.get(API_KEY, (0, None))[1])
+    where = f" (API at {address})" if address else f" (gossip address {member.addr[0]})"
+    if member.state in (MemberState.DEAD, MemberState.LEFT):
+        raise HTTPException(502, f"machine {name} is {member.state.value}{where}")
+    if member.kv.get(BGP_KEY, (0, None))[1] is None and address is None:
+        raise HTTPException(404, f"machine {name} runs no BGP speaker ([bgp] enabled = false there)")
+    if address is None:
+        raise HTTPException(
+            502,
+            f"machine {name} publishes no API address: its http_listen is loopback-only (set it to "
+            f'"0.0.0.0:7947" or a reachable address there) or it runs an older agent',
+        )
+    return address
+
+
 def create_bgp_router(
     view: SpeakerView | None,
     *,
     clock: Callable[[], float] = trio.current_time,
     wall_clock: Callable[[], float] = time.time,
+    machine: str | None = None,
+    members: Callable[[], list[MemberInfo]] | None = None,
+    proxy_transport: httpx.AsyncBaseTransport | None = None,
+    proxy_timeout: float = PROXY_TIMEOUT,
 ) -> APIRouter:
+    """``machine`` (this agent's name) and ``members`` (gossip) enable ``/v1/machines/{name}/rib``;
+    ``proxy_transport`` replaces the network in tests."""
     router = APIRouter()
 
     def speaker() -> SpeakerView:
@@ -205,6 +256,57 @@ def create_bgp_router(
             truncated=truncated,
             routes=routes,
         )
+
+    @router.get("/v1/machines/{name}/rib")
+    async def machine_rib(
+        name: str,
+        request: Request,
+        prefix: str | None = Query(
+            default=None, description="a prefix (exact) or an address (longest match)"
+        ),
+        limit: int = Query(default=1000, ge=1, le=MAX_LIMIT),
+    ) -> RibOut:
+        """Machine ``name``'s RIB, from its own agent (this one's when it is ``name``)."""
+        if name == machine or (view is not None and name == view.machine):
+            return await rib(prefix, limit)
+        if members is None:
+            raise HTTPException(404, "this agent cannot reach other machines' APIs")
+        address = proxy_target(members(), name)
+        params: dict[str, str | int] = {"limit": limit}
+        if prefix is not None:
+            params["prefix"] = prefix
+        headers = {"accept": "application/json"}
+        auth = request.headers.get("authorization")
+        if auth is not None:
+            headers["authorization"] = auth
+        url = f"http://{address}/v1/rib"
+        try:
+            async with httpx.AsyncClient(transport=proxy_transport, timeout=proxy_timeout) as client:
+                response = await client.get(url, params=params, headers=headers)
+        except httpx.TimeoutException:
+            raise HTTPException(
+                504, f"machine {name}'s API at {address} did not answer within {proxy_timeout:g} s"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise HTTPException(502, f"cannot reach machine {name}'s API at {address}: {exc}") from None
+        if response.status_code == 401:
+            raise HTTPException(
+                502,
+                f"machine {name}'s API at {address} refused our token: use the same API token on "
+                "every machine (the api-token file in each state directory)",
+            )
+        if response.status_code in (400, 404, 422):
+            raise HTTPException(response.status_code, f"machine {name}: {_error_text(response)}")
+        if response.status_code != 200:
+            raise HTTPException(
+                502,
+                f"machine {name}'s API at {address} answered HTTP {response.status_code}: "
+                f"{_error_text(response)}",
+            )
+        try:
+            return RibOut.model_validate(response.json())
+        except (ValueError, ValidationError) as exc:
+            raise HTTPException(502, f"machine {name}'s API at {address} sent no RIB: {exc}") from None
 
     @router.get("/v1/bgp/neighbors")
     async def bgp_neighbors() -> list[NeighborOut]:

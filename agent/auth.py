@@ -8,7 +8,9 @@ dir end up with the same token instead of one overwriting the other's.
 
 The check is ASGI middleware rather than a FastAPI dependency so that it covers every path, unknown
 ones included: an unauthenticated caller learns nothing, not even which routes exist. Only
-``GET /healthz`` is open, for liveness probes.
+``GET /healthz`` is open, for liveness probes, plus what the app adds to ``open_paths``: the web UI's
+login page and static assets, whose session cookie stands in for the token on the UI's own paths only
+(:mod:`agent.ui.session`, a middleware around this one; the token is still compared here).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
-from agent import cli_bgp, cli_objects, cli_peers
+from agent import cli_bgp, cli_lab, cli_objects, cli_peers
 from agent.config import LOG_FORMATS, LOG_LEVELS, ConfigError, flag_for, load_config, load_keyring
 from gossip.keyring import Sealer, generate_key
 
@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_objects.add_object_commands(sub)
     cli_peers.add_peers_command(sub)
     cli_bgp.add_bgp_commands(sub)
+    cli_lab.add_lab_command(sub)
     return parser
 
 

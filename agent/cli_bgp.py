@@ -1,9 +1,11 @@
-"""``wiremesh rib [PREFIX] [--all-paths] [--json]`` and ``wiremesh bgp neighbors [--json]``.
+"""``wiremesh rib [PREFIX] [--machine M] [--all-paths] [--json]`` and ``wiremesh bgp neighbors [--json]``.
 
 ``rib`` prints one line per destination: the best path's next hop (the whole ECMP set when there is
 one), AS path, LOCAL_PREF, MED, origin, source and age; ``--all-paths`` adds, under each destination,
 every other candidate with the reason it is not best. With ``PREFIX`` (a prefix, or an address for the
-longest match) it prints that one destination with every path and its communities.
+longest match) it prints that one destination with every path and its communities. ``--machine M``
+shows machine M's RIB instead, fetched by the agent the CLI talks to from M's agent
+(``/v1/machines/M/rib``).
 """
 
 from __future__ import annotations
@@ -115,7 +117,8 @@ def neighbors_table(neighbors: list[Mapping[str, Any]]) -> str:
 
 def _rib(args: argparse.Namespace, out: TextIO) -> int:
     client = client_for(args)
-    path = f"/v1/rib?limit={args.limit}"
+    base = f"/v1/machines/{quote(args.machine, safe='')}/rib" if args.machine else "/v1/rib"
+    path = f"{base}?limit={args.limit}"
     if args.prefix:
         path += f"&prefix={quote(args.prefix, safe='')}"
     rib = client.get(path)
@@ -143,6 +146,9 @@ def add_bgp_commands(sub: Any) -> None:
     rib.add_argument("prefix", nargs="?", metavar="PREFIX", help="one destination (a prefix, or an address)")
     rib.add_argument("--all-paths", action="store_true", help="every candidate path, with why it is not best")
     rib.add_argument("--limit", type=int, default=1000, help="destinations to list (default 1000)")
+    rib.add_argument(
+        "--machine", metavar="M", help="machine M's RIB, through its own agent (default: this one)"
+    )
     add_client_options(rib)
     rib.set_defaults(handler=_rib)
 

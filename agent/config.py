@@ -20,7 +20,8 @@ them: ``allow_exec_checks`` and ``exec_check_paths`` are refused when they come 
 ``agent.execpolicy`` turns them into the yes/no (and the reason) a check gets.
 
 ``[wireguard]`` (off by default) becomes :class:`transit.config.TransitConfig`; its ``[wireguard.path]``
-and ``[wireguard.relay]`` tables are the path monitor's and relay selection's thresholds, field for field.
+and ``[wireguard.relay]`` tables are the path monitor's and relay selection's thresholds, field for field,
+plus ``[wireguard.relay] enabled`` (default true): false keeps this machine from relaying for others.
 """
 
 from __future__ import annotations
@@ -406,7 +407,13 @@ def _wireguard_config(reader: _Reader) -> TransitConfig:
             f"{protocol} is bgp.route_protocol too: each must mark only its own kernel routes",
         )
     path = _thresholds(reader, "wireguard.path", table.get("path", {}), PathConfig)
-    relay = _thresholds(reader, "wireguard.relay", table.get("relay", {}), SelectorConfig)
+    relay_table = dict(_table(reader, "wireguard.relay", table.get("relay", {})))
+    relay_enabled: bool = (
+        reader.typed("wireguard.relay.enabled", relay_table.pop("enabled"), bool)
+        if "enabled" in relay_table
+        else True
+    )
+    relay = _thresholds(reader, "wireguard.relay", relay_table, SelectorConfig)
     try:
         return TransitConfig(
             enabled=enabled,
@@ -421,6 +428,7 @@ def _wireguard_config(reader: _Reader) -> TransitConfig:
             remove_grace=remove_grace,
             path=path,
             relay=relay,
+            relay_enabled=relay_enabled,
         )
     except ValueError as exc:  # only cross-field rules are left for TransitConfig to find
         raise reader.error("wireguard", str(exc)) from None

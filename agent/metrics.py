@@ -6,6 +6,10 @@ verdicts, check runs and failures and announcement decisions are not mirrored in
 change: a collector reads them from their owners at scrape time, so they can never drift from what
 ``/debug/gossip`` and the API report.
 
+Transit (with WireGuard on): ``wiremesh_transit_peers{path}`` counts peers by the path in use
+(direct, relay, unreachable) and ``wiremesh_transit_relay_switches_total{to}`` counts every change of
+a peer's path since start by the path taken, so a flapping pair shows even between scrapes.
+
 Check and announcement series are this machine's only: every agent exports its own, so a cluster-wide
 query does not count a verdict once per machine that heard of it.
 
@@ -28,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.checkstate import STATES, CheckState
 from agent.planner import Reason
+from transit.report import TransitReport
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -247,6 +252,34 @@ class HealthCollector(Collector):
             runs.add_metric([key], run_counts.get(key, 0))
             failures.add_metric([key], failure_counts.get(key, 0))
         return [runs, failures]
+
+
+PATH_KINDS = ("direct", "relay", "unreachable")
+
+
+class TransitCollector(Collector):
+    """Transit peers by path type and path changes, from the driver's report at scrape time."""
+
+    def __init__(self, report: Callable[[], TransitReport]) -> None:
+        self.report = report
+
+    def collect(self) -> Iterator[Metric]:
+        yield from _guarded("transit", self._transit)
+
+    def _transit(self) -> list[Metric]:
+        report = self.report()
+        kinds = ["relay" if p.relay is not None else p.path for p in report.peers]
+        peers = _tally_gauge(
+            "wiremesh_transit_peers", "WireGuard peers by path in use", "path", PATH_KINDS, kinds
+        )
+        switches = CounterMetricFamily(
+            "wiremesh_transit_relay_switches",
+            "Changes of the path to a peer since start, by the path taken",
+            labels=["to"],
+        )
+        for kind in sorted(set(PATH_KINDS) | set(report.route_changes)):
+            switches.add_metric([kind], report.route_changes.get(kind, 0))
+        return [peers, switches]
 
 
 def _tally_gauge(

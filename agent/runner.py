@@ -27,6 +27,7 @@ import trio
 
 from agent.announcer import Announcer
 from agent.api import create_app, serve_api
+from agent.apiaddr import API_KEY, api_address, encode_api
 from agent.auth import load_or_create_token
 from agent.config import AgentConfig, HostPort, format_address, load_keyring
 from agent.execpolicy import ExecPolicy
@@ -141,7 +142,7 @@ async def run_agent(
             await nursery.start(health.run)
             await nursery.start(announcer.run)
             transit = await _start_transit(nursery, node, cfg, advertise)
-            speaker = await _start_speaker(nursery, cfg, store, node, announcer)
+            speaker = await _start_speaker(nursery, cfg, store, node, announcer, transit)
             app = create_app(
                 _NamedNode(node, cfg.name),
                 token=token,
@@ -152,6 +153,7 @@ async def run_agent(
                 bgp=speaker,
             )
             api_port = await nursery.start(serve_api, app, str(cfg.http_listen))
+            await _publish_api(node, cfg, api_port)
             log.info(
                 "agent %s started: gossip on %s (advertised as %s), API on %s",
                 cfg.name,
@@ -187,10 +189,17 @@ async def _start_transit(
 
 
 async def _start_speaker(
-    nursery: trio.Nursery, cfg: AgentConfig, store: ObjectStore, node: GossipNode, announcer: Announcer
+    nursery: trio.Nursery,
+    cfg: AgentConfig,
+    store: ObjectStore,
+    node: GossipNode,
+    announcer: Announcer,
+    transit: TransitDriver | None = None,
 ) -> BgpSpeaker | None:
     """The BGP speaker, when ``[bgp] enabled = true``: it reacts to the announcer's decisions as they
-    are published and peers with every member that runs one (see :mod:`agent.speaker`)."""
+    are published and peers with every member that runs one (see :mod:`agent.speaker`). With the
+    WireGuard mesh on, it peers over mesh addresses once ours is up, and hands the routes it installs
+    via peers' mesh addresses to transit for their AllowedIPs."""
     if not cfg.bgp.enabled:
         return None
     speaker = build_speaker(
@@ -201,9 +210,21 @@ async def _start_speaker(
         store=store,
         node=node,
         decisions=lambda: announcer.decisions,
+        mesh=transit is not None,
+        routed=transit.set_routed if transit is not None else None,
     )
+    if transit is not None:
+        transit.watch_mesh_address(lambda a: speaker.set_mesh_address(str(a) if a is not None else None))
     await nursery.start(speaker.run)
     return speaker
+
+
+async def _publish_api(node: GossipNode, cfg: AgentConfig, port: int) -> None:
+    """Where other agents reach our API (for ``/v1/machines/{name}/rib``); see :mod:`agent.apiaddr`."""
+    mesh = str(cfg.wireguard.mesh_address) if cfg.wireguard.enabled and cfg.wireguard.mesh_address else None
+    address = api_address(cfg.http_listen.host, port, advertise_host=cfg.advertise.host, mesh_address=mesh)
+    if address is not None:
+        await node.set_kv(API_KEY, encode_api(address))
 
 
 async def _open_storage(path: Path) -> SqliteObjectStorage:

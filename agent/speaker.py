@@ -21,6 +21,13 @@ they return:
   ``full_reconcile`` seconds (and at start, which removes what a previous run left behind).
 * **VIP addresses** (:mod:`agent.vipaddr`): on ``lo`` for every VIP assigned to this machine; never
   installed as kernel routes.
+* **Over the WireGuard mesh** (``mesh=True``): the speaker waits for :meth:`BgpSpeaker.set_mesh_address`
+  (the transit driver calls it once this machine's mesh address is up, or refused) before it publishes
+  its ``bgp`` value, so mesh sessions start on the mesh addresses (:mod:`agent.bgp.mesh`). A route
+  learned over such a session has a peer's mesh address as next hop; WireGuard forwards by
+  destination, not by next hop, so the prefix must also be in that peer's AllowedIPs: ``routed``
+  receives, after every RIB change, each installed prefix by the mesh next hop that carries it (the
+  first of an ECMP set: WireGuard gives an address to one peer only).
 
 Shutdown: :meth:`BgpSpeaker.drain_for_shutdown` (SIGTERM, before the gossip leave) announces every
 route with GRACEFUL_SHUTDOWN, waits ``drain_time`` and withdraws them; cancelling :meth:`run` then
@@ -76,6 +83,9 @@ from agent.routing.path import Address
 from agent.store import NotFound, ObjectStore
 from agent.vipaddr import desired_addresses
 from gossip.events import EventKind, MemberEvent, MemberInfo
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+RoutedPrefixes = Mapping[Address, frozenset[IPNetwork]]
 
 log = logging.getLogger("wiremesh.bgp.speaker")
 
@@ -152,6 +162,8 @@ class BgpSpeaker:
         fib: FibBackend | None = None,
         addresses: AddressBackend | None = None,
         full_reconcile: float = FULL_RECONCILE,
+        mesh: bool = False,
+        routed: Callable[[RoutedPrefixes], None] | None = None,
     ) -> None:
         self.settings = settings
         self.machine = machine
@@ -171,6 +183,14 @@ class BgpSpeaker:
         )
         self.sessions = SessionTable()
         self._mesh: dict[str, MeshPeer] = {}  # by peering address
+        # WireGuard on: the mesh address once it is up (None: refused, or off); nothing is published and
+        # no mesh session configured until then (``_settled``), so no session starts on the underlay.
+        self.mesh_address: str | None = None
+        self._settled = not mesh
+        self._routed_sink = routed
+        self._routed: dict[Address, frozenset[IPNetwork]] = {}
+        self._mesh_routes = MeshRoutes()
+        self._excluded: set[Prefix] = set()
         self.ingest = Ingest(self.rib, self.sessions, self._router_id_of)
         self.adjout = AdjRibOut()
         self.drain = Drain(settings.drain_time)
@@ -241,8 +261,33 @@ class BgpSpeaker:
     def _members(self) -> list[MemberInfo]:
         return self.node.members()
 
+    def _own_info(self) -> SpeakerInfo:
+        return SpeakerInfo(self.asn, self.router_id, self.address, tuple(self.sent_keys), self.mesh_address)
+
     def _refresh_mesh(self) -> None:
-        self._mesh = mesh_peers(self._members(), self.machine, self.settings.plan, self.asn)
+        if not self._settled:
+            self._mesh = {}
+            return
+        own = self._own_info()
+        self._mesh = mesh_peers(self._members(), self.machine, self.settings.plan, self.asn, own)
+
+    def set_mesh_address(self, address: str | None) -> None:
+        """The transit driver's word on this machine's mesh address: up (sessions to members that have
+        one move to the mesh) or ``None`` (WireGuard off, or the address is held by another machine:
+        underlay sessions). Publishes at once."""
+        address = str(ipaddress.ip_address(address)) if address is not None else None
+        if self._settled and address == self.mesh_address:
+            return
+        log.info(
+            "BGP peering over %s",
+            f"the mesh address {address}" if address else f"the underlay address {self.address}",
+        )
+        self.mesh_address = address
+        self._settled = True
+        self._refresh_mesh()
+        self.supervisor.set_neighbors(self._neighbors())
+        self._rib_changed()
+        self._export_wake.set()
 
     def _neighbors(self) -> list[Neighbor]:
         return neighbors(
@@ -340,10 +385,12 @@ class BgpSpeaker:
         return frozenset(sent)
 
     async def _publish(self) -> None:
-        """Our ``bgp`` gossip value: who we are, and what we have on the wire."""
+        """Our ``bgp`` gossip value: who we are, and what we have on the wire (not before the peering
+        address is settled)."""
         self.sent_keys = self._sent()
-        info = SpeakerInfo(self.asn, self.router_id, self.address, tuple(self.sent_keys))
-        packed = info.encode()
+        if not self._settled:
+            return
+        packed = self._own_info().encode()
         if packed != self._published:
             self._published = packed
             await self.node.set_kv(BGP_KEY, packed)
@@ -375,6 +422,13 @@ class BgpSpeaker:
         if diff:
             self.fib_state.apply_diff(diff)
             self._fib_wake.set()
+        if self._routed_sink is not None:
+            self._mesh_routes.set_hops(self._mesh.values(), self.fib_state)
+            self._mesh_routes.update((c.prefix for c in diff), self.fib_state)
+            routed = self._mesh_routes.view()
+            if routed != self._routed:
+                self._routed = routed
+                self._routed_sink(routed)
 
     def _apply_event(self, event: SupervisorEvent, now: float) -> None:
         if isinstance(event, SpeakerDown):
@@ -489,7 +543,12 @@ class BgpSpeaker:
         while True:
             self._address_wake = trio.Event()
             wanted = self.own_vips()
-            self.fib_state.exclude(vip_prefix(str(a)) for a in wanted)
+            excluded = {vip_prefix(str(a)) for a in wanted}
+            self.fib_state.exclude(excluded)
+            if excluded != self._excluded:  # a VIP assigned here or no longer: its mesh route too
+                self._mesh_routes.update(excluded ^ self._excluded, self.fib_state)
+                self._excluded = excluded
+                self._rib_changed()
             self._fib_wake.set()
             if self.addresses is not None:
                 try:
@@ -576,6 +635,40 @@ class BgpSpeaker:
         return out
 
 
+class MeshRoutes:
+    """The FIB's prefixes whose next hop is a peer reached over the mesh, by that next hop (the first
+    such hop of an ECMP set). Kept incrementally from RIB diffs, so a full table from an external
+    router costs nothing per update; recomputed whole only when the set of mesh next hops changes.
+    This machine's own VIPs are excluded from the FIB, so they are never here."""
+
+    def __init__(self) -> None:
+        self.hops: frozenset[Address] = frozenset()
+        self.by_prefix: dict[Prefix, Address] = {}
+
+    def set_hops(self, peers: Iterable[MeshPeer], fib: FibState) -> None:
+        hops = frozenset(ipaddress.ip_address(p.address) for p in peers if p.over_mesh)
+        if hops != self.hops:
+            self.hops = hops
+            self.by_prefix = {}
+            self.update(fib.desired, fib)
+
+    def update(self, prefixes: Iterable[Prefix], fib: FibState) -> None:
+        if not self.hops:
+            return
+        for prefix in prefixes:
+            hop = next((h for h in fib.wanted(prefix) if h in self.hops), None)
+            if hop is None:
+                self.by_prefix.pop(prefix, None)
+            else:
+                self.by_prefix[prefix] = hop
+
+    def view(self) -> dict[Address, frozenset[IPNetwork]]:
+        out: dict[Address, set[IPNetwork]] = {}
+        for prefix, hop in self.by_prefix.items():
+            out.setdefault(hop, set()).add(prefix.to_network())
+        return {h: frozenset(n) for h, n in out.items()}
+
+
 class WireStatus:
     """The API's status provider with ``announced_by`` from what speakers report on the wire (their
     ``bgp`` gossip value's ``sent``) rather than from planner decisions; a machine that runs no
@@ -622,9 +715,12 @@ def build_speaker(
     store: ObjectStore,
     node: GossipView,
     decisions: Callable[[], Mapping[str, Decision]],
+    mesh: bool = False,
+    routed: Callable[[RoutedPrefixes], None] | None = None,
 ) -> BgpSpeaker:
     """The speaker as the agent runs it: ExaBGP's files under ``state_dir/bgp``, routes and lo
-    addresses in the kernel under the configured protocol number and table."""
+    addresses in the kernel under the configured protocol number and table; ``mesh``/``routed`` when
+    the WireGuard mesh runs (see the module docstring)."""
     from agent.fib import KernelFib
     from agent.vipaddr import LoopbackAddresses
 
@@ -638,4 +734,6 @@ def build_speaker(
         supervisor=SupervisorOptions(state_dir=state_dir / "bgp"),
         fib=KernelFib(protocol=settings.route_protocol, table=settings.route_table),
         addresses=LoopbackAddresses(settings.route_protocol),
+        mesh=mesh,
+        routed=routed,
     )

@@ -127,10 +127,13 @@ class NetnsLab:
     procs: list[Proc] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     nodes: dict[str, str] = field(default_factory=dict)  # node name -> namespace
+    bridge: bool = True  # False: no LAN of our own; the caller brings namespaces (``adopt``), e.g. mininet's
     _links: int = 0
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.bridge:
+            return
         self.switch = self._netns("sw")
         sh("ip", "-n", self.switch, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", self.switch, "link", "set", "br0", "up")
@@ -149,6 +152,16 @@ class NetnsLab:
         self.namespaces.append(name)
         sh("ip", "-n", name, "link", "set", "lo", "up")
         return name
+
+    def adopt(self, name: str, pid: int) -> str:
+        """Give the network namespace of process ``pid`` (a mininet host's shell) a name, so that every
+        helper here (``ip netns exec``, :meth:`request`) works in it; :meth:`close` removes the name,
+        and kills whatever still runs in the namespace."""
+        ns = f"wmb-{os.getpid()}-{self.token}-{name}"
+        sh("ip", "netns", "attach", ns, str(pid))
+        self.namespaces.append(ns)
+        self.nodes[name] = ns
+        return ns
 
     def add_node(self, name: str, addresses: Sequence[str]) -> str:
         """A namespace on the LAN with ``addresses`` (IPv4, /24) on its interface ``eth0``."""

@@ -416,3 +416,11 @@ def test_wireguard_errors_name_the_key(tmp_path: Path, body: str, key: str, reas
     err = config_error(tmp_path, WG_BASE + "[wireguard]\n" + body + "\n")
     assert (err.source, err.key) == (str(tmp_path / "agent.toml"), key)
     assert reason in err.problem
+
+
+def test_wireguard_relay_opt_out(tmp_path: Path) -> None:
+    assert load(tmp_path, WG_BASE).wireguard.relay_enabled
+    cfg = load(tmp_path, WG_BASE + "[wireguard.relay]\nenabled = false\nswitch_hold = 3\n")
+    assert not cfg.wireguard.relay_enabled and cfg.wireguard.relay == SelectorConfig(switch_hold=3.0)
+    err = config_error(tmp_path, WG_BASE + "[wireguard.relay]\nenabled = 0\n")
+    assert (err.key, "expected boolean" in err.problem) == ("wireguard.relay.enabled", True)

@@ -231,3 +231,33 @@ async def scrape(app: Any) -> str:
         response = await c.get("/metrics")
     assert response.status_code == 200
     return response.text
+
+
+# --- transit ------------------------------------------------------------------------------------------
+
+
+def test_transit_peers_by_path_and_relay_switches() -> None:
+    from agent.metrics import TransitCollector
+    from transit.report import PeerReport, TransitReport
+
+    def peer(name: str, path: str, relay: str | None = None) -> PeerReport:
+        return PeerReport(name, "k", "100.64.0.9", True, "alive", None, path, relay, "", 0.0, "up", "",
+                          None, None, 0.0, None, 0, 0)  # fmt: skip
+
+    report = TransitReport(
+        "a", "wm0", "userspace", "k", "100.64.0.1", True, "fd77::1", 51820, (), (),
+        (peer("b", "transit via c", "c"), peer("c", "direct"), peer("d", "direct")),
+        {"relay": 3, "direct": 2},
+    )  # fmt: skip
+    metrics = ApiMetrics()
+    metrics.add_collector(TransitCollector(lambda: report))
+    got = samples(metrics.render().decode())
+    assert {
+        p: got[("wiremesh_transit_peers", (("path", p),))] for p in ("direct", "relay", "unreachable")
+    } == {
+        "direct": 2,
+        "relay": 1,
+        "unreachable": 0,
+    }
+    assert got[("wiremesh_transit_relay_switches_total", (("to", "relay"),))] == 3
+    assert got[("wiremesh_transit_relay_switches_total", (("to", "unreachable"),))] == 0

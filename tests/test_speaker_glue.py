@@ -26,12 +26,13 @@ from agent.objects import Kind
 from agent.planner import Decision, Reason
 from agent.routing import Prefix
 from agent.routing.path import Address
-from agent.speaker import BgpSpeaker, WireStatus
+from agent.speaker import BgpSpeaker, RoutedPrefixes, WireStatus
 from agent.store import ObjectStore
 from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
 
 FAKE = Path(__file__).parent / "fixtures" / "exabgp" / "fake_exabgp.py"
 ME, PEER, ROUTER = "198.18.0.10", "198.18.0.11", "198.18.0.1"
+ME_MESH, PEER_MESH = "100.64.0.10", "100.64.0.11"
 WAIT = 20.0
 
 
@@ -60,8 +61,8 @@ class FakeGossip:
         for send in self._subscribers:
             send.send_nowait(MemberEvent(kind, name, 1, addr, trio.current_time(), key))
 
-    def set_member(self, name: str, address: str, state: MemberState) -> None:
-        info = SpeakerInfo(64512, address, address).encode()
+    def set_member(self, name: str, address: str, state: MemberState, mesh: str | None = None) -> None:
+        info = SpeakerInfo(64512, address, address, (), mesh).encode()
         self.others[name] = MemberInfo(name, (address, 7946), 1, state, 0.0, b"", {BGP_KEY: (1, info)})
 
 
@@ -146,9 +147,13 @@ TAG = {
 
 
 @asynccontextmanager
-async def running(tmp_path: Path, drain_time: float = 0.5) -> AsyncIterator[Harness]:
+async def running(
+    tmp_path: Path, drain_time: float = 0.5, routed: list[RoutedPrefixes] | None = None
+) -> AsyncIterator[Harness]:
+    """``routed`` given: the mesh runs (m2 has mesh address PEER_MESH), and it collects what the
+    speaker hands to transit."""
     node = FakeGossip()
-    node.set_member("m2", PEER, MemberState.ALIVE)
+    node.set_member("m2", PEER, MemberState.ALIVE, PEER_MESH if routed is not None else None)
     store = ObjectStore("m1", lambda: {"m1", "m2"})
     store.create(Kind.POLICY_SET, TAG, 1)
     store.patch(Kind.MACHINE, "m1", {"export_policies": ["tag"]}, 2)
@@ -174,6 +179,8 @@ async def running(tmp_path: Path, drain_time: float = 0.5) -> AsyncIterator[Harn
         ),
         fib=fib,
         addresses=addresses,
+        mesh=routed is not None,
+        routed=routed.append if routed is not None else None,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(speaker.run)
@@ -307,3 +314,45 @@ async def test_shutdown_drain_tags_then_withdraws(tmp_path: Path) -> None:
         withdrawn = commands.index(f"neighbor {ROUTER} withdraw route 100.96.0.10/32")
         assert tagged < withdrawn
         assert 0.5 <= took < 3.0
+
+
+async def test_over_the_mesh_nothing_is_published_until_the_mesh_address_is_up(tmp_path: Path) -> None:
+    routed: list[RoutedPrefixes] = []
+    async with running(tmp_path, routed=routed) as h:
+        sp = h.speaker
+        await h.wait_for("the external session configured", lambda: len(sp.neighbor_views()) == 1)
+        await trio.sleep(0.3)
+        assert BGP_KEY not in h.node.kv  # no mesh session may start on the underlay
+        assert [v.address for v in sp.neighbor_views()] == [ROUTER]
+
+        sp.set_mesh_address(ME_MESH)  # what the transit driver says once the address is up
+        await h.wait_for(
+            "the mesh session configured",
+            lambda: {v.address for v in sp.neighbor_views()} == {ROUTER, PEER_MESH},
+        )
+        await h.wait_for("published", lambda: decode_info(h.node.kv.get(BGP_KEY)) is not None)
+        info = decode_info(h.node.kv.get(BGP_KEY))
+        assert info is not None and info.mesh == ME_MESH and info.address == ME
+        (mesh_neighbor,) = [n for n in sp.supervisor.neighbors if n.address == PEER_MESH]
+        assert mesh_neighbor.local_address == ME_MESH and mesh_neighbor.passive  # the lower address waits
+
+        # A route from the peer over the mesh: in the FIB via its mesh address, and handed to transit
+        # for that peer's AllowedIPs; the external router's route is not.
+        now = trio.current_time()
+        for event in (
+            PeerState(Peer(PEER_MESH, ME_MESH, 64512, 64512), SessionState.UP),
+            PeerState(Peer(ROUTER, ME, 65000, 64512), SessionState.UP),
+            update(PEER_MESH, 64512, "100.96.1.2/32"),
+            update(ROUTER, 65000, "203.0.113.0/24"),
+        ):
+            sp._apply_event(event, now)
+        sp._rib_changed()
+        peer_mesh = ipaddress.ip_address(PEER_MESH)
+        await h.wait_for("the FIB", lambda: h.fib.routes.get(Prefix.parse("100.96.1.2/32")) == (peer_mesh,))
+        assert routed[-1] == {peer_mesh: frozenset({ipaddress.ip_network("100.96.1.2/32")})}
+
+        sp.set_mesh_address(None)  # refused: another machine holds the address; back to the underlay
+        await h.wait_for(
+            "the underlay session", lambda: {n.address for n in sp.supervisor.neighbors} == {ROUTER, PEER}
+        )
+        await h.wait_for("nothing routed over the mesh", lambda: routed[-1] == {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 
 from agent.bgp.config import AsnPlan, MeshAsnMode
-from agent.bgp.mesh import BGP_KEY, SpeakerInfo, decode_info, mesh_peers, neighbors
+from agent.bgp.mesh import BGP_KEY, SpeakerInfo, decode_info, mesh_peers, neighbors, session_addresses
 from agent.bgp.settings import BgpSettings, ExternalPeer
 from gossip.events import MemberInfo, MemberState
 
@@ -72,3 +72,52 @@ def test_neighbors_mesh_and_external() -> None:
     assert lower.internal and lower.hold_time == 30 and lower.description == "mesh a1"
     external = out["198.18.0.1"]
     assert external.peer_as == 65000 and external.local_as == 64512 and not external.internal
+
+
+# --- peering over the mesh addresses --------------------------------------------------------------
+
+
+def mesh_info(address: str, mesh: str | None) -> SpeakerInfo:
+    return SpeakerInfo(64512, address, address, (), mesh)
+
+
+def test_mesh_address_round_trips_and_older_values_still_read() -> None:
+    value = mesh_info("198.18.0.10", "100.64.0.1")
+    assert decode_info(value.encode()) == value
+    old = msgpack.packb({"v": 1, "asn": 64512, "rid": "1.1.1.1", "addr": "198.18.0.10", "sent": []})
+    decoded = decode_info(old)
+    assert decoded is not None and decoded.mesh is None
+    assert (
+        decode_info(msgpack.packb({"v": 1, "asn": 1, "rid": "1.1.1.1", "addr": "1.1.1.1", "mesh": "x"}))
+        is None
+    )
+
+
+def test_session_addresses_use_the_mesh_only_when_both_ends_have_it() -> None:
+    a, b = mesh_info("198.18.0.1", "100.64.0.1"), mesh_info("198.18.0.2", "100.64.0.2")
+    plain = mesh_info("198.18.0.3", None)
+    assert session_addresses(a, b) == ("100.64.0.1", "100.64.0.2")
+    assert session_addresses(b, a) == ("100.64.0.2", "100.64.0.1")  # symmetric
+    assert session_addresses(a, plain) == ("198.18.0.1", "198.18.0.3")  # mixed mesh: underlay
+    assert session_addresses(plain, a) == ("198.18.0.3", "198.18.0.1")
+    v6 = mesh_info("198.18.0.4", "fd00::4")
+    assert session_addresses(a, v6) == ("198.18.0.1", "198.18.0.4")  # mesh families differ: underlay
+    assert session_addresses(a, mesh_info("2001:db8::5", None)) is None
+
+
+def test_neighbors_over_the_mesh_use_mesh_addresses_at_both_ends() -> None:
+    settings = BgpSettings(enabled=True)
+    own = mesh_info("198.18.0.11", "100.64.0.2")
+    members = [
+        member("a1", "198.18.0.10", info=mesh_info("198.18.0.10", "100.64.0.1").encode()),
+        member("a3", "198.18.0.12", info=mesh_info("198.18.0.12", "100.64.0.3").encode()),
+        member("old", "198.18.0.13", info=info(64512, "198.18.0.13")),  # no WireGuard: underlay
+    ]
+    peers = mesh_peers(members, "a2", settings.plan, 64512, own)
+    assert set(peers) == {"100.64.0.1", "100.64.0.3", "198.18.0.13"}
+    assert peers["100.64.0.1"].over_mesh and not peers["198.18.0.13"].over_mesh
+    out = {n.address: n for n in neighbors(settings, own_name="a2", own_address="198.18.0.11",
+                                           router_id="198.18.0.11", peers=peers)}  # fmt: skip
+    assert out["100.64.0.1"].local_address == "100.64.0.2" and not out["100.64.0.1"].passive
+    assert out["100.64.0.3"].local_address == "100.64.0.2" and out["100.64.0.3"].passive  # lower waits
+    assert out["198.18.0.13"].local_address == "198.18.0.11" and out["198.18.0.13"].passive

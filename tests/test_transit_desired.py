@@ -14,7 +14,7 @@ from transit.desired import (
     desired_kernel,
     plan_kernel,
 )
-from transit.endpoint import Endpoint, host_network, parse_network
+from transit.endpoint import Endpoint, IPNetwork, host_network, parse_network
 from transit.keys import PrivateKey, PublicKey
 from transit.meta import PROBE_PREFIX, TransitMeta, encode_meta, probe_address
 from transit.peers import EndpointChooser, Peer, PeerBook
@@ -218,3 +218,18 @@ def test_two_gone_members_with_one_address_do_not_both_hold_it() -> None:
     ps = book.update(dead, 10.0)
     assert (ps.peers["a"].holds_address, ps.peers["b"].holds_address) == (True, False)
     desired_device(ME, 51820, 25, ps.peers, {}, {})  # one owner per prefix: builds
+
+
+def test_routed_prefixes_follow_the_peer_and_its_relay() -> None:
+    vip = parse_network("100.96.0.2/32")
+    routed: dict[str, set[IPNetwork]] = {
+        "b": {vip, host_network(meta("a").mesh_address), parse_network("fd77:6d65:7368::1/128")},
+        "a": {vip},
+    }
+    d = desired_device(ME, 51820, 25, peers("a", "b", "c"), {}, {}, routed)
+    # the first by name wins a prefix claimed for two; never a peer's mesh or probe address
+    assert allowed(d, "a") == {mesh("a"), probe("a"), vip}
+    assert allowed(d, "b") == {mesh("b"), probe("b")}
+    relayed = desired_device(ME, 51820, 25, peers("b", "c"), {"b": Route.via("c")}, {}, {"b": {vip}})
+    assert allowed(relayed, "b") == {probe("b")}
+    assert allowed(relayed, "c") == {mesh("c"), probe("c"), mesh("b"), vip}

@@ -168,3 +168,12 @@ def test_probe_address_is_stable_distinct_and_in_the_prefix() -> None:
     addrs = [probe_address(k) for k in keys]
     assert len(set(addrs)) == 50 and all(a in PROBE_PREFIX for a in addrs)
     assert probe_address(KEY) == probe_address(PublicKey(bytes(range(32))))
+
+
+def test_relay_opt_out_travels_in_the_flags_and_older_records_relay() -> None:
+    quiet = TransitMeta(KEY, A1, 1000, (), relay=False)
+    assert decode_meta(encode_meta(quiet)) == quiet and not decode_meta(encode_meta(quiet)).relay
+    older = msgpack.packb([1, KEY.raw, A1.packed, 1000, []], use_bin_type=True)  # before the flags
+    assert decode_meta(older).relay
+    with pytest.raises(MetaError):
+        decode_meta(msgpack.packb([1, KEY.raw, A1.packed, 1000, [], "no"], use_bin_type=True))

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,9 +112,13 @@ def test_relay_through_c_fail_back_and_unreachable(lab: MeshLab, tmp_path: Path)
     assert "transit via c" in row_b and b_mesh in row_b
     assert json.loads(lab.ns("a", [*cli, "--json"]))["peers"][0]["path"] == "transit via c"
 
-    # The gossip debug endpoint shows every member's reachability vector.
-    debug = {m["name"]: m for m in lab.api("a", "/debug/gossip")["members"]}
-    assert debug["b"]["reachability"]["a"]["direct"] == "down"
+    # The gossip debug endpoint shows every member's reachability vector (B's reaches A by gossip, so
+    # A may show it a moment after A itself switched).
+    def vectors() -> dict[str, Any] | None:
+        debug = {m["name"]: m for m in lab.api("a", "/debug/gossip")["members"]}
+        return debug if debug["b"]["reachability"]["a"]["direct"] == "down" else None
+
+    debug = lab.wait_until("A's debug view shows B's vector with A down", vectors, timeout=10)
     assert debug["b"]["reachability"]["a"]["route"] == "via c"
     assert debug["c"]["reachability"]["a"]["direct"] == "up"
 

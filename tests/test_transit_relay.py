@@ -373,3 +373,29 @@ def test_config_is_validated() -> None:
         SelectorConfig(failback_hold=-1)
     with pytest.raises(ValueError):
         RelaySelector("a", "a")
+
+
+# --- relay opt-out ----------------------------------------------------------------------------------
+
+
+def test_a_machine_that_opted_out_is_never_a_relay() -> None:
+    v = mesh(BASE)
+    assert [c.relay for c in relay_candidates(v, "a", "b", {"r1"})] == ["r2", "r3"]
+    assert relay_candidates(v, "b", "a", {"r1"}) == relay_candidates(v, "a", "b", {"r1"})  # symmetric
+    assert best_relay(v, "a", "b", {"r1", "r2", "r3"}) is None
+    sel_a, sel_b = RelaySelector("a", "b"), RelaySelector("b", "a")
+    assert sel_a.update(v, 0.0, {"r1"}) == Route.via("r2") == sel_b.update(v, 0.0, {"r1"})
+    # a relay in use that opts out (a restart with the new setting) is left at once
+    assert sel_a.update(v, 1.0, {"r1", "r2"}) == Route.via("r3")
+    planner = RoutePlanner("a")
+    assert planner.update(v, ["b"], 0.0, {"r1", "r2", "r3"}) == {"b": UNREACHABLE}
+
+
+@settings(max_examples=200)
+@given(matrices(), st.sets(st.sampled_from(NAMES)))
+def test_opted_out_machines_are_skipped_symmetrically(v: Vectors, no_relay: set[str]) -> None:
+    for a, b in itertools.permutations(NAMES, 2):
+        cands = relay_candidates(v, a, b, no_relay)
+        assert cands == relay_candidates(v, b, a, no_relay)
+        assert not {c.relay for c in cands} & no_relay
+        assert cands == [c for c in relay_candidates(v, a, b) if c.relay not in no_relay]

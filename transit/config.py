@@ -59,6 +59,10 @@ class TransitConfig:
     remove_grace: float = 60.0
     path: PathConfig = field(default_factory=PathConfig)
     relay: SelectorConfig = field(default_factory=SelectorConfig)
+    # False ([wireguard.relay] enabled = false): this machine never carries other machines' traffic. It
+    # says so in its metadata, so relay selection everywhere skips it, and it does not turn on
+    # forwarding on its interface. It may still use relays itself.
+    relay_enabled: bool = True
 
     def __post_init__(self) -> None:
         check_ifname(self.interface)

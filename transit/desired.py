@@ -9,6 +9,12 @@ keeps being tried and measured, and a fresh handshake plus probe replies show wh
 unreachable peer keeps its /32 on its own entry: packets to it are dropped in the tunnel rather than
 leaking to another route, and nothing needs to move when its direct path returns.
 
+**Routed prefixes.** Prefixes the BGP speaker installed with a peer's mesh address as next hop (its
+VIPs, its routes) go where that peer's mesh /32 goes: WireGuard picks the peer by destination address,
+not by the kernel's next hop. They follow the relay like the /32, and a reply from such an address is
+accepted because the same entry holds it. A prefix never takes a peer's mesh or probe address, and
+one claimed for two peers goes to the first by name (deterministic; the speaker sends one hop each).
+
 **Kernel.** This machine's mesh address as a /32 (only while its claim holds) and its probe address as
 a /128 on the interface; a route per peer mesh /32 through the interface with the mesh address as
 preferred source (the route does not change with the relay: WireGuard's AllowedIPs pick the peer), and
@@ -47,14 +53,26 @@ def desired_device(
     peers: Mapping[str, Peer],
     routes: Mapping[str, Route],
     endpoints: Mapping[str, Endpoint | None],
+    routed: Mapping[str, Collection[IPNetwork]] | None = None,
 ) -> DesiredDevice:
-    """The device as in the module docstring; ``endpoints`` holds the endpoint to enforce this round."""
+    """The device as in the module docstring; ``endpoints`` holds the endpoint to enforce this round;
+    ``routed`` the prefixes to reach through each peer (by peer name)."""
     allowed: dict[str, set[IPNetwork]] = {
         name: {host_network(probe_address(p.meta.public_key))} for name, p in peers.items()
     }
     for name, p in peers.items():
         if p.holds_address:
             allowed[carrier(name, routes, peers)].add(host_network(p.meta.mesh_address))
+    taken = set().union(*allowed.values()) if allowed else set()
+    for name in sorted(routed or {}):
+        via = peers.get(name)
+        if via is None or not via.holds_address:
+            continue
+        for net in sorted((routed or {})[name], key=str):
+            if net in taken or net.overlaps(PROBE_PREFIX):
+                continue
+            taken.add(net)
+            allowed[carrier(name, routes, peers)].add(net)
     return DesiredDevice.build(
         private_key,
         listen_port,

@@ -20,9 +20,14 @@ decisions are the cores'; this module feeds them and applies their answers:
   (addresses, routes with the agent's protocol number). The round reads the device first: handshake
   ages go to the monitors, and a device without its private key is a restarted wireguard-go, whose
   interface is brought up and configured again.
+* **For the BGP speaker**: :meth:`TransitDriver.watch_mesh_address` says when this machine's mesh
+  address is up on the interface (or refused: another machine holds it), so the speaker peers over the
+  mesh from the start; :meth:`TransitDriver.set_routed` takes the prefixes the speaker installed via
+  each peer's mesh address, which go into that peer's (or its relay's) AllowedIPs.
 * **Relaying** is enabled at start (:func:`transit.kernel.enable_relaying`, and the FORWARD rule where
   the policy drops): any machine may be picked as a relay by others, and turning it on only once they
-  route through it would add a round of gossip to every switch.
+  route through it would add a round of gossip to every switch. With ``[wireguard.relay] enabled =
+  false`` the machine publishes that it does not relay (others never pick it) and turns on neither.
 
 On exit it deletes its routes and the FORWARD rule it added; wireguard-go is stopped by its supervisor,
 and the interface (with its addresses and sysctls) goes with it.
@@ -38,7 +43,7 @@ import math
 import random
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -55,7 +60,7 @@ from transit.desired import (
     desired_kernel,
     plan_kernel,
 )
-from transit.endpoint import Endpoint, IPAddress
+from transit.endpoint import Endpoint, IPAddress, IPNetwork
 from transit.kernel import (
     KernelError,
     KernelNet,
@@ -196,6 +201,10 @@ class TransitDriver:
         self.started = False
         self._started_at = 0.0
         self._claim_ok = False
+        self._routed: dict[IPAddress, frozenset[IPNetwork]] = {}
+        self._own_state: tuple[bool, IPAddress | None] = (False, None)  # (settled, address up)
+        self._own_watchers: list[Callable[[IPAddress | None], None]] = []
+        self._route_changes: dict[str, int] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -257,14 +266,15 @@ class TransitDriver:
             ) from None
         try:
             await self._bring_up()
-            self._rule_added = await add_forward_rule(cfg.interface, self._iptables)
+            if cfg.relay_enabled:
+                self._rule_added = await add_forward_rule(cfg.interface, self._iptables)
         except KernelError as exc:
             raise TransitError(f"{cfg.interface}: {exc}") from None
         await self._refresh_meta(trio.current_time())
 
     async def _bring_up(self) -> None:
         """The interface's own settings: gone with it when wireguard-go restarts, so re-done then."""
-        await enable_relaying(self.config.interface)
+        await enable_relaying(self.config.interface, forward=self.config.relay_enabled)
         await self._kernel.set_up()
         self._kernel_due = -math.inf
 
@@ -291,6 +301,29 @@ class TransitDriver:
         if self._probe is None:
             raise RuntimeError("transit is not running")
         return self._probe
+
+    # --- for the BGP speaker ----------------------------------------------------------------------
+
+    def watch_mesh_address(self, callback: Callable[[IPAddress | None], None]) -> None:
+        """``callback(address)`` once this machine's mesh address is on the interface, ``callback(None)``
+        when another machine holds it; at once if that is known already, and on every change."""
+        self._own_watchers.append(callback)
+        settled, address = self._own_state
+        if settled:
+            callback(address)
+
+    def set_routed(self, routed: Mapping[IPAddress, frozenset[IPNetwork]]) -> None:
+        """Prefixes to reach through the peer whose mesh address is the key (the next hop of the BGP
+        routes the speaker installed); applied at the next round."""
+        self._routed = dict(routed)
+        self._wake.set()
+
+    def _note_own(self, settled: bool, address: IPAddress | None) -> None:
+        if not settled or (settled, address) == self._own_state:
+            return
+        self._own_state = (settled, address)
+        for callback in self._own_watchers:
+            callback(address)
 
     # --- metadata -------------------------------------------------------------------------------
 
@@ -322,7 +355,13 @@ class TransitDriver:
         if endpoints == self._endpoints and self._endpoints:
             return
         self._endpoints = endpoints
-        meta = TransitMeta(self._require_key().public_key, self.mesh_address, self._claimed_at, endpoints)
+        meta = TransitMeta(
+            self._require_key().public_key,
+            self.mesh_address,
+            self._claimed_at,
+            endpoints,
+            relay=self.config.relay_enabled,
+        )
         await self.node.set_meta(encode_meta(meta))
         log.info("transit metadata published", extra={"endpoints": ", ".join(map(str, endpoints))})
 
@@ -509,6 +548,11 @@ class TransitDriver:
             endpoints[name] = self._chooser.choose(
                 name, peer.meta.endpoints, on_device=state is not None, handshake=shake, now=now
             )
+        routed = {
+            name: nets
+            for name, p in peers.peers.items()
+            if p.holds_address and (nets := self._routed.get(p.meta.mesh_address))
+        }
         desired = desired_device(
             self._require_key(),
             self.config.listen_port,
@@ -516,12 +560,14 @@ class TransitDriver:
             peers.peers,
             routes,
             endpoints,
+            routed,
         )
         request = plan(desired, device)
         if request is not None:
             await self._uapi.set(request)
 
-        own = self.mesh_address if peers.holds_own_address and self._may_claim(members, now) else None
+        may_claim = self._may_claim(members, now)
+        own = self.mesh_address if peers.holds_own_address and may_claim else None
         kernel = desired_kernel(own, self._require_probe(), peers.peers)
         if kernel != self._kernel_desired or now >= self._kernel_due:
             actual = await self._kernel.state()
@@ -532,6 +578,7 @@ class TransitDriver:
                 self._added -= set(kplan.del_addresses)
             self._kernel_desired = kernel
             self._kernel_due = now + KERNEL_RESYNC
+        self._note_own(may_claim or not peers.holds_own_address, own)
 
     async def _decide(self, members: list[MemberInfo], peers: PeerSet, now: float) -> dict[str, Route]:
         current = {n: r.route for n, r in self._routes.items()}
@@ -539,7 +586,8 @@ class TransitDriver:
         vectors = self._peer_vectors(members, peers)
         if self._published is not None:
             vectors[self.name] = self._published
-        routes = self._planner.update(vectors, peers.peers, now)
+        no_relay = {name for name, p in peers.peers.items() if not p.meta.relay}
+        routes = self._planner.update(vectors, peers.peers, now, no_relay)
         changed = False
         for name, route in routes.items():
             entry = self._routes.get(name)
@@ -548,6 +596,8 @@ class TransitDriver:
             if entry is None or entry.route != route:
                 self._routes[name] = _Route(route, now, reason)
                 changed = True
+                if entry is not None:
+                    self._route_changes[route.kind.value] = self._route_changes.get(route.kind.value, 0) + 1
                 level = logging.WARNING if route.kind is RouteKind.UNREACHABLE else logging.INFO
                 log.log(
                     level,
@@ -647,6 +697,7 @@ class TransitDriver:
             endpoints=tuple(str(e) for e in self._endpoints),
             errors=tuple(errors),
             peers=tuple(rows),
+            route_changes=dict(self._route_changes),
         )
 
 

@@ -37,6 +37,7 @@ from transit.endpoint import IPAddress
 log = logging.getLogger("wiremesh.transit.kernel")
 
 RT_TABLE_MAIN = 254
+RT_SCOPE_LINK = 253
 IFA_F_NODAD = 0x02
 RULE_COMMENT = "wiremesh relay"
 PROC_SYS = Path("/proc/sys/net")
@@ -155,7 +156,9 @@ class Pyroute2Net:
                         raise KernelError(f"cannot add {addr} to {self.ifname}: {exc}") from None
             for route in plan.set_routes:
                 try:
-                    ipr.route("replace", **self._route_args(route, index))
+                    # Link scope, as ip(8) gives a route without a gateway: the BGP speaker installs
+                    # routes via a peer's mesh address, which the kernel accepts only through one.
+                    ipr.route("replace", **self._route_args(route, index), scope=RT_SCOPE_LINK)
                 except Exception as exc:
                     raise KernelError(f"cannot add route {route} dev {self.ifname}: {exc}") from None
 
@@ -272,7 +275,7 @@ class IpCommandNet:
                 if "exists" not in str(exc):
                     raise
         for route in plan.set_routes:
-            await run_command(self._route_cmd("replace", route))
+            await run_command([*self._route_cmd("replace", route), "scope", "link"])
 
     async def local_addresses(self) -> list[IPAddress]:
         out: list[IPAddress] = []
@@ -307,9 +310,10 @@ def _write_sysctl(path: Path, value: str) -> None:
         raise KernelError(f"cannot set {path}: {exc.strerror or exc}") from None
 
 
-async def enable_relaying(ifname: str) -> None:
-    """Forward between peers on the interface (see the module docstring), and let IPv6 run on it (the
-    probe address needs it, whatever ``net.ipv6.conf.default.disable_ipv6`` says)."""
+async def enable_relaying(ifname: str, *, forward: bool = True) -> None:
+    """Forward between peers on the interface (see the module docstring; not with ``forward=False``,
+    a machine that opted out of relaying), and let IPv6 run on it (the probe address needs it,
+    whatever ``net.ipv6.conf.default.disable_ipv6`` says)."""
     v4 = PROC_SYS / "ipv4" / "conf" / ifname
     v6 = PROC_SYS / "ipv6" / "conf" / ifname
     if not (PROC_SYS / "ipv6").exists():
@@ -317,7 +321,8 @@ async def enable_relaying(ifname: str) -> None:
 
     def write() -> None:
         _write_sysctl(v6 / "disable_ipv6", "0")
-        _write_sysctl(v4 / "forwarding", "1")
+        if forward:
+            _write_sysctl(v4 / "forwarding", "1")
         _write_sysctl(v4 / "send_redirects", "0")
         _write_sysctl(v4 / "accept_redirects", "0")
 

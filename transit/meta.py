@@ -6,11 +6,13 @@ this machine first claimed that address, and its UDP endpoints in order of prefe
 public endpoint first, then local addresses). The wire form is a msgpack array whose first element is
 the format version::
 
-    [1, public_key(32 bytes), mesh_address(4|16 bytes), claimed_at_ms, [[ip(4|16 bytes), port], ...]]
+    [1, public_key(32 bytes), mesh_address(4|16 bytes), claimed_at_ms, [[ip(4|16 bytes), port], ...],
+     flags]
 
-Elements after the last known one are ignored, so a later minor version can append fields without
-cutting off older agents; anything else malformed is refused with :class:`MetaError` (a peer's blob
-is not trusted).
+``flags`` (optional, appended later): bit 0 set = this machine does not relay for others
+(``[wireguard.relay] enabled = false``); absent = 0. Elements after the last known one are ignored,
+so a later minor version can append fields without cutting off older agents; anything else
+malformed is refused with :class:`MetaError` (a peer's blob is not trusted).
 
 **Mesh address claims.** Two live members may claim the same mesh address (a copied config). Every
 member resolves that with the same rule over the same gossip data, so all agree without talking:
@@ -38,6 +40,7 @@ from transit.endpoint import Endpoint, IPAddress
 from transit.keys import KEY_LEN, PublicKey
 
 META_VERSION = 1
+FLAG_NO_RELAY = 1
 MAX_ENDPOINTS = 8
 # Member states whose claims count: a suspect member may well be alive, so it keeps its address.
 LIVE_STATES = frozenset({MemberState.ALIVE, MemberState.SUSPECT})
@@ -55,6 +58,7 @@ class TransitMeta:
     mesh_address: IPAddress
     claimed_at_ms: int
     endpoints: tuple[Endpoint, ...] = ()
+    relay: bool = True  # False: never pick this machine as a relay
 
     def __post_init__(self) -> None:
         if self.claimed_at_ms < 0:
@@ -67,7 +71,14 @@ def encode_meta(meta: TransitMeta) -> bytes:
     endpoints = [[e.host.packed, e.port] for e in meta.endpoints]
     return bytes(
         msgpack.packb(
-            [META_VERSION, meta.public_key.raw, meta.mesh_address.packed, meta.claimed_at_ms, endpoints],
+            [
+                META_VERSION,
+                meta.public_key.raw,
+                meta.mesh_address.packed,
+                meta.claimed_at_ms,
+                endpoints,
+                0 if meta.relay else FLAG_NO_RELAY,
+            ],
             use_bin_type=True,
         )
     )
@@ -107,7 +118,12 @@ def decode_meta(data: bytes) -> TransitMeta:
         if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
             raise MetaError("endpoint: port must be in 1..65535")
         endpoints.append(Endpoint(_address(item[0], "endpoint"), port))
-    return TransitMeta(PublicKey(key), _address(mesh, "mesh address"), claimed, tuple(endpoints))
+    flags = raw[5] if len(raw) > 5 else 0
+    if not isinstance(flags, int) or isinstance(flags, bool) or flags < 0:
+        raise MetaError("flags: expected a non-negative integer")
+    return TransitMeta(
+        PublicKey(key), _address(mesh, "mesh address"), claimed, tuple(endpoints), not flags & FLAG_NO_RELAY
+    )
 
 
 # A ULA /48 ("wmesh" in its bytes) for the probe addresses below.

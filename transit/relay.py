@@ -20,6 +20,10 @@ published, the one everybody else will see). Each leg is symmetric by constructi
 
 Since ``leg`` is symmetric, candidates(A, B) == candidates(B, A) exactly: same data, same answer.
 
+**Opt-out.** A machine configured with ``[wireguard.relay] enabled = false`` says so in its gossip
+metadata (:class:`transit.meta.TransitMeta` ``relay``) and is never a candidate (``no_relay``). That
+too is shared data, so both ends of a pair skip it alike.
+
 **Hysteresis** (:class:`RelaySelector`, one per peer). The first move off a down direct path is
 immediate, to the best candidate (or "unreachable" if there is none). A relay that loses a leg is left
 at once (direct if up, else the best candidate). Otherwise the current relay is kept until another
@@ -45,7 +49,7 @@ lasts at most one gossip delay of the leader's vector. The leader never looks at
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -84,11 +88,14 @@ class Candidate:
     relay: str
 
 
-def relay_candidates(vectors: Vectors, a: str, b: str) -> list[Candidate]:
-    """Every usable relay for the pair {a, b}, best first; the same list for (a, b) and (b, a)."""
+def relay_candidates(
+    vectors: Vectors, a: str, b: str, no_relay: Collection[str] = frozenset()
+) -> list[Candidate]:
+    """Every usable relay for the pair {a, b}, best first; the same list for (a, b) and (b, a).
+    ``no_relay``: members that opted out of relaying."""
     out: list[Candidate] = []
     for r in vectors:
-        if r in (a, b):
+        if r in (a, b) or r in no_relay:
             continue
         ar, rb = leg(vectors, a, r), leg(vectors, r, b)
         if ar.state is LegState.UP and rb.state is LegState.UP:
@@ -97,9 +104,9 @@ def relay_candidates(vectors: Vectors, a: str, b: str) -> list[Candidate]:
     return out
 
 
-def best_relay(vectors: Vectors, a: str, b: str) -> Candidate | None:
+def best_relay(vectors: Vectors, a: str, b: str, no_relay: Collection[str] = frozenset()) -> Candidate | None:
     """The pure selection rule, without hysteresis."""
-    candidates = relay_candidates(vectors, a, b)
+    candidates = relay_candidates(vectors, a, b, no_relay)
     return candidates[0] if candidates else None
 
 
@@ -173,8 +180,9 @@ class RelaySelector:
             ok = not candidates and direct.state is not LegState.UP
         return r if ok else None
 
-    def update(self, vectors: Vectors, now: float) -> Route:
-        """Re-decide from the current vectors (members that are alive or suspect, and our own)."""
+    def update(self, vectors: Vectors, now: float, no_relay: Collection[str] = frozenset()) -> Route:
+        """Re-decide from the current vectors (members that are alive or suspect, and our own);
+        ``no_relay``: members that opted out of relaying."""
         c = self.config
         direct = leg(vectors, self.me, self.peer)
         if direct.state is LegState.UP:
@@ -182,7 +190,7 @@ class RelaySelector:
                 self._direct_up_since = now
         else:
             self._direct_up_since = None
-        candidates = relay_candidates(vectors, self.me, self.peer)
+        candidates = relay_candidates(vectors, self.me, self.peer, no_relay)
         best = candidates[0] if candidates else None
 
         published = self._leaders_route(vectors, direct, candidates)
@@ -243,8 +251,11 @@ class RoutePlanner:
         self.config = config or SelectorConfig()
         self._selectors: dict[str, RelaySelector] = {}
 
-    def update(self, vectors: Vectors, peers: Iterable[str], now: float) -> dict[str, Route]:
-        """Routes to every peer in ``peers`` (this machine's live transit peers)."""
+    def update(
+        self, vectors: Vectors, peers: Iterable[str], now: float, no_relay: Collection[str] = frozenset()
+    ) -> dict[str, Route]:
+        """Routes to every peer in ``peers`` (this machine's live transit peers); ``no_relay``: members
+        that opted out of relaying."""
         wanted = {p for p in peers if p != self.me}
         for gone in set(self._selectors) - wanted:
             del self._selectors[gone]
@@ -253,7 +264,7 @@ class RoutePlanner:
             sel = self._selectors.get(p)
             if sel is None:
                 sel = self._selectors[p] = RelaySelector(self.me, p, self.config)
-            out[p] = sel.update(vectors, now)
+            out[p] = sel.update(vectors, now, no_relay)
         return out
 
     def selector(self, peer: str) -> RelaySelector | None:

@@ -8,7 +8,8 @@ published vectors) when in transit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from transit.reachability import Route, RouteKind
 
@@ -55,6 +56,9 @@ class TransitReport:
     endpoints: tuple[str, ...]
     errors: tuple[str, ...]  # address conflicts, refused members, device trouble
     peers: tuple[PeerReport, ...]
+    # Changes of the route to a peer since start, by the kind taken (direct, relay, unreachable): a
+    # counter for the metrics, so flapping shows even between scrapes.
+    route_changes: Mapping[str, int] = field(default_factory=dict)
 
 
 __all__ = ["PeerReport", "TransitReport", "path_text"]

@@ -2,14 +2,22 @@
 external routers of the config file.
 
 A machine running the speaker publishes a node-local gossip value ``bgp`` (:class:`SpeakerInfo`):
-its ASN, router id, peering address, and the object keys it has on the wire. A member without it runs
-no speaker (BGP off in its config), so it gets no session: no half-configured neighbor sits in
-``connect`` forever. Its ASN comes from there in per-machine mode, so explicitly configured ASNs work
-without any other coordination; its router id breaks the last ties of best-path selection.
+its ASN, router id, underlay (gossip advertise) address, its mesh address when it has one, and the
+object keys it has on the wire. A member without it runs no speaker (BGP off in its config), so it
+gets no session: no half-configured neighbor sits in ``connect`` forever. Its ASN comes from there in
+per-machine mode, so explicitly configured ASNs work without any other coordination; its router id
+breaks the last ties of best-path selection.
 
-Peering address: the member's gossip (underlay) address for now. Once the WireGuard mesh is up the
-sessions should move to the mesh addresses (a later step: the published ``address`` is what peers use,
-so only the publisher has to change).
+**Peering addresses** (:func:`session_addresses`): between two machines that both publish a mesh
+address (WireGuard on, the address held and up on the interface), the session runs between the mesh
+addresses; otherwise between the underlay addresses. Both ends compute the pair from the same two
+published values, so they agree without talking, and a mesh with some machines on WireGuard and some
+without still peers fully. Over the mesh, the session's packets are encrypted and follow the transit
+routes: when the direct path between two machines fails and their traffic moves to a relay, the TCP
+connection moves with it and the session stays up (the switch takes seconds, the hold time is 90).
+A machine with WireGuard on publishes nothing until its mesh address is up (see
+:meth:`agent.speaker.BgpSpeaker.set_mesh_address`), so sessions never start on the underlay only to
+be moved (reset) to the mesh a few seconds later.
 
 Sessions between two machines: both sides configure each other, and the one with the lower address is
 passive, so exactly one TCP connection is opened and there is no collision to resolve (RFC 4271 6.8).
@@ -42,19 +50,21 @@ PEERING_STATES = frozenset({MemberState.ALIVE, MemberState.SUSPECT})
 class SpeakerInfo:
     """What a machine's speaker publishes about itself. ``sent``: the ``vip/NAME`` / ``route/NAME``
     keys whose routes it has on the wire to at least one established session (``announced_by`` in
-    VIP status)."""
+    VIP status). ``mesh``: this machine's mesh address while it is up (absent without WireGuard); an
+    optional key, so agents that do not know it still read the rest."""
 
     asn: int
     router_id: str
     address: str
     sent: tuple[str, ...] = ()
+    mesh: str | None = None
 
     def encode(self) -> bytes:
-        packed: bytes = msgpack.packb(
-            {"v": WIRE_VERSION, "asn": self.asn, "rid": self.router_id, "addr": self.address,
-             "sent": sorted(self.sent)},
-            use_bin_type=True,
-        )  # fmt: skip
+        body: dict[str, Any] = {"v": WIRE_VERSION, "asn": self.asn, "rid": self.router_id,
+                                "addr": self.address, "sent": sorted(self.sent)}  # fmt: skip
+        if self.mesh is not None:
+            body["mesh"] = self.mesh
+        packed: bytes = msgpack.packb(body, use_bin_type=True)
         return packed
 
 
@@ -73,28 +83,57 @@ def decode_info(data: bytes | None) -> SpeakerInfo | None:
         addr = str(ipaddress.ip_address(addr))
         if not isinstance(sent, list) or not all(isinstance(k, str) for k in sent):
             return None
-        return SpeakerInfo(asn, str(rid), addr, tuple(sent))
+        mesh = raw.get("mesh")
+        if mesh is not None:
+            mesh = str(ipaddress.ip_address(mesh))
+        return SpeakerInfo(asn, str(rid), addr, tuple(sent), mesh)
     except Exception:
         return None
 
 
+def session_addresses(own: SpeakerInfo, peer: SpeakerInfo) -> tuple[str, str] | None:
+    """``(local, remote)`` for the session between two machines, from what both publish: their mesh
+    addresses if both have one of the same family, else their underlay addresses if of the same
+    family, else ``None`` (no session). Symmetric: swapping the arguments swaps the pair."""
+    if (
+        own.mesh is not None
+        and peer.mesh is not None
+        and ipaddress.ip_address(own.mesh).version == ipaddress.ip_address(peer.mesh).version
+    ):
+        return own.mesh, peer.mesh
+    if ipaddress.ip_address(own.address).version == ipaddress.ip_address(peer.address).version:
+        return own.address, peer.address
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class MeshPeer:
-    """A member we peer with."""
+    """A member we peer with: ``address`` is its end of the session, ``local_address`` ours."""
 
     name: str
     address: str
     asn: int
     router_id: str
+    local_address: str | None = None  # None: the caller's own (underlay) address
+
+    @property
+    def over_mesh(self) -> bool:
+        """Whether the session runs between mesh addresses (its next hops are WireGuard peers)."""
+        return self.local_address is not None
 
 
 def mesh_peers(
-    members: Iterable[MemberInfo], own_name: str, plan: AsnPlan, own_asn: int
+    members: Iterable[MemberInfo],
+    own_name: str,
+    plan: AsnPlan,
+    own_asn: int,
+    own: SpeakerInfo | None = None,
 ) -> dict[str, MeshPeer]:
-    """Live members that publish speaker info, by peering address. In shared mode every machine's ASN
-    is the plan's; a member publishing another one is misconfigured and gets our ASN as its peer AS,
-    so the session's OPEN fails visibly (``bgp neighbors`` shows the error) instead of silently
-    becoming eBGP."""
+    """Live members that publish speaker info, by their session address (:func:`session_addresses`
+    with ``own``, our own published info; without it, the underlay addresses). In shared mode every
+    machine's ASN is the plan's; a member publishing another one is misconfigured and gets our ASN as
+    its peer AS, so the session's OPEN fails visibly (``bgp neighbors`` shows the error) instead of
+    silently becoming eBGP."""
     out: dict[str, MeshPeer] = {}
     for member in members:
         if member.name == own_name or member.state not in PEERING_STATES:
@@ -103,11 +142,20 @@ def mesh_peers(
         if info is None:
             continue
         asn = own_asn if plan.mode is MeshAsnMode.SHARED else info.asn
-        if info.address in out:
-            log.warning("members %s and %s both claim peering address %s", out[info.address].name,
-                        member.name, info.address)  # fmt: skip
+        local: str | None = None
+        address = info.address
+        if own is not None:
+            pair = session_addresses(own, info)
+            if pair is None:
+                continue
+            local, address = pair
+            if local == own.address:
+                local = None
+        if address in out:
+            log.warning("members %s and %s both claim peering address %s", out[address].name,
+                        member.name, address)  # fmt: skip
             continue
-        out[info.address] = MeshPeer(member.name, info.address, asn, info.router_id)
+        out[address] = MeshPeer(member.name, address, asn, info.router_id, local)
     return out
 
 
@@ -119,30 +167,29 @@ def neighbors(
     router_id: str,
     peers: Mapping[str, MeshPeer],
 ) -> list[Neighbor]:
-    """ExaBGP's neighbor set: mesh peers of our address family, then external peers (an external peer
-    on a mesh member's address is the operator's explicit choice and wins)."""
+    """ExaBGP's neighbor set: mesh peers (each from its session's local address: ``own_address``, the
+    underlay, unless the peer says otherwise), then external peers (an external peer on a mesh
+    member's address is the operator's explicit choice and wins)."""
     own_asn = settings.machine_asn(own_name)
     out: dict[str, Neighbor] = {}
     own_ip = ipaddress.ip_address(own_address)
     for address, peer in sorted(peers.items()):
         ip = ipaddress.ip_address(address)
-        if ip.version != own_ip.version or ip == own_ip:
+        local_ip = ipaddress.ip_address(peer.local_address) if peer.local_address else own_ip
+        if ip.version != local_ip.version or ip == local_ip:
             continue
         n = mesh_neighbor(
             address=address,
             name=peer.name,
             local_name=own_name,
-            local_address=own_address,
+            local_address=str(local_ip),
             router_id=router_id,
             plan=settings.plan,
             peer_asn=peer.asn,
             local_asn=own_asn,
             hold_time=settings.hold_time,
         )
-        if (own_ip.version, int(own_ip)) < (
-            ip.version,
-            int(ip),
-        ):  # the lower address waits, the higher connects
+        if int(local_ip) < int(ip):  # the lower address waits, the higher connects
             n = Neighbor(
                 address=n.address, peer_as=n.peer_as, local_as=n.local_as, router_id=n.router_id,
                 local_address=n.local_address, hold_time=n.hold_time, passive=True, description=n.description,
