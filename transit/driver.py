@@ -1,7 +1,13 @@
 """The transit driver: runs the WireGuard mesh of one machine with the sans-I/O cores and real I/O.
 
-It owns, in one nursery: wireguard-go (:mod:`transit.wggo`), the probe socket, and a control loop. The
-decisions are the cores'; this module feeds them and applies their answers:
+It owns, in one nursery: the WireGuard device, the probe socket, and a control loop. The decisions are
+the cores'; this module feeds them and applies their answers:
+
+* **Backend** (``[wireguard] backend``, :func:`select_backend`): the kernel module through netlink
+  (:mod:`transit.wgkernel`, which creates and deletes the link) or wireguard-go through its UAPI socket
+  (:mod:`transit.wggo`, a supervised child). Both are a :class:`transit.wgdevice.WireGuardBackend` to
+  the control round. ``auto`` takes the module when this kernel has it, ``kernel`` insists on it,
+  ``userspace`` never uses it.
 
 * **Identity.** The key (:mod:`transit.keys`) and the claim time of the mesh address
   (:mod:`transit.claimfile`) come from the state directory. The machine's :class:`TransitMeta` is its
@@ -18,8 +24,8 @@ decisions are the cores'; this module feeds them and applies their answers:
   and at least every second: publish the reachability vector, run the :class:`RoutePlanner`, then
   reconcile the device (:mod:`transit.desired`, :func:`transit.wgdevice.plan`) and the kernel
   (addresses, routes with the agent's protocol number). The round reads the device first: handshake
-  ages go to the monitors, and a device without its private key is a restarted wireguard-go, whose
-  interface is brought up and configured again.
+  ages go to the monitors, and a device without its private key is a restarted wireguard-go (or a
+  re-created kernel link), whose interface is brought up and configured again.
 * **For the BGP speaker**: :meth:`TransitDriver.watch_mesh_address` says when this machine's mesh
   address is up on the interface (or refused: another machine holds it), so the speaker peers over the
   mesh from the start; :meth:`TransitDriver.set_routed` takes the prefixes the speaker installed via
@@ -29,14 +35,15 @@ decisions are the cores'; this module feeds them and applies their answers:
   route through it would add a round of gossip to every switch. With ``[wireguard.relay] enabled =
   false`` the machine publishes that it does not relay (others never pick it) and turns on neither.
 
-On exit it deletes its routes and the FORWARD rule it added; wireguard-go is stopped by its supervisor,
-and the interface (with its addresses and sysctls) goes with it.
+On exit it deletes its routes and the FORWARD rule it added; wireguard-go is stopped by its supervisor
+(the kernel link is deleted by its own), and the interface (with its addresses and sysctls) goes with it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
 import ipaddress
 import logging
 import math
@@ -46,13 +53,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import trio
 
 from gossip.events import EventKind, MemberEvent, MemberInfo
 from transit.claimfile import load_or_record_claim
-from transit.config import PROBE_PORT, TransitConfig
+from transit.config import PROBE_PORT, Backend, TransitConfig
 from transit.desired import (
     IPInterface,
     KernelState,
@@ -87,8 +94,9 @@ from transit.reachability import (
 from transit.relay import RoutePlanner, leg
 from transit.report import PeerReport, TransitReport, path_text
 from transit.uapi import RUN_DIR, DeviceState, SetRequest, UapiClient, UapiError, UapiProtocolError
-from transit.wgdevice import plan
+from transit.wgdevice import WireGuardBackend, plan
 from transit.wggo import WireguardGoConfig, WireguardGoError, run_wireguard_go, stop_leftover
+from transit.wgkernel import KernelWireGuard, Netlink, probe_module, run_kernel_link
 
 log = logging.getLogger("wiremesh.transit")
 
@@ -103,6 +111,11 @@ CLEANUP_TIMEOUT = 5.0
 # config never holds the address, not even until its first gossip exchange.
 CLAIM_SETTLE = 5.0
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+SYS_MODULE_WIREGUARD = Path("/sys/module/wireguard")
+NO_MODULE = "no wireguard kernel module is loaded"
+BACKEND_NAMES = {"kernel": "kernel (netlink)", "userspace": "userspace (wireguard-go)"}
+
+DeviceKind = Literal["kernel", "userspace"]
 
 
 class TransitError(OSError):
@@ -124,17 +137,46 @@ class GossipView(Protocol):
     async def set_kv(self, key: str, value: bytes | None) -> None: ...
 
 
-def kernel_backend_problem() -> str:
+def kernel_backend_problem(reason: str = NO_MODULE) -> str:
     """Why ``backend = "kernel"`` cannot run here, in words for the operator."""
-    if not Path("/sys/module/wireguard").exists():
-        return (
-            'wireguard backend = "kernel" is not available on this machine (no wireguard kernel module '
-            'is loaded); use backend = "userspace" (wireguard-go) or "auto"'
-        )
     return (
-        'wireguard backend = "kernel" is not implemented yet (the module is loaded, but this agent only '
-        'drives wireguard-go); use backend = "userspace" or "auto"'
+        f'wireguard backend = "kernel" is not available on this machine ({reason}); '
+        'use backend = "userspace" (wireguard-go) or "auto"'
     )
+
+
+def kernel_unavailable(netlink: Netlink | None, sys_module: Path = SYS_MODULE_WIREGUARD) -> str | None:
+    """Blocking. None when the kernel backend can run here, else why not. The module is there when
+    ``/sys/module/wireguard`` exists (loaded or built in), or when a probe link of kind wireguard can be
+    added (which loads an installed module); the probe link is deleted at once."""
+    if netlink is None:
+        return "pyroute2 is not installed, and the kernel backend speaks netlink through it"
+    if sys_module.exists() or probe_module(netlink):
+        return None
+    return NO_MODULE
+
+
+def select_backend(
+    setting: Backend, netlink: Netlink | None, sys_module: Path = SYS_MODULE_WIREGUARD
+) -> DeviceKind:
+    """Blocking (it may probe, see :func:`kernel_unavailable`). ``kernel`` without the module raises
+    :class:`TransitError` with the operator's fix; ``auto`` then falls back to wireguard-go."""
+    if setting == "userspace":
+        return "userspace"
+    problem = kernel_unavailable(netlink, sys_module)
+    if problem is None:
+        return "kernel"
+    if setting == "kernel":
+        raise TransitError(kernel_backend_problem(problem), errno.ENODEV)
+    return "userspace"
+
+
+def _import_pyroute2() -> Netlink | None:
+    try:
+        module: Netlink = importlib.import_module("pyroute2")
+    except ImportError:
+        return None
+    return module
 
 
 @dataclass(slots=True)
@@ -158,7 +200,10 @@ class TransitDriver:
         run_dir: Path = RUN_DIR,
         iptables: str = "iptables",
         kernel: KernelNet | None = None,
+        netlink: Netlink | None = None,
     ) -> None:
+        """``netlink``: pyroute2's surface for the kernel backend (tests pass a fake); None imports
+        pyroute2 (and without it only wireguard-go can run)."""
         if config.mesh_address is None:
             raise ValueError("transit needs a mesh_address")
         self.node = node
@@ -169,7 +214,9 @@ class TransitDriver:
         self._advertise = advertise_host
         self._iptables = iptables
         self._wg = WireguardGoConfig(config.interface, binary=config.wireguard_go, run_dir=run_dir)
-        self._uapi = UapiClient(self._wg.socket)
+        self._netlink = netlink if netlink is not None else _import_pyroute2()
+        self._device_kind: DeviceKind = "userspace"
+        self._wgdev: WireGuardBackend = UapiClient(self._wg.socket)
         self._kernel = kernel or open_kernel(config.interface, config.route_protocol)
         self._rng = random.Random()
         # Set in run():
@@ -210,8 +257,7 @@ class TransitDriver:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config
-        if cfg.backend == "kernel":
-            raise TransitError(kernel_backend_problem(), errno.ENODEV)
+        kind = await trio.to_thread.run_sync(select_backend, cfg.backend, self._netlink)
         try:
             key = await trio.to_thread.run_sync(load_or_create_key, self.state_dir)
         except (KeyFileError, OSError) as exc:
@@ -224,14 +270,12 @@ class TransitDriver:
             load_or_record_claim, self.state_dir, self.mesh_address, now_ms
         )
         try:
+            # Also before the kernel backend: a wireguard-go orphan would hold the interface name.
             await stop_leftover(self._wg)
         except WireguardGoError as exc:
             raise TransitError(str(exc), errno.EBUSY) from None
         async with trio.open_nursery() as nursery:
-            try:
-                await nursery.start(run_wireguard_go, self._wg)
-            except (WireguardGoError, OSError) as exc:
-                raise TransitError(f"cannot start wireguard-go for {cfg.interface}: {exc}") from None
+            await self._start_device(nursery, kind)
             try:
                 await self._setup()
                 sock = await self._probe_socket()
@@ -242,8 +286,9 @@ class TransitDriver:
                 self.started = True
                 self._started_at = trio.current_time()
                 log.info(
-                    "transit up on %s: mesh address %s, public key %s, probe address %s, kernel via %s",
+                    "transit up on %s (%s): mesh address %s, public key %s, probe address %s, kernel via %s",
                     cfg.interface,
+                    BACKEND_NAMES[kind],
                     self.mesh_address,
                     key.public_key,
                     self._probe,
@@ -255,11 +300,30 @@ class TransitDriver:
                 with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
                     await self._cleanup()
 
+    async def _start_device(self, nursery: trio.Nursery, kind: DeviceKind) -> None:
+        """Start the device's owner task in ``nursery``: the kernel link's or wireguard-go's."""
+        cfg = self.config
+        if kind == "kernel":
+            assert self._netlink is not None  # select_backend said "kernel"
+            device = KernelWireGuard(cfg.interface, self._netlink)
+            try:
+                await nursery.start(run_kernel_link, device)
+            except (UapiError, OSError) as exc:
+                raise TransitError(f"cannot create WireGuard interface {cfg.interface}: {exc}") from None
+            self._wgdev = device
+        else:
+            try:
+                await nursery.start(run_wireguard_go, self._wg)
+            except (WireguardGoError, OSError) as exc:
+                raise TransitError(f"cannot start wireguard-go for {cfg.interface}: {exc}") from None
+            self._wgdev = UapiClient(self._wg.socket)
+        self._device_kind = kind
+
     async def _setup(self) -> None:
         cfg = self.config
         key = self._require_key()
         try:
-            await self._uapi.set(SetRequest(private_key=key, listen_port=cfg.listen_port))
+            await self._wgdev.set(SetRequest(private_key=key, listen_port=cfg.listen_port))
         except (UapiError, UapiProtocolError, OSError) as exc:
             raise TransitError(
                 f"cannot configure {cfg.interface} (listen port {cfg.listen_port}): {exc}"
@@ -525,12 +589,13 @@ class TransitDriver:
         self._note_conflict(peers)
         self._sync_monitors(peers, now)
 
-        device = await self._uapi.get()
+        device = await self._wgdev.get()
         self._device = device
-        if device.private_key is None:  # wireguard-go restarted: a blank device and interface
+        if device.private_key is None:  # wireguard-go restarted / link re-created: a blank device
             log.warning(
-                "WireGuard device %s is blank (wireguard-go restarted?): configuring it",
+                "WireGuard device %s is blank (%s): configuring it",
                 self.config.interface,
+                "link re-created?" if self._device_kind == "kernel" else "wireguard-go restarted?",
             )
             await self._bring_up()
         for name, peer in peers.peers.items():
@@ -564,7 +629,7 @@ class TransitDriver:
         )
         request = plan(desired, device)
         if request is not None:
-            await self._uapi.set(request)
+            await self._wgdev.set(request)
 
         may_claim = self._may_claim(members, now)
         own = self.mesh_address if peers.holds_own_address and may_claim else None
@@ -688,7 +753,7 @@ class TransitDriver:
         return TransitReport(
             name=self.name,
             interface=self.config.interface,
-            backend="userspace (wireguard-go)",
+            backend=BACKEND_NAMES[self._device_kind],
             public_key=key.public_key.b64,
             mesh_address=str(self.mesh_address),
             holds_address=peers.holds_own_address if peers is not None else True,
@@ -701,4 +766,11 @@ class TransitDriver:
         )
 
 
-__all__ = ["GossipView", "TransitDriver", "TransitError", "kernel_backend_problem"]
+__all__ = [
+    "GossipView",
+    "TransitDriver",
+    "TransitError",
+    "kernel_backend_problem",
+    "kernel_unavailable",
+    "select_backend",
+]

@@ -19,7 +19,7 @@ Rules that keep it minimal and idempotent:
   passes an endpoint when it wants one enforced (a new peer, or a handshake gone stale).
 
 Two backends implement :class:`WireGuardBackend`: wireguard-go through :class:`transit.uapi.UapiClient`
-(here) and, later, the kernel module through netlink.
+and the kernel module through netlink (:class:`transit.wgkernel.KernelWireGuard`).
 """
 
 from __future__ import annotations
