@@ -16,6 +16,8 @@ SCENARIOS = {
     "holdoff": "labs.holdoff",
     "crash": "labs.crash",
     "transit": "labs.transit",
+    "policy": "labs.policy",
+    "scale": "labs.scale",
     "demo": "labs.demo",
 }
 

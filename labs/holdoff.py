@@ -8,9 +8,12 @@ and started again ``--outage`` seconds later (default 10). Two rounds: the VIP w
 outage: the route must come back, ``rise x interval`` plus BGP, before the first request gets through).
 
 ExaBGP's own healthcheck, in the same run on the same service with the same interval, rise and fall,
-has no holdoff: its blackhole is measured in both rounds next to ours.
+has no holdoff: its blackhole is measured in both rounds next to ours. So is keepalived's (VRRP on the
+LAN, same check): every instance goes to FAULT when the check fails everywhere, and the VRRP VIP is on
+no machine until one rises and wins an election; its "no route" is the time no machine holds the VIP
+(``ip addr`` sampled), its client lane the requests to the VRRP VIP.
 
-    python -m labs.holdoff [--holdoff 30] [--outage 10] [--no-baselines]
+    python -m labs.holdoff [--holdoff 30] [--outage 10] [--no-baselines] [--no-keepalived]
 
 Writes ``labs/results/holdoff.json`` and ``.png``. Needs root and ``make deps``.
 """
@@ -20,12 +23,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from labs import report
 from labs.report import NONE_LABEL, Timeline
-from labs.site import EXA_VIP, VIP, Check, Site, require_root_and_tools, sampler
+from labs.site import EXA_VIP, VIP, VRRP_VIP, Check, Site, require_root_and_tools, sampler
 from labs.vip_failover import bird_lanes, lanes_from, setup, url, wait_all_paths
 
 NAME = "holdoff"
@@ -46,10 +50,27 @@ def outage_round(site: Site, tl: Timeline, outage: float, settle: float) -> tupl
     return t_stop, t_back, time.time()
 
 
+VRRP_LANE = "VRRP master (keepalived)"
+
+
+def sample_lanes(site: Site, baselines: bool, keepalived: bool) -> Callable[[], dict[str, str]]:
+    """BIRD's best path for our VIP and ExaBGP's, and which machine holds the VRRP VIP."""
+    bird = bird_lanes(site, baselines)
+
+    def sample() -> dict[str, str]:
+        out = bird()
+        if keepalived:
+            out["keepalived"] = site.vrrp_master() or NONE_LABEL
+        return out
+
+    return sample
+
+
 def figures(
     lanes: dict[str, list[tuple[float, str]]], key: str, t_stop: float, t_back: float, end: float
 ) -> dict[str, Any]:
-    bird = lanes.get(f"BIRD best ({key})", [])
+    """``no_route_s``: BIRD has no path (ours, ExaBGP's) or no machine holds the VRRP VIP (keepalived)."""
+    bird = lanes.get(VRRP_LANE if key == "keepalived" else f"BIRD best ({key})", [])
     client = lanes.get(f"client → {key}", [])
     served = report.first_after(client, t_back, lambda who: who != NONE_LABEL)
     return {
@@ -64,6 +85,7 @@ def run(
     holdoff: float = 30.0,
     outage: float = 10.0,
     baselines: bool = True,
+    keepalived: bool | None = None,
     settle: float = 8.0,
     check: Check | None = None,
     write: bool = True,
@@ -72,27 +94,30 @@ def run(
 ) -> dict[str, Any]:
     tl = Timeline(NAME, quiet=quiet)
     check = check or Check()
+    keepalived = baselines if keepalived is None else keepalived
     rounds: list[tuple[str, float, float, float, float]] = []  # (label, holdoff, stop, back, end)
     with Site(check=check, exabgp_baseline=baselines) as site:
         tl.say("site up: router with BIRD 2, a client behind it, 3 machines on a Linux bridge (mininet)")
-        setup(site, tl, holdoff, baselines, keepalived=False)
-        urls = [url(VIP)] + ([url(EXA_VIP)] if baselines else [])
+        setup(site, tl, holdoff, baselines, keepalived=keepalived)
+        urls = [url(VIP)] + ([url(EXA_VIP)] if baselines else []) + ([url(VRRP_VIP)] if keepalived else [])
         client = site.start_client(urls, duration=2 * (outage + settle + 40) + 5)
-        with sampler(bird_lanes(site, baselines)) as samples:
+        with sampler(sample_lanes(site, baselines, keepalived)) as samples:
             for value in (holdoff, 0.0):
                 if value != holdoff:
                     site.call("PATCH", "/v1/vips/web", {"holdoff": value})
                     tl.say(f"holdoff set to {value:g} s; waiting for every path")
-                    wait_all_paths(site, baselines, keepalived=False)
+                    wait_all_paths(site, baselines, keepalived=keepalived)
                     time.sleep(2.0)
                 else:
                     time.sleep(2.0)
                 tl.say(f"round: holdoff {value:g} s, outage {outage:g} s on every machine")
                 stop, back, end = outage_round(site, tl, outage, settle)
                 rounds.append((f"holdoff {value:g}", value, stop, back, end))
-                wait_all_paths(site, baselines, keepalived=False)
+                wait_all_paths(site, baselines, keepalived=keepalived)
         site.lab.stop(client, timeout=5)
         lanes = lanes_from(site, site.client_answers(client), samples)
+        if "BIRD best (keepalived)" in lanes:
+            lanes[VRRP_LANE] = lanes.pop("BIRD best (keepalived)")
     data: dict[str, Any] = {
         "scenario": "holdoff",
         "params": {
@@ -101,6 +126,7 @@ def run(
             "interval": check.interval,
             "rise": check.rise,
             "fall": check.fall,
+            "keepalived": keepalived,
         },
         "rounds": [],
     }
@@ -121,6 +147,18 @@ def run(
             entry["ratio_served_again_ours_over_exabgp"] = report.ratio(
                 ours["served_again_after_restart_s"], exa["served_again_after_restart_s"]
             )
+        if keepalived:
+            vrrp = entry["keepalived"] = figures(lanes, "keepalived", stop, back, end)
+            tl.say(
+                f"{label}: keepalived: no machine held the VRRP VIP for {vrrp['no_route_s']:.1f} s, served "
+                f"{report.fmt(vrrp['served_again_after_restart_s'])} after the services came back"
+            )
+            entry["ratio_no_route_ours_over_keepalived"] = report.ratio(
+                ours["no_route_s"], vrrp["no_route_s"]
+            )
+            entry["ratio_served_again_ours_over_keepalived"] = report.ratio(
+                ours["served_again_after_restart_s"], vrrp["served_again_after_restart_s"]
+            )
         data["rounds"].append(entry)
     data["timeline"] = tl.events
     data["lanes"] = {k: [(tl.rel(t), v) for t, v in lane] for k, lane in lanes.items()}
@@ -137,13 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labs.holdoff", description=__doc__.split("\n")[0])
     parser.add_argument("--holdoff", type=float, default=30.0)
     parser.add_argument("--outage", type=float, default=10.0)
-    parser.add_argument("--no-baselines", action="store_true", help="without ExaBGP's healthcheck")
+    parser.add_argument(
+        "--no-baselines", action="store_true", help="without ExaBGP's healthcheck, keepalived"
+    )
+    parser.add_argument("--no-keepalived", action="store_true", help="without keepalived")
     args = parser.parse_args(argv)
-    why = require_root_and_tools()
+    keepalived = not args.no_baselines and not args.no_keepalived
+    why = require_root_and_tools(*(["keepalived"] if keepalived else []))
     if why:
         print(f"cannot run: {why}", file=sys.stderr)
         return 2
-    run(holdoff=args.holdoff, outage=args.outage, baselines=not args.no_baselines)
+    run(holdoff=args.holdoff, outage=args.outage, baselines=not args.no_baselines, keepalived=keepalived)
     return 0
 
 

@@ -35,6 +35,7 @@ import re
 import secrets
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -186,6 +187,8 @@ class Site:
     exabgp_baseline: bool = False
     keepalived: bool = False
     bird_log: bool = False
+    bird_export: str = "none"  # the template's export clause: what BIRD sends the agents (policy lab)
+    bird_extra: str = ""  # appended to BIRD's config (e.g. a static protocol whose routes it exports)
     workdir: Path | None = None
     keep: bool = False
     token: str = field(default_factory=lambda: secrets.token_hex(3)[:5])
@@ -299,8 +302,9 @@ template bgp machine {{
   connect delay time 1;
   connect retry time 2;
   error wait time 1, 2;
-  ipv4 {{ import all; export none; }};
+  ipv4 {{ import all; export {self.bird_export}; }};
 }}
+{self.bird_extra}
 {chr(10).join(protocols)}
 """
 
@@ -378,6 +382,19 @@ template bgp machine {{
 
         wait_until("every agent to see every other alive", members_ok, timeout=timeout, poll=0.3)
         wait_until("BIRD's sessions with every agent", self.sessions_up, timeout=timeout, poll=0.3)
+
+    def cli(self, name: str, *args: str) -> str:
+        """``wiremesh ARGS`` run inside machine ``name``'s namespace against its own API, as an operator
+        logged in there would; its output (stdout, then stderr)."""
+        m = self.machines[name]
+        assert m.agent is not None
+        argv = [sys.executable, "-m", "agent", *args]
+        argv += ["--api", f"http://127.0.0.1:{m.agent.http_port}"]
+        argv += ["--token-file", str(m.agent.state_dir / "api-token")]
+        done = subprocess.run(
+            ["ip", "netns", "exec", m.ns, *argv], capture_output=True, text=True, timeout=60, check=False
+        )
+        return done.stdout + done.stderr
 
     # --- services and baselines -----------------------------------------------------------------
 

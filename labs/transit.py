@@ -120,6 +120,7 @@ def run(
     during = [ttl for t, ttl in got if t_transit <= t <= t_lift]
     data: dict[str, Any] = {
         "scenario": "transit",
+        "site": site.token,  # names its links and namespaces: what a cleanup check looks for
         "time_to_transit_s": round(t_transit - t_nat, 3),
         "first_relayed_reply_s": None if relayed is None else round(relayed - t_nat, 3),
         "replies_while_in_transit": len(during),

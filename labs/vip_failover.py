@@ -244,6 +244,7 @@ def run(
         tl.say(f"ratio {key}: {value}")
     data = {
         "scenario": "vip-failover",
+        "site": site.token,  # names its links and namespaces: what a cleanup check looks for
         "params": {
             "machines": machines,
             "rounds": rounds,
