@@ -300,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         machines=args.machines,
         baselines=not args.no_baselines,
         keepalived=not args.no_baselines,
+        rounds=args.rounds,
         observe=args.observe,
     )
     return 0
