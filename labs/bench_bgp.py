@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from labs.bgplab import Agent, Bird, NetnsLab, sh, wait_until
+from labs.bgplab import Agent, Bird, NetnsLab, exabgp_pid, sh, wait_until
 
 ROUTER, EDGE = "198.18.0.1", "198.18.0.10"
 ROUTER_AS, MESH_AS = 65000, 64512
@@ -109,17 +109,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-def exabgp_pid(ns: str) -> int | None:
-    for pid in sh("ip", "netns", "pids", ns, check=False).split():
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(part.endswith(b"/exabgp") for part in cmdline) and b"server" in cmdline:
-            return int(pid)
-    return None
 
 
 def kernel_count(ns: str) -> int:

@@ -42,6 +42,18 @@ def sh(*args: str, check: bool = True) -> str:
     return subprocess.run(args, check=check, capture_output=True, text=True, timeout=60).stdout
 
 
+def exabgp_pid(ns: str) -> int | None:
+    """The pid of the ExaBGP server running in namespace ``ns``, if one is."""
+    for pid in sh("ip", "netns", "pids", ns, check=False).split():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(part.endswith(b"/exabgp") for part in cmdline) and b"server" in cmdline:
+            return int(pid)
+    return None
+
+
 def socket_in_netns(ns: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> socket.socket:
     """A socket that lives in network namespace ``ns`` (made by a thread that entered it)."""
     made: list[socket.socket] = []

@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from labs.bgplab import Agent, Bird, NetnsLab, Proc, sh, wait_until
+from labs.bgplab import Agent, Bird, NetnsLab, Proc, exabgp_pid, sh, wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -193,17 +193,6 @@ def rib(lab: NetnsLab, agent: Agent, prefix: str) -> dict[str, Any] | None:
     assert status == 200, data
     route: dict[str, Any] = data["routes"][0]
     return route
-
-
-def exabgp_pid(ns: str) -> int | None:
-    for pid in sh("ip", "netns", "pids", ns, check=False).split():
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(part.endswith(b"/exabgp") for part in cmdline) and b"server" in cmdline:
-            return int(pid)
-    return None
 
 
 def test_agent_speaks_bgp_with_bird(lab: NetnsLab) -> None:

@@ -152,10 +152,10 @@ async def test_check_verdicts_and_announcements_of_this_machine(mock_clock: trio
     assert got[("wiremesh_announcements", (("reason", "no_check"),))] == 0
 
 
-async def test_check_runs_and_failures_from_the_runner(clock: trio.testing.MockClock) -> None:
-    """A real HealthRunner with scripted results, scraped between results: every failure counted, and a
-    check that goes away takes its series with it."""
-    script = iter([True, False, False, True, False])
+def scripted_runner(results: list[bool]) -> tuple[ObjectStore, HealthRunner, Any, trio.Event]:
+    """A real HealthRunner on one VIP whose check returns ``results`` in turn, then hangs (the returned
+    event is set then); and an app that scrapes it."""
+    script = iter(results)
     done = trio.Event()
 
     async def probe(check: HealthCheck) -> CheckResult:
@@ -173,6 +173,13 @@ async def test_check_runs_and_failures_from_the_runner(clock: trio.testing.MockC
     )
     runner = HealthRunner(store, ExecPolicy(), "node-a", Published(), rng=random.Random(1), probe=probe)
     app = create_app(FakeNode(), token=TOKEN, store=lambda: store, checks=runner, wall_clock=lambda: 1.7e9)
+    return store, runner, app, done
+
+
+async def test_check_runs_and_failures_from_the_runner(clock: trio.testing.MockClock) -> None:
+    """Scraped between results: every failure counted, and a check that goes away takes its series
+    with it."""
+    store, runner, app, done = scripted_runner([True, False, False, True, False])
     runs = ("wiremesh_health_check_runs_total", (("object", "vip/web"),))
     failures = ("wiremesh_health_check_failures_total", (("object", "vip/web"),))
     async with trio.open_nursery() as nursery:
@@ -198,24 +205,7 @@ async def test_check_runs_and_failures_from_the_runner(clock: trio.testing.MockC
 async def test_failures_are_exact_however_often_results_flip(clock: trio.testing.MockClock) -> None:
     """Results that flip many times between two scrapes: every failure is counted, none inferred."""
     script = [False, True, False, True, True, False, False, True, False, True, False, False, True]
-    results = iter(script)
-    done = trio.Event()
-
-    async def probe(check: HealthCheck) -> CheckResult:
-        await trio.sleep(0.01)
-        ok = next(results, None)
-        if ok is None:
-            done.set()
-            await trio.sleep_forever()
-        return CheckResult(ok=bool(ok), latency=0.01, error=None if ok else "refused")
-
-    store = ObjectStore("node-a", lambda: {"node-a"})
-    check = {"type": "tcp", "target": ":80", "interval": 1, "timeout": 0.5}
-    store.create(
-        Kind.VIP, {"name": "web", "address": "100.96.0.1", "machines": ["node-a"], "health_check": check}, 1
-    )
-    runner = HealthRunner(store, ExecPolicy(), "node-a", Published(), rng=random.Random(1), probe=probe)
-    app = create_app(FakeNode(), token=TOKEN, store=lambda: store, checks=runner, wall_clock=lambda: 1.7e9)
+    _store, runner, app, done = scripted_runner(script)
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run)
         await done.wait()
