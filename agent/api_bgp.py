@@ -26,7 +26,7 @@ import heapq
 import ipaddress
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import httpx
 import trio
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 MAX_LIMIT = 1_000_000
 PROXY_TIMEOUT = 5.0  # seconds for another machine's API to answer /v1/machines/{name}/rib
+PrefixQuery = Annotated[str | None, Query(description="a prefix (exact) or an address (longest match)")]
+LimitQuery = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 
 
 class SpeakerView(Protocol):
@@ -158,6 +160,13 @@ def destination(view: SpeakerView, prefix: Prefix, now: float) -> DestinationOut
     )
 
 
+def first_destinations(view: SpeakerView, limit: int, now: float) -> list[DestinationOut]:
+    """The first ``limit`` destinations in prefix order, without sorting a whole table (a poll with
+    ``limit=1`` stays cheap)."""
+    prefixes = heapq.nsmallest(limit, (p for p, _selection in view.rib.selections()))
+    return [d for p in prefixes if (d := destination(view, p, now)) is not None]
+
+
 def longest_match(rib: Rib, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Prefix | None:
     bits = address.max_prefixlen
     for length in range(bits, -1, -1):
@@ -228,12 +237,7 @@ def create_bgp_router(
         return view
 
     @router.get("/v1/rib")
-    async def rib(
-        prefix: str | None = Query(
-            default=None, description="a prefix (exact) or an address (longest match)"
-        ),
-        limit: int = Query(default=1000, ge=1, le=MAX_LIMIT),
-    ) -> RibOut:
+    async def rib(prefix: PrefixQuery = None, limit: LimitQuery = 1000) -> RibOut:
         v = speaker()
         now = clock()
         if prefix is not None:
@@ -244,10 +248,8 @@ def create_bgp_router(
             routes = [entry]
             truncated = False
         else:
-            # The first ``limit`` in order without sorting a whole table (a poll with limit=1 stays cheap).
-            prefixes = heapq.nsmallest(limit, (p for p, _selection in v.rib.selections()))
+            routes = first_destinations(v, limit, now)
             truncated = len(v.rib) > limit
-            routes = [d for p in prefixes if (d := destination(v, p, now)) is not None]
         return RibOut(
             machine=v.machine,
             router_id=v.router_id,
@@ -261,10 +263,8 @@ def create_bgp_router(
     async def machine_rib(
         name: str,
         request: Request,
-        prefix: str | None = Query(
-            default=None, description="a prefix (exact) or an address (longest match)"
-        ),
-        limit: int = Query(default=1000, ge=1, le=MAX_LIMIT),
+        prefix: PrefixQuery = None,
+        limit: LimitQuery = 1000,
     ) -> RibOut:
         """Machine ``name``'s RIB, from its own agent (this one's when it is ``name``)."""
         if name == machine or (view is not None and name == view.machine):

@@ -344,16 +344,22 @@ class ObjectsApi:
         )
 
     def view(
-        self, kind: Kind, obj: ClusterObject, problems: Mapping[Key, list[Problem]], live: LiveState
+        self,
+        kind: Kind,
+        obj: ClusterObject,
+        problems: Mapping[Key, list[Problem]],
+        live: LiveState | None = None,
     ) -> JSONDict:
         """The object, its version, the problems it has here (a replicated object may reference what this
-        node does not know), and for VIPs and routes its live status. The machines listed are the
-        assigned ones, then any other that still announces it (say, one whose store lags behind)."""
+        node does not know), and for VIPs and routes its live status (from ``live``, read here if not
+        given). The machines listed are the assigned ones, then any other that still announces it (say,
+        one whose store lags behind)."""
         name = key_of(obj)
         body = obj.model_dump(mode="json")
         body["version"] = version_view(self.store().get_record(kind, name))
         body["problems"] = [d.model_dump() for d in problems_detail(problems.get((kind, name), []), ())]
         if isinstance(obj, Vip | Route):
+            live = live or self.live()
             key = f"{kind.value}/{name}"
             announced_by = sorted(self.status.announced_by(kind, name))
             machines = [*obj.machines, *(m for m in announced_by if m not in obj.machines)]
@@ -375,12 +381,18 @@ class ObjectsApi:
 
     def list_view(self, kind: Kind) -> list[JSONDict]:
         store = self.store()
-        problems, live = store.problems(), self.live()
-        return [self.view(kind, obj, problems, live) for obj in store.list(kind)]
+        return self._views(kind, store.list(kind), store.problems())
+
+    def _views(
+        self, kind: Kind, objs: Sequence[ClusterObject], problems: Mapping[Key, list[Problem]]
+    ) -> list[JSONDict]:
+        """Several objects' views over one reading of the live state, so they agree with each other."""
+        live = self.live()
+        return [self.view(kind, obj, problems, live) for obj in objs]
 
     def one_view(self, kind: Kind, name: str) -> JSONDict:
         store = self.store()
-        return self.view(kind, store.get(kind, name), store.problems(), self.live())
+        return self.view(kind, store.get(kind, name), store.problems())
 
     def checks_view(self, machine: str | None, object_key: str | None) -> list[JSONDict]:
         """Every machine's check verdicts, by machine then object, optionally for one machine or object."""
@@ -406,8 +418,7 @@ class ObjectsApi:
         name = settings.name
         member = next((m for m in self.members() if m.name == name), None)
         vips = [v for v in store.list(Kind.VIP) if isinstance(v, Vip) and name in v.machines]
-        live = self.live()
-        settings_view = self.view(Kind.MACHINE, settings, problems, live)
+        settings_view = self.view(Kind.MACHINE, settings, problems)
         return {
             "name": name,
             "settings": {k: v for k, v in settings_view.items() if k not in ("version", "problems")},
@@ -420,9 +431,7 @@ class ObjectsApi:
                 "incarnation": member.incarnation,
                 "addr": format_address(member.addr),
             },
-            "vips": [self.view(Kind.VIP, v, problems, live) for v in vips]
-            if full
-            else [v.name for v in vips],
+            "vips": self._views(Kind.VIP, vips, problems) if full else [v.name for v in vips],
         }
 
 

@@ -53,9 +53,7 @@ def peers_table(peers: Sequence[Mapping[str, Any]]) -> str:
             str(p["path"]),
             _rtt(p.get("rtt_ms")),
             f"{100 * float(p.get('loss') or 0):.0f}%",
-            "never"
-            if p.get("handshake_age_seconds") is None
-            else format_age(p["handshake_age_seconds"]) + " ago",
+            _handshake(p.get("handshake_age_seconds")),
             format_bytes(p.get("rx_bytes") or 0),
             format_bytes(p.get("tx_bytes") or 0),
             format_age(float(p.get("for_seconds") or 0)),

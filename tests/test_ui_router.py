@@ -101,9 +101,11 @@ async def test_the_cookie_opens_the_ui_and_its_rib_reads_only(env: Env) -> None:
     ):
         response = await env.client.request(method, path)
         assert response.status_code == 401, (method, path)
-    # The one JSON read the pages make: passes auth (the endpoint itself may not exist yet: 404 or 405).
+    # The one JSON read the pages make passes auth and reaches the proxy, which answers for node-b
+    # (it runs no speaker in this fake cluster).
     remote = await env.client.get("/v1/machines/node-b/rib")
-    assert remote.status_code != 401
+    assert remote.status_code == 404
+    assert "node-b runs no BGP speaker" in remote.json()["error"]
 
 
 async def test_a_forged_cookie_is_dropped_and_the_bearer_token_still_works(env: Env) -> None:

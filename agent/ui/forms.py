@@ -95,32 +95,29 @@ def health_check_from(form: Form) -> JSONDict | None:
     return check
 
 
-def vip_body(form: Form, *, with_holdoff: bool) -> JSONDict:
+def _announced_body(form: Form, where: str) -> JSONDict:
+    """What VIPs and routes share; ``where`` is the field that says what is announced."""
     body: JSONDict = {
         "name": form.text("name"),
-        "address": form.text("address"),
+        where: form.text(where),
         "enabled": form.checked("enabled"),
         "machines": form.all("machines"),
     }
     check = health_check_from(form)
     if check is not None:
         body["health_check"] = check
+    return body
+
+
+def vip_body(form: Form, *, with_holdoff: bool) -> JSONDict:
+    body = _announced_body(form, "address")
     if with_holdoff:
         _put(body, "holdoff", form.text("holdoff"))
     return body
 
 
 def route_body(form: Form) -> JSONDict:
-    body: JSONDict = {
-        "name": form.text("name"),
-        "prefix": form.text("prefix"),
-        "enabled": form.checked("enabled"),
-        "machines": form.all("machines"),
-    }
-    check = health_check_from(form)
-    if check is not None:
-        body["health_check"] = check
-    return body
+    return _announced_body(form, "prefix")
 
 
 # --- policy sets ------------------------------------------------------------------------------------

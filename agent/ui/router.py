@@ -16,7 +16,6 @@ behind the sources must not be touched.
 
 from __future__ import annotations
 
-import heapq
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,7 +26,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from agent.api_bgp import DestinationOut, SpeakerView, destination
+from agent.api_bgp import DestinationOut, SpeakerView, first_destinations
 from agent.api_objects import NoStatus, ObjectsApi, StatusProvider
 from agent.api_peers import PeersSource, peers_view, reachability
 from agent.auth import token_matches
@@ -85,11 +84,23 @@ def _environment() -> Environment:
         autoescape=select_autoescape(("html",)),
         trim_blocks=True,
         lstrip_blocks=True,
+        auto_reload=False,  # no stat() per render on the Trio thread: the templates ship with the code
     )
     env.globals.update(
         check_text=check_text, path_text=path_text, prefix=UI_PREFIX, empty_rule=forms.EMPTY_RULE
     )
+    for name in env.list_templates():  # compiled once at startup, not on a request's first render
+        env.get_template(name)
     return env
+
+
+def _static_assets() -> dict[str, tuple[bytes, str]]:
+    """The shipped assets by file name, read once at startup (no file I/O in a request)."""
+    return {
+        path.name: (path.read_bytes(), STATIC_TYPES[path.suffix])
+        for path in STATIC_DIR.iterdir()
+        if path.is_file() and not path.name.startswith(".") and path.suffix in STATIC_TYPES
+    }
 
 
 class Ui:
@@ -149,10 +160,7 @@ class Ui:
         view = self.bgp
         if view is None:
             return None
-        now = self.clock()
-        prefixes = heapq.nsmallest(RIB_LIMIT, (p for p, _selection in view.rib.selections()))
-        routes = [d for p in prefixes if (d := destination(view, p, now)) is not None]
-        return routes, len(view.rib)
+        return first_destinations(view, RIB_LIMIT, self.clock()), len(view.rib)
 
     # --- peers ----------------------------------------------------------------------------------
 
@@ -195,6 +203,26 @@ def _problems_of(exc: Exception) -> list[Problem]:
 
 def _see_other(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
+
+
+def _save(
+    ui: Ui,
+    kind: Kind,
+    name: str,
+    body: JSONDict,
+    done: str,
+    refused: Callable[[Errors], Response],
+) -> Response:
+    """Replace ``name`` with ``body`` (the name is not editable: renaming is delete + create), then go
+    to ``done``; a refusal is ``refused`` with the problems by field, and nothing changes."""
+    body["name"] = name
+    try:
+        ui.store().replace(kind, name, body, ui.wall_ms())
+    except NotFound as exc:
+        return _not_found(ui, exc)
+    except Invalid as exc:
+        return refused(forms.errors_from(exc.problems))
+    return _see_other(done)
 
 
 def create_ui_router(
@@ -271,17 +299,15 @@ def _add_session(router: APIRouter, ui: Ui) -> None:
         response.headers["set-cookie"] = clear_cookie_header()
         return response
 
+    assets = _static_assets()
+
     @router.get("/static/{name}")
     async def static(name: str) -> Response:
         """Shipped assets only (no directory walks): the names are fixed at build time."""
-        path = STATIC_DIR / name
-        if "/" in name or name.startswith(".") or not path.is_file() or path.suffix not in STATIC_TYPES:
+        if name not in assets:
             return Response("not found\n", status_code=404, media_type="text/plain")
-        return Response(
-            path.read_bytes(),
-            media_type=STATIC_TYPES[path.suffix],
-            headers={"cache-control": "no-cache"},
-        )
+        content, media_type = assets[name]
+        return Response(content, media_type=media_type, headers={"cache-control": "no-cache"})
 
 
 # --- VIPs -------------------------------------------------------------------------------------------
@@ -391,24 +417,20 @@ def _add_vips(router: APIRouter, ui: Ui) -> None:
     @router.post("/vips/{name}")
     async def save_vip(name: str, request: Request) -> Response:
         form = await _form(request)
-        body = forms.vip_body(form, with_holdoff=True)
-        body["name"] = name  # the name is not editable: renaming is delete + create
-        try:
-            ui.store().replace(Kind.VIP, name, body, ui.wall_ms())
-        except NotFound as exc:
-            return _not_found(ui, exc)
-        except Invalid as exc:
-            vip = ui.api.one_view(Kind.VIP, name)
+
+        def refused(errors: Errors) -> Response:
             return ui.render(
                 "vip_edit.html",
                 422,
                 page="vips",
-                vip=vip,
+                vip=ui.api.one_view(Kind.VIP, name),
                 values={**_submitted_vip(form), "name": name},
                 machines=ui.machine_names(),
-                errors=forms.errors_from(exc.problems),
+                errors=errors,
             )
-        return _see_other(f"{UI_PREFIX}/vips/{name}?saved=1")
+
+        body = forms.vip_body(form, with_holdoff=True)
+        return _save(ui, Kind.VIP, name, body, f"{UI_PREFIX}/vips/{name}?saved=1", refused)
 
     _add_delete(router, ui, "vips", Kind.VIP, "VIP")
 
@@ -494,17 +516,13 @@ def _add_routes(router: APIRouter, ui: Ui) -> None:
     @router.post("/routes/{name}")
     async def save_route(name: str, request: Request) -> Response:
         form = await _form(request)
-        body = forms.route_body(form)
-        body["name"] = name
-        try:
-            ui.store().replace(Kind.ROUTE, name, body, ui.wall_ms())
-        except NotFound as exc:
-            return _not_found(ui, exc)
-        except Invalid as exc:
+
+        def refused(errors: Errors) -> Response:
             route = ui.api.one_view(Kind.ROUTE, name)
-            values = {**_submitted_route(form), "name": name}
-            return form_page(route, values, 422, errors=forms.errors_from(exc.problems))
-        return _see_other(f"{UI_PREFIX}/routes/{name}?saved=1")
+            return form_page(route, {**_submitted_route(form), "name": name}, 422, errors=errors)
+
+        body = forms.route_body(form)
+        return _save(ui, Kind.ROUTE, name, body, f"{UI_PREFIX}/routes/{name}?saved=1", refused)
 
     _add_delete(router, ui, "routes", Kind.ROUTE, "route")
 
@@ -601,21 +619,18 @@ def _add_policy_sets(router: APIRouter, ui: Ui) -> None:
     async def save_policy_set(name: str, request: Request) -> Response:
         form = await _form(request)
         body = forms.policy_set_body(form)
-        body["name"] = name
-        try:
-            ui.store().replace(Kind.POLICY_SET, name, body, ui.wall_ms())
-        except NotFound as exc:
-            return _not_found(ui, exc)
-        except Invalid as exc:
-            policy = ui.api.one_view(Kind.POLICY_SET, name)
+
+        def refused(errors: Errors) -> Response:
             return form_page(
-                policy,
+                ui.api.one_view(Kind.POLICY_SET, name),
                 {"name": name, "default": body["default"]},
                 forms.policy_form_from_submitted(form),
                 422,
-                errors=forms.errors_from(exc.problems),
+                errors=errors,
             )
-        return _see_other(f"{UI_PREFIX}/policy-sets/{name}?saved=1")
+
+        done = f"{UI_PREFIX}/policy-sets/{name}?saved=1"
+        return _save(ui, Kind.POLICY_SET, name, body, done, refused)
 
     _add_delete(router, ui, "policy-sets", Kind.POLICY_SET, "policy set")
 
@@ -657,22 +672,27 @@ def _tab_context(ui: Ui, name: str, tab: str, machine: JSONDict) -> JSONDict:
         rows, message = ui.peer_rows(name)
         return {"local": local, "peer_rows": rows, "peers_message": message}
     if tab == "health":
-        runs = ui.checks.runs if local and ui.checks is not None else {}
-        failures = ui.checks.failures if local and ui.checks is not None else {}
-        return {"local": local, "checks": ui.api.checks_view(name, None), "runs": runs, "failures": failures}
+        checks = ui.checks if local else None  # run counts are this machine's own only
+        return {
+            "local": local,
+            "checks": ui.api.checks_view(name, None),
+            "runs": {} if checks is None else checks.runs,
+            "failures": {} if checks is None else checks.failures,
+        }
     return {"local": local, "vips": machine["vips"]}
 
 
 def _add_machines(router: APIRouter, ui: Ui) -> None:
+    def rows() -> list[JSONDict]:
+        return [ui.api.machine_view(s, full=False) for s in ui.store().list(Kind.MACHINE)]
+
     @router.get("/machines")
     async def machines() -> Response:
-        rows = [ui.api.machine_view(s, full=False) for s in ui.store().list(Kind.MACHINE)]
-        return ui.render("machines.html", page="machines", rows=rows)
+        return ui.render("machines.html", page="machines", rows=rows())
 
     @router.get("/machines/_rows")
     async def machine_rows() -> Response:
-        rows = [ui.api.machine_view(s, full=False) for s in ui.store().list(Kind.MACHINE)]
-        return ui.render("machine_rows.html", rows=rows)
+        return ui.render("machine_rows.html", rows=rows())
 
     @router.get("/machines/{name}")
     async def machine(
@@ -698,19 +718,16 @@ def _add_machines(router: APIRouter, ui: Ui) -> None:
     @router.post("/machines/{name}/settings")
     async def save_settings(name: str, request: Request) -> Response:
         form = await _form(request)
-        body = {
-            "name": name,
+        body: JSONDict = {
             "enabled": form.checked("enabled"),
             "import_policies": form.all("import_policies"),
             "export_policies": form.all("export_policies"),
         }
-        try:
-            ui.store().replace(Kind.MACHINE, name, body, ui.wall_ms())
-        except NotFound as exc:
-            return _not_found(ui, exc)
-        except Invalid as exc:
-            return _machine_page(ui, name, "vips", 422, settings_errors=forms.errors_from(exc.problems))
-        return _see_other(f"{UI_PREFIX}/machines/{name}?saved=1")
+
+        def refused(errors: Errors) -> Response:
+            return _machine_page(ui, name, "vips", 422, settings_errors=errors)
+
+        return _save(ui, Kind.MACHINE, name, body, f"{UI_PREFIX}/machines/{name}?saved=1", refused)
 
 
 __all__ = ["Ui", "UiNode", "check_text", "create_ui_router", "path_text"]
