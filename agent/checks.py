@@ -11,7 +11,6 @@ import contextlib
 import os
 import shlex
 import signal
-import socket
 import ssl
 import subprocess
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import httpx
 import trio
 
 from agent.execpolicy import ExecPolicy
-from agent.httpprobe import HttpProbeError, get_status
+from agent.httpprobe import HttpProbeError, connect, get_status
 from agent.objects import HealthCheck
 
 OUTPUT_LIMIT = 4096  # bytes of an exec check's output kept: the tail, where the error usually is
@@ -108,18 +107,10 @@ def _describe(exc: BaseException) -> str:
 
 
 async def _tcp(target: str) -> str | None:
-    """Connect, then close. A target with one address (an IP literal, the usual case) gets a plain
-    connect: ``trio.open_tcp_stream`` (a nursery for happy eyeballs, a stream wrapper) costs ~4x the CPU,
-    which 1,000 checks a second notice. A name with several addresses still gets happy eyeballs."""
+    """Connect (as the HTTP check does, see :func:`agent.httpprobe.connect`), then close."""
     host, port = split_host_port(target)
-    addresses = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    if len(addresses) != 1:
-        stream = await trio.open_tcp_stream(host, port)
-        await stream.aclose()
-        return None
-    family, kind, proto, _name, address = addresses[0]
-    with trio.socket.socket(family, kind, proto) as sock:
-        await sock.connect(address)
+    stream = await connect(host, port)
+    await stream.aclose()
     return None
 
 
@@ -128,7 +119,8 @@ async def _http(check: HealthCheck, tls: TlsContexts | None) -> str | None:
     lo, hi = check.expected_status or (200, 399)
     context: ssl.SSLContext | None = None
     if check.target.startswith("https:"):
-        tls = tls or TlsContexts.create()
+        if tls is None:  # callers that share none (the health runner does): built off the Trio thread
+            tls = await trio.to_thread.run_sync(TlsContexts.create)
         context = tls.skip_verify if check.tls_skip_verify else tls.verify
     status = await get_status(check.target, context)
     if lo <= status <= hi:

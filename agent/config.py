@@ -287,21 +287,34 @@ def _check_unknown(reader: _Reader, table: Mapping[str, Any], known: tuple[str, 
             raise reader.error(prefix + key, f"unknown key{hint}")
 
 
-def _gossip_config(reader: _Reader) -> GossipConfig:
-    table = reader.values.get("gossip", {})
+def _table(reader: _Reader, key: str, table: Any) -> dict[str, Any]:
     if not isinstance(table, dict):
-        raise reader.error("gossip", f"expected table, got {_type_name(type(table))}")
-    hints = get_type_hints(GossipConfig)
-    names = tuple(f.name for f in fields(GossipConfig))
-    _check_unknown(reader, table, names, "gossip.")
-    kwargs = {key: reader.typed(f"gossip.{key}", value, hints[key]) for key, value in table.items()}
+        raise reader.error(key, f"expected table, got {_type_name(type(table))}")
+    return table
+
+
+def _fields_table(reader: _Reader, key: str, table: Any, cls: type, *, non_negative: bool = False) -> Any:
+    """A table that is a core's own config class, field for field (``[gossip]``, ``[wireguard.path]``,
+    ``[wireguard.relay]``): unknown keys, types and the class's own checks, each error naming its key
+    (the class names the offending field first in its messages; failing that, the only key given)."""
+    table = _table(reader, key, table)
+    names = tuple(f.name for f in fields(cls))
+    _check_unknown(reader, table, names, f"{key}.")
+    hints = get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, raw in table.items():
+        value = reader.typed(f"{key}.{name}", raw, hints[name])
+        if non_negative and (not math.isfinite(value) or value < 0):
+            raise reader.error(f"{key}.{name}", f"must be a finite number >= 0 (got {value})")
+        kwargs[name] = value
     try:
-        return GossipConfig(**kwargs)
+        return cls(**kwargs)
     except ValueError as exc:
         message = str(exc)
-        # GossipConfig names the offending field first in its messages.
         culprit = min((n for n in names if n in message), key=message.find, default=None)
-        raise reader.error(f"gossip.{culprit}" if culprit else "gossip", message) from None
+        if culprit is None and len(kwargs) == 1:
+            culprit = next(iter(kwargs))
+        raise reader.error(f"{key}.{culprit}" if culprit else key, message) from None
 
 
 _WIREGUARD_KEYS = (
@@ -318,34 +331,6 @@ _WIREGUARD_KEYS = (
     "path",
     "relay",
 )
-
-
-def _table(reader: _Reader, key: str, table: Any) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise reader.error(key, f"expected table, got {_type_name(type(table))}")
-    return table
-
-
-def _thresholds(reader: _Reader, key: str, table: Any, cls: type[PathConfig] | type[SelectorConfig]) -> Any:
-    """``[wireguard.path]`` / ``[wireguard.relay]``: the core's own config class, field for field."""
-    table = _table(reader, key, table)
-    names = tuple(f.name for f in fields(cls))
-    _check_unknown(reader, table, names, f"{key}.")
-    hints = get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    for name, raw in table.items():
-        value = reader.typed(f"{key}.{name}", raw, hints[name])
-        if not math.isfinite(value) or value < 0:
-            raise reader.error(f"{key}.{name}", f"must be a finite number >= 0 (got {value})")
-        kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except ValueError as exc:
-        message = str(exc)
-        culprit = min((n for n in names if n in message), key=message.find, default=None)
-        if culprit is None and len(kwargs) == 1:
-            culprit = next(iter(kwargs))
-        raise reader.error(f"{key}.{culprit}" if culprit else key, message) from None
 
 
 def _wireguard_config(reader: _Reader) -> TransitConfig:
@@ -406,14 +391,14 @@ def _wireguard_config(reader: _Reader) -> TransitConfig:
             "wireguard.route_protocol",
             f"{protocol} is bgp.route_protocol too: each must mark only its own kernel routes",
         )
-    path = _thresholds(reader, "wireguard.path", table.get("path", {}), PathConfig)
+    path = _fields_table(reader, "wireguard.path", table.get("path", {}), PathConfig, non_negative=True)
     relay_table = dict(_table(reader, "wireguard.relay", table.get("relay", {})))
     relay_enabled: bool = (
         reader.typed("wireguard.relay.enabled", relay_table.pop("enabled"), bool)
         if "enabled" in relay_table
         else True
     )
-    relay = _thresholds(reader, "wireguard.relay", relay_table, SelectorConfig)
+    relay = _fields_table(reader, "wireguard.relay", relay_table, SelectorConfig, non_negative=True)
     try:
         return TransitConfig(
             enabled=enabled,
@@ -538,7 +523,7 @@ def load_config(
         tombstone_keep=reader.number("tombstone_keep", float, DEFAULT_TOMBSTONE_KEEP_S, 0.0, exclusive=True),
         allow_exec_checks=reader.get("allow_exec_checks", bool, False),
         exec_check_paths=_exec_check_paths(reader),
-        gossip=_gossip_config(reader),
+        gossip=_fields_table(reader, "gossip", reader.values.get("gossip", {}), GossipConfig),
         bgp=parse_bgp(reader.values.get("bgp"), advertise.host, reader.error),
         wireguard=_wireguard_config(reader),
     )

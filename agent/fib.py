@@ -180,10 +180,6 @@ def _attr(kind: int, payload: bytes) -> bytes:
     return _RTATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
 
 
-def _packed(address: Address) -> bytes:
-    return address.packed
-
-
 def encode_route(op: FibOp, *, protocol: int, table: int, sequence: int) -> bytes:
     """One RTM_NEWROUTE (add or replace) or RTM_DELROUTE request, asking for an ack."""
     prefix = op.prefix
@@ -199,11 +195,11 @@ def encode_route(op: FibOp, *, protocol: int, table: int, sequence: int) -> byte
         kind = RTM_NEWROUTE
         flags |= NLM_F_CREATE | (NLM_F_REPLACE if op.kind is OpKind.REPLACE else NLM_F_EXCL)
         if len(op.next_hops) == 1:
-            attrs += _attr(RTA_GATEWAY, _packed(op.next_hops[0]))
+            attrs += _attr(RTA_GATEWAY, op.next_hops[0].packed)
         else:
             hops = b""
             for hop in op.next_hops:
-                gateway = _attr(RTA_GATEWAY, _packed(hop))
+                gateway = _attr(RTA_GATEWAY, hop.packed)
                 hops += _RTNEXTHOP.pack(_RTNEXTHOP.size + len(gateway), 0, 0, 0) + gateway
             attrs += _attr(RTA_MULTIPATH, hops)
     header = _RTMSG.pack(

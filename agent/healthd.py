@@ -215,9 +215,9 @@ class HealthRunner:
     async def _run_probe(self, check: HealthCheck) -> CheckResult:
         if self._probe is not None:
             return await self._probe(check)
-        # Plain http:// too: without shared contexts httpx builds (and loads the CA bundle into) a fresh
-        # one per client, ~20 ms of CPU per run even though it never speaks TLS.
-        if self._tls is None and check.type == "http":
+        # Built once, in a thread (loading the CA bundle costs ~20 ms of CPU), and shared by every
+        # https:// check; a plain http:// one needs none (agent.httpprobe never touches TLS for it).
+        if self._tls is None and check.type == "http" and check.target.startswith("https:"):
             async with self._tls_lock:
                 if self._tls is None:
                     self._tls = await trio.to_thread.run_sync(TlsContexts.create)

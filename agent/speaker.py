@@ -61,7 +61,15 @@ from agent.bgp.export import (
 )
 from agent.bgp.ingest import Ingest
 from agent.bgp.lifecycle import ReloadReason, Resync
-from agent.bgp.mesh import BGP_KEY, MeshPeer, SpeakerInfo, decode_info, mesh_peers, neighbors
+from agent.bgp.mesh import (
+    BGP_KEY,
+    PEERING_STATES,
+    MeshPeer,
+    SpeakerInfo,
+    decode_info,
+    mesh_peers,
+    neighbors,
+)
 from agent.bgp.settings import BgpSettings
 from agent.bgp.status import NeighborStatus, SessionTable
 from agent.bgp.supervisor import (
@@ -199,7 +207,7 @@ class BgpSpeaker:
         self._configured: dict[str, Session] = {}  # neighbors ExaBGP has been given, after their resync
         self._import_models: tuple[PolicySet, ...] | None = None
         self._wire: dict[Prefix, Attributes] = {}  # what is on the wire (after policy and drain)
-        self._keys: dict[Prefix, str] = {}  # the object key each wire prefix comes from
+        self._keys: dict[str, str] = {}  # the object key of each wire prefix, by its text (as AdjRibOut)
         self._published: bytes | None = None
         self.sent_keys: frozenset[str] = frozenset()
         self.fib_errors = 0
@@ -344,7 +352,11 @@ class BgpSpeaker:
             live = apply_export_policy(local, chain) if settings.enabled else {}
             wire = self.drain.routes(live, enabled=settings.enabled, now=now)
             draining = self.drain.draining and not self.drain.done(now)
-            self._keys = {p: local.get(p) or self._keys.get(p, "") for p in wire}
+            keys: dict[str, str] = {}
+            for prefix in wire:
+                text = str(prefix)
+                keys[text] = local.get(prefix) or self._keys.get(text, "")
+            self._keys = keys
             self._originate(wire, now)
             commands: list[Command] = []
             for address, session in sorted(self._configured.items()):
@@ -379,7 +391,7 @@ class BgpSpeaker:
         sent: set[str] = set()
         for address in up & self._configured.keys():
             for prefix_text in self.adjout.routes(address):
-                key = self._keys.get(Prefix.parse(prefix_text))
+                key = self._keys.get(prefix_text)
                 if key:
                     sent.add(key)
         return frozenset(sent)
@@ -425,10 +437,12 @@ class BgpSpeaker:
         if self._routed_sink is not None:
             self._mesh_routes.set_hops(self._mesh.values(), self.fib_state)
             self._mesh_routes.update((c.prefix for c in diff), self.fib_state)
-            routed = self._mesh_routes.view()
-            if routed != self._routed:
-                self._routed = routed
-                self._routed_sink(routed)
+            if self._mesh_routes.dirty:  # not per update: a full table from a router changes nothing here
+                self._mesh_routes.dirty = False
+                routed = self._mesh_routes.view()
+                if routed != self._routed:
+                    self._routed = routed
+                    self._routed_sink(routed)
 
     def _apply_event(self, event: SupervisorEvent, now: float) -> None:
         if isinstance(event, SpeakerDown):
@@ -639,17 +653,20 @@ class MeshRoutes:
     """The FIB's prefixes whose next hop is a peer reached over the mesh, by that next hop (the first
     such hop of an ECMP set). Kept incrementally from RIB diffs, so a full table from an external
     router costs nothing per update; recomputed whole only when the set of mesh next hops changes.
-    This machine's own VIPs are excluded from the FIB, so they are never here."""
+    This machine's own VIPs are excluded from the FIB, so they are never here. ``dirty``: changed since
+    the owner last cleared it (so :meth:`view` is built only then)."""
 
     def __init__(self) -> None:
         self.hops: frozenset[Address] = frozenset()
         self.by_prefix: dict[Prefix, Address] = {}
+        self.dirty = False
 
     def set_hops(self, peers: Iterable[MeshPeer], fib: FibState) -> None:
         hops = frozenset(ipaddress.ip_address(p.address) for p in peers if p.over_mesh)
         if hops != self.hops:
             self.hops = hops
             self.by_prefix = {}
+            self.dirty = True
             self.update(fib.desired, fib)
 
     def update(self, prefixes: Iterable[Prefix], fib: FibState) -> None:
@@ -658,9 +675,11 @@ class MeshRoutes:
         for prefix in prefixes:
             hop = next((h for h in fib.wanted(prefix) if h in self.hops), None)
             if hop is None:
-                self.by_prefix.pop(prefix, None)
-            else:
+                if self.by_prefix.pop(prefix, None) is not None:
+                    self.dirty = True
+            elif self.by_prefix.get(prefix) != hop:
                 self.by_prefix[prefix] = hop
+                self.dirty = True
 
     def view(self) -> dict[Address, frozenset[IPNetwork]]:
         out: dict[Address, set[IPNetwork]] = {}
@@ -692,7 +711,7 @@ class WireStatus:
             if info is None:
                 if member.name in decided:
                     out.add(member.name)
-            elif key in info.sent and member.state.value in ("alive", "suspect"):
+            elif key in info.sent and member.state in PEERING_STATES:
                 out.add(member.name)
         return sorted(out)
 

@@ -1,12 +1,14 @@
 """What wakes the Announcer to re-plan: only changes to what the planner reads (under MockClock).
 
 Re-planning costs O(objects); with hundreds of checks, waking on every result or on this machine's own
-gossip values would re-plan hundreds of times a second for nothing."""
+gossip values would re-plan hundreds of times a second for nothing. And when holds end: this machine's
+(a re-plan exactly then) and peers' (timed from when their announcement arrived)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import msgpack
 import trio
 import trio.testing
 
@@ -14,9 +16,10 @@ from agent.announcer import ANNOUNCE_KEY, Announcer
 from agent.checkstate import Verdict
 from agent.healthd import HEALTH_KEY
 from agent.objects import Kind
-from agent.planner import Decision, Health, LocalVerdict, Reason
+from agent.planner import Decision, Health, LocalVerdict, Reason, to_wire
 from agent.store import ObjectStore
-from gossip.events import EventKind, MemberEvent, MemberInfo
+from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
+from tests.swimkit import node_addr
 
 ME = "m1"
 
@@ -25,9 +28,10 @@ class FakeNode:
     def __init__(self) -> None:
         self.send, self.recv = trio.open_memory_channel[MemberEvent](100)
         self.values: dict[str, bytes | None] = {}
+        self.peers: list[MemberInfo] = []  # set by the test
 
     def members(self) -> list[MemberInfo]:
-        return []
+        return list(self.peers)
 
     def subscribe(self, max_buffer: int = 1024) -> trio.MemoryReceiveChannel[MemberEvent]:
         return self.recv
@@ -137,4 +141,37 @@ async def test_a_hold_ends_when_its_holdoff_runs_out_not_at_the_next_tick(
         await trio.sleep(0.002)
         assert decision().announce is False
         assert decision().reason is Reason.WITHDRAWN_HOLDOFF_EXPIRED
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_peers_hold_is_read_against_when_its_announcement_arrived(
+    clock: trio.testing.MockClock,
+) -> None:
+    """A hold travels as the seconds it had left when published; a peer that converted it against the
+    time it *read* the value (an API call, ``announced_by``) pushed the end of the hold later by the
+    value's age, up to a plan interval plus gossip delay (the all-fail scenario saw +0.47 s)."""
+    gossip = FakeNode()
+    announcer = Announcer(ObjectStore(ME, lambda: {ME, "m2"}), gossip, ME, FakeHealth())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(announcer.run)
+        peer = node_addr(2)
+
+        def publish(version: int, held_until: float) -> None:
+            now = trio.current_time()
+            packed = msgpack.packb(to_wire({"vip/web": Decision(True, Reason.HELD, held_until)}, now))
+            kv = {ANNOUNCE_KEY: (version, packed)}
+            gossip.peers = [MemberInfo("m2", peer, 1, MemberState.ALIVE, 0.0, b"", kv)]
+
+        # Published with 20 s left before this machine saw it arrive: converted from now (the fallback).
+        publish(1, trio.current_time() + 20.0)
+        start = trio.current_time()
+        assert announcer.announcements()["m2"]["vip/web"].held_until == start + 20.0
+
+        await trio.sleep(3.0)
+        arrived = trio.current_time()
+        publish(2, arrived + 20.0)
+        gossip.send.send_nowait(MemberEvent(EventKind.KV, "m2", 1, peer, arrived, ANNOUNCE_KEY))
+        await trio.sleep(0.4)  # read later: the hold still ends 20 s after the value arrived
+        assert announcer.announcements()["m2"]["vip/web"].held_until == arrived + 20.0
+        assert announcer.announced_by(Kind.VIP, "web") == ["m2"]
         nursery.cancel_scope.cancel()

@@ -130,6 +130,42 @@ def test_every_gossip_field_maps(tmp_path: Path) -> None:
     assert cfg.gossip != GossipConfig()
 
 
+# Each body goes under a [wireguard] header (see the parametrize of test_errors_name_file_key_and_reason).
+WIREGUARD_ERRORS = [
+    ("enabled = true", "wireguard.mesh_address", "missing required key"),
+    ("mesh_address = 'mesh-a'", "wireguard.mesh_address", "not an IP address"),
+    ("mesh_address = '0.0.0.0'", "wireguard.mesh_address", "cannot be a machine's mesh address"),
+    ("enabled = 'yes'", "wireguard.enabled", "expected boolean"),
+    ("interface = 'a-very-long-interface'", "wireguard.interface", "bad interface name"),
+    ("interface = 'wg/0'", "wireguard.interface", "bad interface name"),
+    ("listen_port = 70000", "wireguard.listen_port", "out of range: 70000"),
+    ("endpoint = 'vpn.example.com:51820'", "wireguard.endpoint", "host must be an IP address"),
+    ("endpoint = '203.0.113.7:0'", "wireguard.endpoint", "port must be 1-65535"),
+    ("backend = 'ebpf'", "wireguard.backend", "must be one of auto, kernel, userspace"),
+    ("wireguard_go = ' '", "wireguard.wireguard_go", "must not be empty"),
+    ("persistent_keepalive = -1", "wireguard.persistent_keepalive", "out of range"),
+    ("route_protocol = 2", "wireguard.route_protocol", "must be 5-255"),
+    ("remove_grace = -1", "wireguard.remove_grace", ">= 0"),
+    ("mesh_adress = '100.64.0.1'", "wireguard.mesh_adress", "did you mean 'wireguard.mesh_address'"),
+    ("path = 1", "wireguard.path", "expected table"),
+    ("[wireguard.path]\nprobe_interval = 0", "wireguard.path.probe_interval", "must be positive"),
+    ("[wireguard.path]\nrise = 1.5", "wireguard.path.rise", "expected integer"),
+    (
+        "[wireguard.path]\nfast_probe_interval = 2.0",
+        "wireguard.path.fast_probe_interval",
+        "must not exceed",
+    ),
+    ("[wireguard.path]\nprobe_intervall = 1", "wireguard.path.probe_intervall", "did you mean"),
+    (
+        "[wireguard.relay]\nswitch_margin_ratio = 1.5",
+        "wireguard.relay.switch_margin_ratio",
+        "ratio below 1",
+    ),
+    ("[wireguard.relay]\nfailback_hold = -1", "wireguard.relay.failback_hold", ">= 0"),
+    ("route_protocol = 200\n[bgp]", "wireguard.route_protocol", "is bgp.route_protocol too"),
+]
+
+
 @pytest.mark.parametrize(
     ("body", "key", "reason"),
     [
@@ -184,6 +220,7 @@ def test_every_gossip_field_maps(tmp_path: Path) -> None:
             "unknown key (did you mean 'gossip.probe_timeout'?)",
         ),
         ("[transit]\nx = 1", "transit", "unknown key"),
+        *[("[wireguard]\n" + body, key, reason) for body, key, reason in WIREGUARD_ERRORS],
     ],
 )
 def test_errors_name_file_key_and_reason(tmp_path: Path, body: str, key: str, reason: str) -> None:
@@ -374,48 +411,6 @@ def test_wireguard_disabled_still_checks_what_is_written(tmp_path: Path) -> None
     assert not cfg.wireguard.enabled and cfg.wireguard.mesh_address is None
     err = config_error(tmp_path, WG_BASE + "[wireguard]\nlisten_port = 0\n")
     assert err.key == "wireguard.listen_port"
-
-
-@pytest.mark.parametrize(
-    ("body", "key", "reason"),
-    [
-        ("enabled = true", "wireguard.mesh_address", "missing required key"),
-        ("mesh_address = 'mesh-a'", "wireguard.mesh_address", "not an IP address"),
-        ("mesh_address = '0.0.0.0'", "wireguard.mesh_address", "cannot be a machine's mesh address"),
-        ("enabled = 'yes'", "wireguard.enabled", "expected boolean"),
-        ("interface = 'a-very-long-interface'", "wireguard.interface", "bad interface name"),
-        ("interface = 'wg/0'", "wireguard.interface", "bad interface name"),
-        ("listen_port = 70000", "wireguard.listen_port", "out of range: 70000"),
-        ("endpoint = 'vpn.example.com:51820'", "wireguard.endpoint", "host must be an IP address"),
-        ("endpoint = '203.0.113.7:0'", "wireguard.endpoint", "port must be 1-65535"),
-        ("backend = 'ebpf'", "wireguard.backend", "must be one of auto, kernel, userspace"),
-        ("wireguard_go = ' '", "wireguard.wireguard_go", "must not be empty"),
-        ("persistent_keepalive = -1", "wireguard.persistent_keepalive", "out of range"),
-        ("route_protocol = 2", "wireguard.route_protocol", "must be 5-255"),
-        ("remove_grace = -1", "wireguard.remove_grace", ">= 0"),
-        ("mesh_adress = '100.64.0.1'", "wireguard.mesh_adress", "did you mean 'wireguard.mesh_address'"),
-        ("path = 1", "wireguard.path", "expected table"),
-        ("[wireguard.path]\nprobe_interval = 0", "wireguard.path.probe_interval", "must be positive"),
-        ("[wireguard.path]\nrise = 1.5", "wireguard.path.rise", "expected integer"),
-        (
-            "[wireguard.path]\nfast_probe_interval = 2.0",
-            "wireguard.path.fast_probe_interval",
-            "must not exceed",
-        ),
-        ("[wireguard.path]\nprobe_intervall = 1", "wireguard.path.probe_intervall", "did you mean"),
-        (
-            "[wireguard.relay]\nswitch_margin_ratio = 1.5",
-            "wireguard.relay.switch_margin_ratio",
-            "ratio below 1",
-        ),
-        ("[wireguard.relay]\nfailback_hold = -1", "wireguard.relay.failback_hold", ">= 0"),
-        ("route_protocol = 200\n[bgp]", "wireguard.route_protocol", "is bgp.route_protocol too"),
-    ],
-)
-def test_wireguard_errors_name_the_key(tmp_path: Path, body: str, key: str, reason: str) -> None:
-    err = config_error(tmp_path, WG_BASE + "[wireguard]\n" + body + "\n")
-    assert (err.source, err.key) == (str(tmp_path / "agent.toml"), key)
-    assert reason in err.problem
 
 
 def test_wireguard_relay_opt_out(tmp_path: Path) -> None:

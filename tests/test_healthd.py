@@ -273,8 +273,8 @@ async def test_listeners_hear_state_changes_not_every_result(clock: trio.testing
 
 
 async def test_http_checks_build_the_tls_contexts_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Many HTTP checks (plain http:// too) share one pair of TLS contexts, built once even when they
-    all start while it is being built (real clock: the build runs in a thread)."""
+    """Many HTTPS checks share one pair of TLS contexts, built once even when they all start while it is
+    being built (real clock: the build runs in a thread)."""
     built: list[object] = []
 
     class FakeContexts:
@@ -295,7 +295,7 @@ async def test_http_checks_build_the_tls_contexts_once(monkeypatch: pytest.Monke
     monkeypatch.setattr("agent.healthd.run_check", fake_run_check)
     store = make_store()
     for i in range(20):
-        check = {"type": "http", "target": f"http://127.0.0.1:{i + 1}/", "interval": 0.05, "timeout": 0.02}
+        check = {"type": "http", "target": f"https://127.0.0.1:{i + 1}/", "interval": 0.05, "timeout": 0.02}
         store.create(Kind.VIP, vip(f"v{i}", check), i + 1)
     runner = HealthRunner(store, ExecPolicy(), ME, Published())
     async with trio.open_nursery() as nursery:

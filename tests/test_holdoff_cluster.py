@@ -48,26 +48,23 @@ import trio.testing
 
 from agent.announcer import ANNOUNCE_KEY, PLAN_INTERVAL, Announcer
 from agent.checks import CheckResult
-from agent.checkstate import Verdict
 from agent.execpolicy import ExecPolicy
 from agent.healthd import HEALTH_KEY, PUBLISH_INTERVAL, HealthRunner, decode_health
 from agent.objects import HealthCheck, Kind
 from agent.planner import (
     DEFAULT_STALE_FACTOR,
     Decision,
-    LocalVerdict,
     PeerView,
     PlanInput,
     Reason,
     from_wire,
     healthy_peers,
-    to_wire,
 )
 from agent.replication import ObjectReplicator, wall_ms
 from agent.storage import SqliteObjectStorage
 from agent.store import ObjectStore, Record
 from gossip.config import GossipConfig
-from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
+from gossip.events import EventKind, MemberState
 from gossip.keyring import Keyring
 from gossip.memnet import MemoryNetwork
 from gossip.node import GossipNode
@@ -725,67 +722,3 @@ async def test_a_disabled_machine_withdraws_and_does_not_count_as_a_healthy_peer
         assert c["m3"].verdicts[-1].value == "healthy"
         assert all(r.ok for r in c["m3"].runs(failed))
         assert c["m3"].changes(failed) == []
-
-
-# --- a bug the scenarios found ---------------------------------------------------------------------
-
-
-class _Gossip:
-    """Just enough of a gossip node for one announcer: members and events are set by the test."""
-
-    def __init__(self) -> None:
-        self.peers: list[MemberInfo] = []
-        self.events, self._events = trio.open_memory_channel[MemberEvent](16)
-
-    def members(self) -> list[MemberInfo]:
-        return list(self.peers)
-
-    def subscribe(self, max_buffer: int = 1024) -> trio.MemoryReceiveChannel[MemberEvent]:
-        return self._events
-
-    async def set_kv(self, key: str, value: bytes | None) -> None:
-        pass
-
-
-class _NoChecks:
-    def local(self) -> dict[str, LocalVerdict]:
-        return {}
-
-    def verdicts(self) -> dict[str, Verdict]:
-        return {}
-
-    def on_change(self, listener: Callable[[], None]) -> None:
-        pass
-
-
-async def test_a_peers_hold_is_read_against_when_its_announcement_arrived(
-    clock: trio.testing.MockClock,
-) -> None:
-    """A hold travels as the seconds it had left when published; a peer that converted it against the
-    time it *read* the value (an API call, ``announced_by``) pushed the end of the hold later by the
-    value's age, up to a plan interval plus gossip delay (the all-fail scenario saw +0.47 s)."""
-    gossip = _Gossip()
-    announcer = Announcer(ObjectStore("m1", lambda: {"m1", "m2"}), gossip, "m1", _NoChecks())
-    async with trio.open_nursery() as nursery:
-        await nursery.start(announcer.run)
-        peer = node_addr(2)
-
-        def publish(version: int, held_until: float) -> None:
-            now = trio.current_time()
-            packed = msgpack.packb(to_wire({KEY: Decision(True, Reason.HELD, held_until)}, now))
-            kv = {ANNOUNCE_KEY: (version, packed)}
-            gossip.peers = [MemberInfo("m2", peer, 1, MemberState.ALIVE, 0.0, b"", kv)]
-
-        # Published with 20 s left before this machine saw it arrive: converted from now (the fallback).
-        publish(1, trio.current_time() + 20.0)
-        start = trio.current_time()
-        assert announcer.announcements()["m2"][KEY].held_until == start + 20.0
-
-        await trio.sleep(3.0)
-        arrived = trio.current_time()
-        publish(2, arrived + 20.0)
-        gossip.events.send_nowait(MemberEvent(EventKind.KV, "m2", 1, peer, arrived, ANNOUNCE_KEY))
-        await trio.sleep(0.4)  # read later: the hold still ends 20 s after the value arrived
-        assert announcer.announcements()["m2"][KEY].held_until == arrived + 20.0
-        assert announcer.announced_by(Kind.VIP, VIP) == ["m2"]
-        nursery.cancel_scope.cancel()

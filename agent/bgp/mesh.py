@@ -30,7 +30,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
@@ -189,12 +189,8 @@ def neighbors(
             local_asn=own_asn,
             hold_time=settings.hold_time,
         )
-        if int(local_ip) < int(ip):  # the lower address waits, the higher connects
-            n = Neighbor(
-                address=n.address, peer_as=n.peer_as, local_as=n.local_as, router_id=n.router_id,
-                local_address=n.local_address, hold_time=n.hold_time, passive=True, description=n.description,
-            )  # fmt: skip
-        out[address] = n
+        # The lower address waits, the higher connects.
+        out[address] = replace(n, passive=True) if int(local_ip) < int(ip) else n
     for external in settings.peers:
         out[external.address] = external.neighbor(router_id, own_asn)
     return list(out.values())
