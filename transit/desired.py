@@ -63,12 +63,12 @@ def desired_device(
     for name, p in peers.items():
         if p.holds_address:
             allowed[carrier(name, routes, peers)].add(host_network(p.meta.mesh_address))
-    taken = set().union(*allowed.values()) if allowed else set()
-    for name in sorted(routed or {}):
+    taken: set[IPNetwork] = set().union(*allowed.values())
+    for name, nets in sorted((routed or {}).items()):
         via = peers.get(name)
         if via is None or not via.holds_address:
             continue
-        for net in sorted((routed or {})[name], key=str):
+        for net in sorted(nets, key=str):
             if net in taken or net.overlaps(PROBE_PREFIX):
                 continue
             taken.add(net)

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib
 import ipaddress
 import logging
 import math
@@ -74,6 +73,7 @@ from transit.kernel import (
     add_forward_rule,
     delete_forward_rule,
     enable_relaying,
+    import_pyroute2,
     open_kernel,
 )
 from transit.keys import KeyFileError, PrivateKey, load_or_create_key
@@ -171,14 +171,6 @@ def select_backend(
     return "userspace"
 
 
-def _import_pyroute2() -> Netlink | None:
-    try:
-        module: Netlink = importlib.import_module("pyroute2")
-    except ImportError:
-        return None
-    return module
-
-
 @dataclass(slots=True)
 class _Route:
     route: Route
@@ -214,7 +206,7 @@ class TransitDriver:
         self._advertise = advertise_host
         self._iptables = iptables
         self._wg = WireguardGoConfig(config.interface, binary=config.wireguard_go, run_dir=run_dir)
-        self._netlink = netlink if netlink is not None else _import_pyroute2()
+        self._netlink: Netlink | None = netlink if netlink is not None else import_pyroute2()
         self._device_kind: DeviceKind = "userspace"
         self._wgdev: WireGuardBackend = UapiClient(self._wg.socket)
         self._kernel = kernel or open_kernel(config.interface, config.route_protocol)
@@ -520,12 +512,10 @@ class TransitDriver:
         for m in members:
             if m.name == self.name or m.state not in LIVE_STATES or m.name not in peers.peers:
                 continue
-            entry = m.kv.get(REACH_KEY)
-            if entry is None or entry[1] is None:
+            version, data = m.kv.get(REACH_KEY, (0, None))
+            if data is None:
                 continue
             seen.add(m.name)
-            version, data = entry[0], entry[1]
-            assert data is not None
             cached = self._vectors.get(m.name)
             if cached is None or cached[0] != version:
                 try:
@@ -598,21 +588,21 @@ class TransitDriver:
                 "link re-created?" if self._device_kind == "kernel" else "wireguard-go restarted?",
             )
             await self._bring_up()
-        for name, peer in peers.peers.items():
-            state = device.peers.get(peer.meta.public_key)
-            self._monitors[name].observe_handshake(state.handshake_age(wall) if state else None, now)
-
-        routes = await self._decide(members, peers, now)
-
         endpoints: dict[str, Endpoint | None] = {}
         for name, peer in peers.peers.items():
             state = device.peers.get(peer.meta.public_key)
-            shake = None
-            if state is not None and state.last_handshake is not None:
-                shake = now - max(0.0, wall - state.last_handshake)
+            age = state.handshake_age(wall) if state is not None else None
+            self._monitors[name].observe_handshake(age, now)
             endpoints[name] = self._chooser.choose(
-                name, peer.meta.endpoints, on_device=state is not None, handshake=shake, now=now
+                name,
+                peer.meta.endpoints,
+                on_device=state is not None,
+                handshake=None if age is None else now - age,
+                now=now,
             )
+
+        routes = await self._decide(members, peers, now)
+
         routed = {
             name: nets
             for name, p in peers.peers.items()

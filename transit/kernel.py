@@ -289,11 +289,18 @@ class IpCommandNet:
         return out
 
 
+def import_pyroute2() -> Any | None:
+    """The pyroute2 module, or None when it is not installed."""
+    try:
+        return importlib.import_module("pyroute2")
+    except ImportError:
+        return None
+
+
 def open_kernel(ifname: str, protocol: int) -> KernelNet:
     """pyroute2 when it is installed, else ``ip(8)``."""
-    try:
-        module = importlib.import_module("pyroute2")
-    except ImportError:
+    module = import_pyroute2()
+    if module is None:
         log.info("pyroute2 is not installed: managing %s with ip(8)", ifname)
         return IpCommandNet(ifname, protocol)
     return Pyroute2Net(ifname, protocol, module)
@@ -316,10 +323,12 @@ async def enable_relaying(ifname: str, *, forward: bool = True) -> None:
     whatever ``net.ipv6.conf.default.disable_ipv6`` says)."""
     v4 = PROC_SYS / "ipv4" / "conf" / ifname
     v6 = PROC_SYS / "ipv6" / "conf" / ifname
-    if not (PROC_SYS / "ipv6").exists():
-        raise KernelError("IPv6 is disabled in this kernel: the direct-path probes need it (ipv6.disable=0)")
 
     def write() -> None:
+        if not (PROC_SYS / "ipv6").exists():
+            raise KernelError(
+                "IPv6 is disabled in this kernel: the direct-path probes need it (ipv6.disable=0)"
+            )
         _write_sysctl(v6 / "disable_ipv6", "0")
         if forward:
             _write_sysctl(v4 / "forwarding", "1")
@@ -378,6 +387,7 @@ __all__ = [
     "delete_forward_rule",
     "enable_relaying",
     "forward_policy",
+    "import_pyroute2",
     "open_kernel",
     "run_command",
 ]

@@ -84,7 +84,7 @@ async def _wait_ready(proc: trio.Process, cfg: WireguardGoConfig) -> None:
 
 
 def _socket_owner(path: Path) -> int | None:
-    """The pid serving a Unix socket, or None if nothing answers there."""
+    """Blocking. The pid serving a Unix socket, or None if nothing answers there."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.connect(str(path))
@@ -112,7 +112,7 @@ async def stop_leftover(cfg: WireguardGoConfig) -> int | None:
     """Stop a wireguard-go left serving this interface by an earlier run (see the module docstring);
     returns its pid, or None if there was none. A socket served by anything else, or by the wireguard-go
     of another running agent (interface names are global: sockets share one directory), is refused."""
-    pid = _socket_owner(cfg.socket)
+    pid = await trio.to_thread.run_sync(_socket_owner, cfg.socket)
     if pid is None:
         return None
     try:
@@ -136,7 +136,7 @@ async def stop_leftover(cfg: WireguardGoConfig) -> int | None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     with trio.move_on_after(cfg.stop_timeout):
-        while _socket_owner(cfg.socket) == pid:
+        while await trio.to_thread.run_sync(_socket_owner, cfg.socket) == pid:
             await trio.sleep(0.05)
         return pid
     with contextlib.suppress(ProcessLookupError):

@@ -44,6 +44,7 @@ LINK_POLL = 2.0  # how often run_kernel_link checks that the interface is still 
 DELETE_TIMEOUT = 5.0
 
 T = TypeVar("T")
+S = TypeVar("S", "WgSocket", "LinkSocket")
 
 
 # --- the pyroute2 surface used (injectable: tests pass a fake) --------------------------------------
@@ -299,39 +300,31 @@ class KernelWireGuard:
         self.ifname = ifname
         self._netlink = netlink
 
-    async def _wg(self, what: str, fn: Callable[[WgSocket], T]) -> T:
+    async def _in_thread(self, open_: Callable[[], S], opening: str, what: str, fn: Callable[[S], T]) -> T:
+        """``fn`` on a fresh socket from ``open_``, in a worker thread; failures become
+        :class:`WgNetlinkError` naming the step (``opening`` or ``what``)."""
+
         def call() -> T:
             try:
-                wg = self._netlink.WireGuard()
+                sock = open_()
             except Exception as exc:  # NetlinkError is not an OSError
-                raise _error(self.ifname, "open (generic netlink)", exc) from None
+                raise _error(self.ifname, opening, exc) from None
             try:
-                return fn(wg)
+                return fn(sock)
             except (WgNetlinkError, UapiProtocolError):
                 raise
             except Exception as exc:
                 raise _error(self.ifname, what, exc) from None
             finally:
-                wg.close()
+                sock.close()
 
         return await trio.to_thread.run_sync(call)
+
+    async def _wg(self, what: str, fn: Callable[[WgSocket], T]) -> T:
+        return await self._in_thread(self._netlink.WireGuard, "open (generic netlink)", what, fn)
 
     async def _link(self, what: str, fn: Callable[[LinkSocket], T]) -> T:
-        def call() -> T:
-            try:
-                ipr = self._netlink.IPRoute()
-            except Exception as exc:
-                raise _error(self.ifname, "open (rtnetlink)", exc) from None
-            try:
-                return fn(ipr)
-            except WgNetlinkError:
-                raise
-            except Exception as exc:
-                raise _error(self.ifname, what, exc) from None
-            finally:
-                ipr.close()
-
-        return await trio.to_thread.run_sync(call)
+        return await self._in_thread(self._netlink.IPRoute, "open (rtnetlink)", what, fn)
 
     async def get(self) -> DeviceState:
         return await self._wg("read", lambda wg: parse_info(self.ifname, wg.info(self.ifname)))
