@@ -61,7 +61,8 @@ LOSS_DURATION ?= 300
 bench-transit: deps venv
 	$(PY) -m labs.bench_transit --loss-duration $(LOSS_DURATION) --json labs/results/bench_transit.json
 
-# Lab scenarios (mininet, real agents, BIRD; needs root): make lab-vip-failover, lab-holdoff, lab-crash, lab-transit
+# Lab scenarios (mininet, real agents, BIRD; needs root): make lab-vip-failover, lab-holdoff, lab-crash,
+# lab-transit, lab-policy, lab-scale
 lab-%: deps venv
 	$(PY) -m labs.$(subst -,_,$*)
 

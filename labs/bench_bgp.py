@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from labs.bgplab import Agent, Bird, NetnsLab, exabgp_pid, sh, wait_until
+from labs.bgplab import Agent, Bird, NetnsLab, bird_edge_conf, exabgp_pid, sh, wait_until
 
 ROUTER, EDGE = "198.18.0.1", "198.18.0.10"
 ROUTER_AS, MESH_AS = 65000, 64512
@@ -49,28 +49,16 @@ hold_time = 30
 
 
 def bird_conf(prefixes: int) -> str:
-    routes = "\n".join(
-        f"  route {10 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}.0/24 blackhole;" for i in range(prefixes)
+    """BIRD as the router, exporting ``prefixes`` static /24s (from 10.0.0.0) to the agent."""
+    statics = (f"{10 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}.0/24" for i in range(prefixes))
+    return bird_edge_conf(
+        router_id=ROUTER,
+        local=ROUTER,
+        local_as=ROUTER_AS,
+        neighbor=EDGE,
+        neighbor_as=MESH_AS,
+        statics=statics,
     )
-    return f"""
-router id {ROUTER};
-log stderr {{ warning, error, fatal }};
-timeformat route iso long ms;
-timeformat protocol iso long ms;
-protocol device {{}}
-protocol static ext {{
-  ipv4;
-{routes}
-}}
-protocol bgp edge {{
-  local {ROUTER} as {ROUTER_AS};
-  neighbor {EDGE} as {MESH_AS};
-  hold time 30;
-  connect delay time 1;
-  connect retry time 2;
-  ipv4 {{ import all; export where source = RTS_STATIC; }};
-}}
-"""
 
 
 def parse_wall(text: str) -> float:

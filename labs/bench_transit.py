@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import random
@@ -40,7 +39,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,10 +51,10 @@ from typing import Any, TypeVar
 import httpx
 
 from gossip.keyring import generate_key
+from labs.bgplab import in_netns, toml_value
 
 T = TypeVar("T")
 
-CLONE_NEWNET = 0x40000000
 UNDERLAY = "198.18.0.{}"
 MESH = "100.64.0.{}"
 GOSSIP_PORT = 7946
@@ -144,46 +142,6 @@ while True:
             line, buf = buf.split(b"\n", 1)
             print(json.dumps({"seq": int(line), "t": time.time()}), flush=True)
 """
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return json.dumps(str(value))
-
-
-def in_netns(netns: str, fn: Callable[[], T], timeout: float = 30.0) -> T:
-    """Run ``fn`` in a thread that has entered ``netns`` (setns is per thread): sockets it opens live
-    there, while the rest of this process stays where it is. The thread ends with ``fn``."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(f"/var/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns {netns}: {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            box["value"] = fn()
-        except BaseException as exc:  # handed to the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, name=f"netns-{netns}", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise TimeoutError(f"no answer from inside {netns} after {timeout} s")
-    if "error" in box:
-        raise box["error"]
-    value: T = box["value"]
-    return value
 
 
 def children(pid: int) -> list[int]:
@@ -375,13 +333,13 @@ class MeshLab:
             "log_format": "json",
         }
         wg = {"enabled": True, "interface": m.ifname, "mesh_address": m.mesh}
-        lines = [f"{k} = {_toml(v)}" for k, v in top.items()]
-        lines += ["", "[wireguard]", *(f"{k} = {_toml(v)}" for k, v in wg.items())]
+        lines = [f"{k} = {toml_value(v)}" for k, v in top.items()]
+        lines += ["", "[wireguard]", *(f"{k} = {toml_value(v)}" for k, v in wg.items())]
         for table, values in (("wireguard.path", self.path_cfg), ("wireguard.relay", self.relay_cfg)):
             if values:
-                lines += ["", f"[{table}]", *(f"{k} = {_toml(v)}" for k, v in values.items())]
+                lines += ["", f"[{table}]", *(f"{k} = {toml_value(v)}" for k, v in values.items())]
         if self.gossip:
-            lines += ["", "[gossip]", *(f"{k} = {_toml(v)}" for k, v in self.gossip.items())]
+            lines += ["", "[gossip]", *(f"{k} = {toml_value(v)}" for k, v in self.gossip.items())]
         m.config.write_text("\n".join(lines) + "\n")
 
     def start(self, name: str) -> Machine:

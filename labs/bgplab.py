@@ -28,11 +28,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
 LAN_PREFIX = 24
@@ -54,28 +56,90 @@ def exabgp_pid(ns: str) -> int | None:
     return None
 
 
-def socket_in_netns(ns: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> socket.socket:
-    """A socket that lives in network namespace ``ns`` (made by a thread that entered it)."""
-    made: list[socket.socket] = []
-    failed: list[BaseException] = []
+def in_netns(netns: str, fn: Callable[[], T], timeout: float = 30.0) -> T:
+    """Run ``fn`` in a thread that has entered ``netns`` (setns is per thread): sockets it opens live
+    there, while the rest of this process stays where it is. The thread ends with ``fn``."""
+    box: dict[str, Any] = {}
 
-    def enter() -> None:
+    def run() -> None:
         try:
             libc = ctypes.CDLL(None, use_errno=True)
-            with open(f"/var/run/netns/{ns}", "rb") as handle:
-                if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, f"setns into {ns}: {os.strerror(code)}")
-            made.append(socket.socket(family, kind))
-        except BaseException as exc:
-            failed.append(exc)
+            fd = os.open(f"/var/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns {netns}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
 
-    thread = threading.Thread(target=enter)  # the thread, and only it, moves; it ends right after
+    thread = threading.Thread(target=run, name=f"netns-{netns}", daemon=True)
     thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
-    return made[0]
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer from inside {netns} after {timeout} s")
+    if "error" in box:
+        raise box["error"]
+    value: T = box["value"]
+    return value
+
+
+def socket_in_netns(ns: str, family: int = socket.AF_INET, kind: int = socket.SOCK_STREAM) -> socket.socket:
+    """A socket that lives in network namespace ``ns`` (made by a thread that entered it)."""
+    return in_netns(ns, lambda: socket.socket(family, kind))
+
+
+def toml_value(value: Any) -> str:
+    """``value`` (bool, number, string or a list of them) as a TOML value, for agent configs."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def bird_statics(prefixes: Iterable[str], name: str = "ext") -> str:
+    """A BIRD ``protocol static`` holding ``prefixes`` as blackhole routes: what a lab's BIRD exports."""
+    routes = "".join(f"  route {p} blackhole;\n" for p in prefixes)
+    return f"protocol static {name} {{\n  ipv4;\n{routes}}}"
+
+
+def bird_edge_conf(
+    *,
+    router_id: str,
+    local: str,
+    local_as: int,
+    neighbor: str,
+    neighbor_as: int,
+    statics: Iterable[str] = (),
+    export: str = "where source = RTS_STATIC",
+    hold_time: int = 30,
+    log: str = "log stderr { warning, error, fatal };",
+) -> str:
+    """BIRD 2 as one external router: ``statics`` (blackhole routes) exported to one BGP neighbor
+    (``protocol bgp edge``, ``export`` its export clause), everything it sends imported. Times in ``birdc``
+    carry milliseconds; failed sessions are retried within seconds, not BIRD's default minute."""
+    return f"""
+router id {router_id};
+{log}
+timeformat route iso long ms;
+timeformat protocol iso long ms;
+protocol device {{}}
+{bird_statics(statics)}
+protocol bgp edge {{
+  local {local} as {local_as};
+  neighbor {neighbor} as {neighbor_as};
+  hold time {hold_time};
+  connect delay time 1;
+  connect retry time 2;
+  error wait time 1, 2;
+  ipv4 {{ import all; export {export}; }};
+}}
+"""
 
 
 class _NetnsConnection(http.client.HTTPConnection):

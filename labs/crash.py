@@ -86,11 +86,7 @@ def run(
             )
             tl.say("BIRD no longer routes to m1 (hold timer expired)")
             time.sleep(0.5)
-    lanes: dict[str, list[tuple[float, str]]] = {}
-    for t, value in samples:
-        if isinstance(value, dict):
-            for key, label in value.items():
-                lanes.setdefault(key, []).append((t, label))
+    lanes = report.lanes_of(samples)
 
     def gone(lane: str) -> float | None:
         at = report.first_after(lanes.get(lane, []), t_crash, lambda x: x == NONE_LABEL)
@@ -109,12 +105,9 @@ def run(
         f"the mesh stopped routing to m1 after {report.fmt(slowest)} (gossip); BIRD after "
         f"{report.fmt(data['bird_dropped_s'])} (hold time {hold_time} s)"
     )
-    data["timeline"] = tl.events
-    data["lanes"] = {k: [(tl.rel(t), v) for t, v in lane] for k, lane in lanes.items()}
-    if write:
-        path = report.write(NAME, data, results)
-        png = report.plot(NAME, "crash: m1 dies", lanes, tl.t0, [(t_crash, "m1 crashes")], results)
-        print(f"results: {path}" + (f", plot: {png}" if png else ""))
+    report.save(
+        NAME, "crash: m1 dies", data, tl, lanes, [(t_crash, "m1 crashes")], results, write_files=write
+    )
     return data
 
 

@@ -160,14 +160,10 @@ def run(
                 ours["served_again_after_restart_s"], vrrp["served_again_after_restart_s"]
             )
         data["rounds"].append(entry)
-    data["timeline"] = tl.events
-    data["lanes"] = {k: [(tl.rel(t), v) for t, v in lane] for k, lane in lanes.items()}
-    if write:
-        path = report.write(NAME, data, results)
-        marks = [(stop, f"all stop ({label})") for label, _, stop, _, _ in rounds]
-        marks += [(back, "back") for _, _, _, back, _ in rounds]
-        png = report.plot(NAME, "holdoff: every service restarts at once", lanes, tl.t0, marks, results)
-        print(f"results: {path}" + (f", plot: {png}" if png else ""))
+    marks = [(stop, f"all stop ({label})") for label, _, stop, _, _ in rounds]
+    marks += [(back, "back") for _, _, _, back, _ in rounds]
+    title = "holdoff: every service restarts at once"
+    report.save(NAME, title, data, tl, lanes, marks, results, write_files=write)
     return data
 
 

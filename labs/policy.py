@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from labs import report
+from labs.bgplab import bird_statics
 from labs.report import NONE_LABEL, Timeline
 from labs.site import MESH_AS, VIP, Site, require_root_and_tools, sampler
 
@@ -48,9 +49,7 @@ BIRD_EXPORT = (
     "filter { if source != RTS_STATIC then reject; "
     f"if net = {TAGGED} then bgp_community.add((65000,666)); accept; }}"
 )
-BIRD_STATICS = (
-    "protocol static upstream {\n  ipv4;\n" + "".join(f"  route {p} blackhole;\n" for p in UPSTREAM) + "}"
-)
+BIRD_STATICS = bird_statics(UPSTREAM, name="upstream")
 
 
 def export_set(name: str, tag: int, actions: dict[str, Any]) -> dict[str, Any]:
@@ -346,11 +345,7 @@ def run(
                 tl.say("BIRD's paths to the VIP:\n" + bird_table(phase3))
                 data["phases"]["3_missing_med"] = {"bird": phase3, "bird_best_m1_s": back}
             time.sleep(1.0)
-    lanes: dict[str, list[tuple[float, str]]] = {}
-    for at, value in samples:
-        if isinstance(value, dict):
-            for key, label in value.items():
-                lanes.setdefault(key, []).append((at, label))
+    lanes = report.lanes_of(samples)
     p1, p2 = data["phases"]["1_export"], data["phases"]["2_import_m4"]
     data["figures"] = {
         "export_to_bird_s": p1["bird_attributes_s"],
@@ -367,12 +362,8 @@ def run(
         f"{report.fmt(f['import_rib_shaped_s'])}, m4's best path moved "
         f"{report.fmt(f['import_best_path_moved_s'])}"
     )
-    data["timeline"] = tl.events
-    data["lanes"] = {k: [(tl.rel(t), v) for t, v in lane] for k, lane in lanes.items()}
-    if write:
-        path = report.write(NAME, data, results)
-        png = report.plot(NAME, "policy: who BIRD, m4 and m3 route the VIP to", lanes, tl.t0, marks, results)
-        print(f"results: {path}" + (f", plot: {png}" if png else ""))
+    title = "policy: who BIRD, m4 and m3 route the VIP to"
+    report.save(NAME, title, data, tl, lanes, marks, results, write_files=write)
     return data
 
 

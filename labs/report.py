@@ -59,6 +59,37 @@ def seconds_where(samples: Lane, since: float, until: float, bad: Any) -> float:
     return round(total, 2)
 
 
+def lanes_of(samples: Iterable[tuple[float, Any]]) -> dict[str, list[tuple[float, str]]]:
+    """A sampler's ``(time, {lane: label})`` samples as lanes; failed samples (exceptions) are skipped."""
+    lanes: dict[str, list[tuple[float, str]]] = {}
+    for t, value in samples:
+        if isinstance(value, dict):
+            for key, label in value.items():
+                lanes.setdefault(key, []).append((t, label))
+    return lanes
+
+
+def save(
+    name: str,
+    title: str,
+    data: dict[str, Any],
+    tl: Timeline,
+    lanes: Mapping[str, Lane],
+    marks: Iterable[tuple[float, str]] = (),
+    results: Path = RESULTS,
+    *,
+    write_files: bool = True,
+) -> None:
+    """The end of a scenario: the timeline and the lanes (relative times) into ``data``, then, with
+    ``write_files``, ``NAME.json`` and ``NAME.png`` under ``results``, their paths printed."""
+    data["timeline"] = tl.events
+    data["lanes"] = {k: [(tl.rel(t), v) for t, v in lane] for k, lane in lanes.items()}
+    if write_files:
+        path = write(name, data, results)
+        png = plot(name, title, lanes, tl.t0, marks, results)
+        print(f"results: {path}" + (f", plot: {png}" if png else ""))
+
+
 def write(name: str, data: Mapping[str, Any], results: Path = RESULTS) -> Path:
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"{name}.json"

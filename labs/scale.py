@@ -459,13 +459,12 @@ def run(
         "params": {"sizes": sizes, "timeout_s": timeout, "window_s": window, "hold_time": hold_time},
         "cores": os.cpu_count(),
         "sizes": [],
+        "timeline": tl.events,  # the same list: it grows as the lab speaks
     }
     for n in sizes:
         data["sizes"].append(run_size(n, tl, timeout=timeout, window=window, hold_time=hold_time))
         if write:  # after each size: a long sweep that is interrupted keeps what it measured
-            data["timeline"] = tl.events
             report.write(NAME, data, results)
-    data["timeline"] = tl.events
     for r in data["sizes"]:
         s = r.get("summary", {})
         tl.say(
@@ -474,7 +473,6 @@ def run(
             f"agent {pct(s, 'agent_cpu_pct')} {mib(s, 'agent_rss_mib')}, ExaBGP {pct(s, 'exabgp_cpu_pct')} "
             f"{mib(s, 'exabgp_rss_mib')}"
         )
-    data["timeline"] = tl.events
     if write:
         path = report.write(NAME, data, results)
         png = plot(data["sizes"], results)

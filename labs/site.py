@@ -46,7 +46,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-from labs.bgplab import Agent, Bird, NetnsLab, Proc, sh, wait_until
+from labs.bgplab import Agent, Bird, NetnsLab, Proc, sh, toml_value, wait_until
 
 ROUTER, CLIENT_GW, CLIENT = "198.18.0.1", "198.18.1.1", "198.18.1.10"
 CLIENT_NET, VIP_NET = "198.18.1.0/24", "100.96.0.0/16"
@@ -161,18 +161,8 @@ class Machine:
         return mesh_address(self.index)
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return json.dumps(str(value))
-
-
 def _table(name: str, values: dict[str, Any]) -> str:
-    return f"\n[{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items())
+    return f"\n[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items())
 
 
 @dataclass
@@ -185,7 +175,6 @@ class Site:
     gossip: dict[str, Any] = field(default_factory=dict)
     wireguard: bool = False
     exabgp_baseline: bool = False
-    keepalived: bool = False
     bird_log: bool = False
     bird_export: str = "none"  # the template's export clause: what BIRD sends the agents (policy lab)
     bird_extra: str = ""  # appended to BIRD's config (e.g. a static protocol whose routes it exports)
@@ -319,7 +308,7 @@ template bgp machine {{
             "join_retry_interval": 0.5,
             "cluster": f"site-{self.token}",
         }
-        text = "".join(f"{k} = {_toml(v)}\n" for k, v in top.items())
+        text = "".join(f"{k} = {toml_value(v)}\n" for k, v in top.items())
         text += _table("bgp", {"enabled": True, "asn": MESH_AS, "drain_time": 1.0})
         text += _table(
             "[bgp.peers]",

@@ -130,7 +130,6 @@ def run(
         else 0.0,
         "fail_back_s": round(t_back - t_lift, 3),
         "first_direct_reply_after_lift_s": None if direct_again is None else round(direct_again - t_lift, 3),
-        "timeline": tl.events,
     }
     tl.say(
         f"time to transit {data['time_to_transit_s']:.2f} s (first relayed reply after "
@@ -142,13 +141,8 @@ def run(
         "ping m1 → m2 (TTL)": [(t, {"64": "direct", "63": "relayed"}.get(ttl, ttl)) for t, ttl in got_lane],
         "m1's path to m2": [(t, v[0] or NONE_LABEL) for t, v in samples if isinstance(v, tuple)],
     }
-    data["lanes"] = {k: [(tl.rel(t), v) for t, v in lane] for k, lane in lanes.items()}
-    if write:
-        path = report.write(NAME, data, results)
-        png = report.plot(
-            NAME, "transit: m1-m2 behind NAT", lanes, tl.t0, [(t_nat, "NAT"), (t_lift, "NAT lifted")], results
-        )
-        print(f"results: {path}" + (f", plot: {png}" if png else ""))
+    marks = [(t_nat, "NAT"), (t_lift, "NAT lifted")]
+    report.save(NAME, "transit: m1-m2 behind NAT", data, tl, lanes, marks, results, write_files=write)
     return data
 
 

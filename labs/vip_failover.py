@@ -125,10 +125,8 @@ def lanes_from(
     for a in client_answers:
         lane = names.get(a["url"], a["url"])
         lanes.setdefault(lane, []).append((a["t"], a["who"] if a["ok"] else NONE_LABEL))
-    for t, value in samples:
-        if isinstance(value, dict):
-            for key, label in value.items():
-                lanes.setdefault(f"BIRD best ({key})", []).append((t, label))
+    for key, lane in report.lanes_of(samples).items():
+        lanes[f"BIRD best ({key})"] = lane
     return lanes
 
 
@@ -177,7 +175,7 @@ def run(
     check = check or Check()
     per_round: list[dict[str, Any]] = []
     marks: list[tuple[float, str]] = []
-    with Site(machines_count=machines, check=check, exabgp_baseline=baselines, keepalived=keepalived) as site:
+    with Site(machines_count=machines, check=check, exabgp_baseline=baselines) as site:
         tl.say(
             f"site up: router with BIRD 2, a client behind it, {machines} machines on a Linux bridge "
             "(mininet)"
@@ -257,20 +255,9 @@ def run(
         },
         **figures,
         "ratios": ratios,
-        "timeline": tl.events,
-        "lanes": {k: [(tl.rel(t), v) for t, v in lane] for k, lane in lanes.items()},
     }
-    if write:
-        path = report.write(NAME, data, results)
-        png = report.plot(
-            NAME,
-            "vip-failover: the active machine's service fails (dashed lines)",
-            lanes,
-            tl.t0,
-            marks,
-            results,
-        )
-        print(f"results: {path}" + (f", plot: {png}" if png else ""))
+    title = "vip-failover: the active machine's service fails (dashed lines)"
+    report.save(NAME, title, data, tl, lanes, marks, results, write_files=write)
     return data
 
 

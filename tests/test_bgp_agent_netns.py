@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from labs.bgplab import Agent, Bird, NetnsLab, Proc, exabgp_pid, sh, wait_until
+from labs.bgplab import Agent, Bird, NetnsLab, Proc, bird_edge_conf, exabgp_pid, sh, wait_until
 
 pytestmark = [
     pytest.mark.integration,
@@ -57,27 +57,17 @@ STATICS = ("203.0.113.0/24", "198.51.100.0/24", "192.0.2.0/24", "198.18.200.0/24
 
 def bird_conf(address: str, asn: int, extra: str = "") -> str:
     """One external router: its static prefixes to the agent, everything from the agent accepted."""
-    routes = "\n".join(f"  route {p} blackhole;" for p in STATICS)
-    return f"""
-router id {router_id(address)};
-log stderr all;
-debug protocols {{ states, events }};
-timeformat route iso long;
-protocol device {{}}
-protocol static ext {{
-  ipv4;
-{routes}
-}}
-protocol bgp edge {{
-  local {address} as {asn};
-  neighbor {EDGE} as {MESH_AS};
-  hold time 9;
-  connect delay time 1;
-  connect retry time 2;
-  error wait time 1, 2;
-  ipv4 {{ import all; export filter {{ if source != RTS_STATIC then reject; {extra} accept; }}; }};
-}}
-"""
+    return bird_edge_conf(
+        router_id=router_id(address),
+        local=address,
+        local_as=asn,
+        neighbor=EDGE,
+        neighbor_as=MESH_AS,
+        statics=STATICS,
+        hold_time=9,
+        export=f"filter {{ if source != RTS_STATIC then reject; {extra} accept; }}",
+        log="log stderr all;\ndebug protocols { states, events };",
+    )
 
 
 # r2 prepends its AS once more on 203.0.113.0/24: the agent must prefer r1 there on AS-path length.

@@ -44,7 +44,8 @@ from typing import Any
 import httpx
 import pytest
 
-from labs.bench_transit import API, Machine, MeshLab, in_netns
+from labs.bench_transit import API, Machine, MeshLab
+from labs.bgplab import in_netns
 
 pytestmark = pytest.mark.integration
 
