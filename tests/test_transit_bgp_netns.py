@@ -151,8 +151,14 @@ def test_bgp_over_the_mesh_survives_relay_switches(lab: BgpMeshLab) -> None:
     for name in lab.machines:
         up = lab.wait_until(f"{name}'s mesh sessions up", partial(sessions_up, name), timeout=60)
         assert {o: n["address"] for o, n in up.items()} == {o: mesh[o] for o in up}  # mesh addresses
-    kernel = json.loads(lab.ns("a", ["ip", "-j", "route", "show", "proto", "200"]))
-    assert {r["dst"]: r.get("gateway") for r in kernel} == {vip(o): mesh[o] for o in "bcd"}
+
+    # A session is up before the routes it carries are in the kernel: wait for them, then compare.
+    def kernel_routes() -> dict[str, str | None]:
+        kernel = json.loads(lab.ns("a", ["ip", "-j", "route", "show", "proto", "200"]))
+        return {r["dst"]: r.get("gateway") for r in kernel}
+
+    lab.wait_until("A's kernel routes to every VIP", lambda: len(kernel_routes()) >= 3, timeout=20)
+    assert kernel_routes() == {vip(o): mesh[o] for o in "bcd"}
     lab.wait_until("B's VIP answers through the tunnel", lambda: lab.ping_ttls("a", vip("b")) == [64] * 3, 30)
     session = lab.neighbors("a")["b"]
     since = session["since"]
