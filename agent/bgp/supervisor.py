@@ -190,6 +190,7 @@ class ExaBGPSupervisor:
         self._wake = trio.Event()
         self._send_lock = trio.Lock()
         self._conn: _Connection | None = None
+        self._given_up: str | None = None  # why the last connection was given up on (see _life)
         self._tail: deque[str] = deque(maxlen=OUTPUT_TAIL)
         self.pid: int | None = None
         self.starts = 0
@@ -349,6 +350,7 @@ class ExaBGPSupervisor:
                 nursery.start_soon(watch)
                 reason = "no API connection"
                 given_up: str | None = None
+                self._given_up = None
                 conn = await self._accept(listener, proc.pid)
                 if conn is not None:
                     given_up = await self._serve(conn, proc.pid, restart, plan.resync, nursery)
@@ -359,6 +361,11 @@ class ExaBGPSupervisor:
                         with trio.move_on_after(EXIT_GRACE):
                             await exited.wait()
                 nursery.cancel_scope.cancel()
+            # Giving up closes the API connection, so the bridge stops ExaBGP, whose exit may cancel
+            # _serve before it returns: the reason it recorded still wins over "exited".
+            given_up = given_up or self._given_up
+            if given_up is not None:
+                reason = given_up
             if exited.is_set() and given_up is None:
                 reason = f"exabgp exited with status {proc.returncode}"
                 for line in self._tail:
@@ -413,6 +420,7 @@ class ExaBGPSupervisor:
         finally:
             conn.resolve(None)
             self._conn = None
+            self._given_up = conn.failed
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await stream.aclose()
         return conn.failed
