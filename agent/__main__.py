@@ -1,6 +1,6 @@
 """``python -m agent`` runs the ``wiremesh`` command."""
 
-from agent.cli import main
+from agent.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -12,7 +12,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from agent.config import LogFormat, format_address
+from agent.config.loader import LogFormat
+from common.address import format_address
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}

@@ -25,23 +25,23 @@ from typing import Any
 
 import trio
 
-from agent.announcer import Announcer
-from agent.api import create_app, serve_api
-from agent.apiaddr import API_KEY, api_address, encode_api
-from agent.auth import load_or_create_token
-from agent.config import AgentConfig, HostPort, format_address, load_keyring
-from agent.execpolicy import ExecPolicy
-from agent.healthd import HealthRunner
-from agent.replication import ObjectReplicator
-from agent.speaker import BgpSpeaker, WireStatus, build_speaker
-from agent.storage import SqliteObjectStorage, StorageError
-from agent.store import ObjectStore
+from agent.announce.driver import Announcer
+from agent.bgp.speaker import BgpSpeaker, WireStatus, build_speaker
+from agent.cluster.replication import ObjectReplicator
+from agent.cluster.storage import SqliteObjectStorage, StorageError
+from agent.cluster.store import ObjectStore
+from agent.config.loader import AgentConfig, HostPort, load_keyring
+from agent.health.execpolicy import ExecPolicy
+from agent.health.runner import HealthRunner
+from agent.http.advertise import API_KEY, api_address, encode_api
+from agent.http.app import create_app, serve_api
+from agent.http.auth import load_or_create_token
+from common.address import Address, format_address
 from gossip.events import MemberInfo
 from gossip.keyring import Sealer
 from gossip.node import GossipNode
 from gossip.swim import Swim
 from gossip.transport import open_udp_tcp_transport
-from gossip.wire import Address
 from transit.driver import TransitDriver
 
 log = logging.getLogger("wiremesh.agent")
@@ -197,7 +197,7 @@ async def _start_speaker(
     transit: TransitDriver | None = None,
 ) -> BgpSpeaker | None:
     """The BGP speaker, when ``[bgp] enabled = true``: it reacts to the announcer's decisions as they
-    are published and peers with every member that runs one (see :mod:`agent.speaker`). With the
+    are published and peers with every member that runs one (see :mod:`agent.bgp.speaker`). With the
     WireGuard mesh on, it peers over mesh addresses once ours is up, and hands the routes it installs
     via peers' mesh addresses to transit for their AllowedIPs."""
     if not cfg.bgp.enabled:
@@ -220,7 +220,7 @@ async def _start_speaker(
 
 
 async def _publish_api(node: GossipNode, cfg: AgentConfig, port: int) -> None:
-    """Where other agents reach our API (for ``/v1/machines/{name}/rib``); see :mod:`agent.apiaddr`."""
+    """Where other agents reach our API (for ``/v1/machines/{name}/rib``); see :mod:`agent.http.advertise`."""
     mesh = str(cfg.wireguard.mesh_address) if cfg.wireguard.enabled and cfg.wireguard.mesh_address else None
     address = api_address(cfg.http_listen.host, port, advertise_host=cfg.advertise.host, mesh_address=mesh)
     if address is not None:

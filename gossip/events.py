@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from gossip.wire import Address
+from common.address import Address
 
 
 class MemberState(StrEnum):

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 
 import trio
 
+from common.address import Address
 from gossip.transport import StreamHandler
-from gossip.wire import Address
 
 
 @dataclass(slots=True)

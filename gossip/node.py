@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 import trio
 
+from common.address import Address, format_address
 from gossip.events import EventKind, MemberEvent, MemberInfo
 from gossip.transport import Transport
-from gossip.wire import Address
 
 # How often leave() re-checks the core besides being woken by every flush.
 LEAVE_POLL_INTERVAL = 0.05
@@ -89,11 +89,6 @@ _EVENT_LOG_LEVEL = {
     EventKind.CONFLICT: logging.ERROR,
     EventKind.KV: logging.DEBUG,
 }
-
-
-def format_addr(addr: Address) -> str:
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class GossipNode:
@@ -239,7 +234,7 @@ class GossipNode:
             "event": event.kind.value,
             "member": event.name,
             "incarnation": event.incarnation,
-            "addr": format_addr(event.addr),
+            "addr": format_address(event.addr),
             "key": event.key,
         }
         level = _EVENT_LOG_LEVEL.get(event.kind, logging.INFO)
@@ -331,6 +326,6 @@ class GossipNode:
             **asdict(self.stats),
             "running": self.running,
             "subscribers": len(self._subscribers),
-            "local_addr": format_addr(self.transport.local_addr),
+            "local_addr": format_address(self.transport.local_addr),
         }
         return snap

@@ -14,12 +14,12 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from common.address import Address
 from gossip.config import GossipConfig
 from gossip.events import MemberEvent
 from gossip.keyring import Keyring, Sealer
 from gossip.shared import SharedState
 from gossip.swim import Swim
-from gossip.wire import Address
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common.address import Address
 from gossip.events import MemberInfo, MemberState
-from gossip.wire import Address, KvUpdate, MemberRecord
+from gossip.wire import KvUpdate, MemberRecord
 
 KvStore = dict[str, tuple[int, bytes | None]]
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from common.address import Address
 from gossip.awareness import Awareness
 from gossip.broadcast import BroadcastQueue
 from gossip.config import GossipConfig
@@ -35,7 +36,6 @@ from gossip.wire import (
     MAX_COUNTER,
     MAX_KEY_LEN,
     Ack,
-    Address,
     Alive,
     AppNotice,
     AppPull,

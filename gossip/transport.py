@@ -18,7 +18,7 @@ from typing import Protocol
 
 import trio
 
-from gossip.wire import Address
+from common.address import Address
 
 MAX_FRAME = 16 * 1024 * 1024
 MAX_DATAGRAM = 65535

@@ -14,13 +14,13 @@ from typing import Any, TypeAlias
 
 import msgpack
 
+from common.address import Address
+
 WIRE_VERSION = 1
 MAX_NAME_LEN = 128
 MAX_KEY_LEN = 128
 # The largest sequence number, incarnation or version the decoder accepts.
 MAX_COUNTER = (1 << 63) - 1
-
-Address: TypeAlias = tuple[str, int]
 
 
 class DecodeError(ValueError):

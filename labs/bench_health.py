@@ -54,13 +54,13 @@ from typing import Any
 import msgpack
 import trio
 
-from agent.announcer import ANNOUNCE_KEY, Announcer
-from agent.execpolicy import ExecPolicy
-from agent.healthd import HealthRunner
-from agent.objects import Kind
-from agent.planner import Reason, from_wire
-from agent.replication import wall_ms
-from agent.store import ObjectStore
+from agent.announce.driver import ANNOUNCE_KEY, Announcer
+from agent.announce.planner import Reason, from_wire
+from agent.cluster.objects import Kind
+from agent.cluster.replication import wall_ms
+from agent.cluster.store import ObjectStore
+from agent.health.execpolicy import ExecPolicy
+from agent.health.runner import HealthRunner
 from gossip.config import GossipConfig
 from gossip.events import MemberEvent, MemberInfo
 from gossip.keyring import Keyring, Sealer

@@ -1,5 +1,5 @@
 """CPU per HTTP health-check GET: an httpx client per run (what HTTP checks did before) against the h11
-probe they use now (:mod:`agent.httpprobe`), each against a local server, on the calling thread.
+probe they use now (:mod:`agent.health.httpprobe`), each against a local server, on the calling thread.
 
     python -m labs.bench_http_probe [--gets 300]
 
@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import trio
 
-from agent.httpprobe import get_status
+from agent.health.httpprobe import get_status
 
 
 class _Ok(http.server.BaseHTTPRequestHandler):
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     contenders: list[tuple[str, Callable[[], Awaitable[None]]]] = [
         ("httpx client per run", httpx_client_per_run),
-        ("h11 probe (agent.httpprobe)", h11_probe),
+        ("h11 probe (agent.health.httpprobe)", h11_probe),
     ]
     try:
         for name, run in contenders:

@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path as FsPath
 
-from agent.objects import PolicySet
+from agent.cluster.objects import PolicySet
 from agent.routing import (
     AsPath,
     Attributes,

@@ -23,8 +23,8 @@ MODULES = (
     "fastapi",
     "hypercorn.trio",
     "httpx",
-    "agent.objects",
-    "agent.api",
+    "agent.cluster.objects",
+    "agent.http.app",
     "agent.runner",
 )
 PROBE = "import importlib, sys; importlib.import_module(sys.argv[1]); print(open('/proc/self/status').read())"

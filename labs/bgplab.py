@@ -310,7 +310,9 @@ class NetnsLab:
 
     def start_agent(self, agent: Agent, timeout: float = 30.0) -> Agent:
         agent.proc = self.spawn(
-            agent.name, agent.ns, [sys.executable, "-m", "agent", "agent", "--config", str(agent.config)]
+            agent.name,
+            agent.ns,
+            [sys.executable, "-m", "agent", "agent", "--config", str(agent.config)],
         )
         token_file = agent.state_dir / "api-token"
 

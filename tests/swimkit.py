@@ -19,6 +19,7 @@ from typing import Any, TypeVar, overload
 
 from hypothesis import strategies as st
 
+from common.address import Address
 from gossip.config import GossipConfig
 from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
 from gossip.keyring import Keyring, Sealer
@@ -28,7 +29,6 @@ from gossip.wire import (
     MAX_NAME_LEN,
     MEMBER_STATES,
     Ack,
-    Address,
     Alive,
     AppNotice,
     AppPull,

@@ -13,16 +13,16 @@ import msgpack
 import trio
 import trio.testing
 
-from agent.announcer import ANNOUNCE_KEY, Announcer
-from agent.checks import CheckResult
-from agent.checkstate import Verdict
-from agent.execpolicy import ExecPolicy
-from agent.healthd import HEALTH_KEY, HealthRunner
-from agent.objects import HealthCheck, Kind
-from agent.planner import Health, LocalVerdict, PeerVerdict, Reason, from_wire
-from agent.replication import ObjectReplicator, wall_ms
-from agent.storage import SqliteObjectStorage
-from agent.store import ObjectStore
+from agent.announce.driver import ANNOUNCE_KEY, Announcer
+from agent.announce.planner import Health, LocalVerdict, PeerVerdict, Reason, from_wire
+from agent.cluster.objects import HealthCheck, Kind
+from agent.cluster.replication import ObjectReplicator, wall_ms
+from agent.cluster.storage import SqliteObjectStorage
+from agent.cluster.store import ObjectStore
+from agent.health.execpolicy import ExecPolicy
+from agent.health.probes import CheckResult
+from agent.health.runner import HEALTH_KEY, HealthRunner
+from agent.health.verdict import Verdict
 from gossip.config import GossipConfig
 from gossip.events import MemberEvent, MemberInfo, MemberState
 from gossip.keyring import Keyring, Sealer

@@ -12,12 +12,12 @@ import msgpack
 import trio
 import trio.testing
 
-from agent.announcer import ANNOUNCE_KEY, Announcer
-from agent.checkstate import Verdict
-from agent.healthd import HEALTH_KEY
-from agent.objects import Kind
-from agent.planner import Decision, Health, LocalVerdict, Reason, to_wire
-from agent.store import ObjectStore
+from agent.announce.driver import ANNOUNCE_KEY, Announcer
+from agent.announce.planner import Decision, Health, LocalVerdict, Reason, to_wire
+from agent.cluster.objects import Kind
+from agent.cluster.store import ObjectStore
+from agent.health.runner import HEALTH_KEY
+from agent.health.verdict import Verdict
 from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
 from tests.swimkit import node_addr
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 import trio
 
-from agent.api import create_app, serve_api
-from agent.config import load_config
+from agent.config.loader import load_config
+from agent.http.app import create_app, serve_api
 from agent.logs import JsonFormatter, TextFormatter, configure_logging
 from agent.runner import AgentInfo, run_agent
 from gossip.events import MemberInfo, MemberState

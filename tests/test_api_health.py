@@ -18,15 +18,15 @@ import pytest
 import trio
 import trio.testing
 
-from agent.announcer import ANNOUNCE_KEY, Announcer
-from agent.api import create_app
-from agent.checkstate import Verdict
-from agent.healthd import HEALTH_KEY
+from agent.announce.driver import ANNOUNCE_KEY, Announcer
+from agent.announce.planner import Decision, Health, LocalVerdict, Reason, explain, to_wire
+from agent.cluster.objects import Kind
+from agent.cluster.replication import wall_ms
+from agent.cluster.store import ObjectStore
+from agent.health.runner import HEALTH_KEY
+from agent.health.verdict import Verdict
+from agent.http.app import create_app
 from agent.logs import rfc3339
-from agent.objects import Kind
-from agent.planner import Decision, Health, LocalVerdict, Reason, explain, to_wire
-from agent.replication import wall_ms
-from agent.store import ObjectStore
 from gossip.events import MemberEvent, MemberInfo, MemberState
 
 TOKEN = "health-test-token"

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.api import create_app
-from agent.checkstate import Verdict
-from agent.objects import Kind
-from agent.planner import Decision
-from agent.store import ObjectStore
+from agent.announce.planner import Decision
+from agent.cluster.objects import Kind
+from agent.cluster.store import ObjectStore
+from agent.health.verdict import Verdict
+from agent.http.app import create_app
 from gossip.events import MemberInfo, MemberState
 
 TOKEN = "objects-test-token"

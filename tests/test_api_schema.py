@@ -7,8 +7,8 @@ from typing import Any
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from agent.api import create_app
-from agent.store import ObjectStore
+from agent.cluster.store import ObjectStore
+from agent.http.app import create_app
 from gossip.events import MemberInfo, MemberState
 
 TOKEN = "schema-test-token"

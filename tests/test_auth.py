@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.api import create_app
-from agent.auth import TokenError, bearer_from_headers, load_or_create_token, read_token, token_matches
-from agent.store import ObjectStore
+from agent.cluster.store import ObjectStore
+from agent.http.app import create_app
+from agent.http.auth import TokenError, bearer_from_headers, load_or_create_token, read_token, token_matches
 from gossip.events import MemberInfo
 
 TOKEN = "auth-test-token"

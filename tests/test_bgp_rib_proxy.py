@@ -1,6 +1,7 @@
 """``/v1/machines/{name}/rib``: another machine's RIB through its own agent, with the caller's token,
 the same JSON as ``/v1/rib``, and errors that name the machine; and the API address each agent
-publishes for it (:mod:`agent.apiaddr`). The other agent is a real app behind an in-memory transport."""
+publishes for it (:mod:`agent.http.advertise`). The other agent is a real app behind an
+in-memory transport."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from agent.api_bgp import create_bgp_router
-from agent.api_objects import install_error_handlers
-from agent.apiaddr import API_KEY, api_address, decode_api, encode_api
 from agent.bgp.mesh import BGP_KEY, SpeakerInfo
-from agent.fib import FibState
+from agent.http.advertise import API_KEY, api_address, decode_api, encode_api
+from agent.http.bgp import create_bgp_router
+from agent.http.errors import install_error_handlers
+from agent.kernel.fib import FibState
 from agent.routing import Attributes, DecisionOptions, Prefix, Rib
 from gossip.events import MemberInfo, MemberState
 

@@ -24,9 +24,10 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from trio.testing import MockClock
 
-from agent.checks import OUTPUT_LIMIT, CheckResult, TlsContexts, run_check, split_host_port
-from agent.execpolicy import ExecPolicy
-from agent.objects import HealthCheck
+from agent.cluster.objects import HealthCheck
+from agent.health.execpolicy import ExecPolicy
+from agent.health.probes import OUTPUT_LIMIT, CheckResult, TlsContexts, run_check
+from common.address import split_hostport
 
 ALLOW = ExecPolicy(allowed=True)
 TIMEOUT = 0.5
@@ -48,10 +49,10 @@ def closed_port() -> int:
     return port
 
 
-def test_split_host_port() -> None:
-    assert split_host_port(":6443") == ("127.0.0.1", 6443)
-    assert split_host_port("example.com:80") == ("example.com", 80)
-    assert split_host_port("[::1]:9") == ("::1", 9)
+def test_split_hostport_for_checks() -> None:
+    assert split_hostport(":6443", default_host="127.0.0.1") == ("127.0.0.1", 6443)
+    assert split_hostport("example.com:80", default_host="127.0.0.1") == ("example.com", 80)
+    assert split_hostport("[::1]:9", default_host="127.0.0.1") == ("::1", 9)
 
 
 # --- TCP ---------------------------------------------------------------------------------------------

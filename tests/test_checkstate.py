@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.checkstate import CheckState, Verdict, first_delay, next_run
+from agent.health.verdict import CheckState, Verdict, first_delay, next_run
 
 
 def feed(state: CheckState, results: str, start: float = 0.0) -> list[str]:

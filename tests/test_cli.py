@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import trio
 
-from agent import cli
-from agent.api import create_app, serve_api
+from agent.cli import main as cli
+from agent.http.app import create_app, serve_api
 from gossip.events import MemberInfo, MemberState
 from gossip.keyring import KEY_SIZE, parse_key
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import trio
 
-from agent import cli
-from agent.api import create_app, serve_api
-from agent.cli_objects import ERROR_WIDTH, decision_summary
-from agent.planner import Reason
+from agent.announce.planner import Reason
+from agent.cli import main as cli
+from agent.cli.announce import decision_summary
+from agent.cli.output import ERROR_WIDTH
+from agent.http.app import create_app, serve_api
 from tests.test_api_health import HOLD_LEFT, TOKEN, WALL, build_scenario
 
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import trio
 
-from agent import cli
-from agent.api import create_app, serve_api
-from agent.cli_objects import resolve_token
-from agent.store import ObjectStore
+from agent.cli import main as cli
+from agent.cli.client import resolve_token
+from agent.cluster.store import ObjectStore
+from agent.http.app import create_app, serve_api
 from gossip.events import MemberInfo, MemberState
 
 REPO = Path(__file__).resolve().parent.parent

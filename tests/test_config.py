@@ -10,16 +10,15 @@ from typing import Any
 
 import pytest
 
-from agent.config import (
+from agent.cluster.replication import DEFAULT_TOMBSTONE_KEEP_S
+from agent.config.loader import (
     AgentConfig,
     ConfigError,
     HostPort,
-    format_address,
     load_config,
     load_keyring,
-    split_hostport,
 )
-from agent.replication import DEFAULT_TOMBSTONE_KEEP_S
+from common.address import format_address, split_hostport
 from gossip.config import GossipConfig
 from gossip.keyring import generate_key
 from transit.config import TransitConfig

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config
-from agent.execpolicy import ExecPolicy
+from agent.config.loader import load_config
+from agent.health.execpolicy import ExecPolicy
 
 DISABLED = "exec checks are disabled on this machine (set allow_exec_checks = true in its config file)"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.fib import (
+from agent.kernel.fib import (
     NLM_F_EXCL,
     NLM_F_REPLACE,
     FibOp,
@@ -28,7 +28,7 @@ from agent.fib import (
 )
 from agent.routing import Attributes, Peer, PeerKind, Prefix, Selection
 from agent.routing import Path as RoutePath
-from agent.routing.path import Address
+from common.address import IPAddress
 
 PROTO, TABLE = 200, 254
 A, B = ipaddress.ip_address("198.18.0.1"), ipaddress.ip_address("198.18.0.3")
@@ -38,7 +38,7 @@ def p(text: str) -> Prefix:
     return Prefix.parse(text)
 
 
-def selection(prefix: str, *hops: Address) -> Selection:
+def selection(prefix: str, *hops: IPAddress) -> Selection:
     paths = tuple(
         RoutePath(
             p(prefix),
@@ -133,7 +133,7 @@ def test_codec_round_trip() -> None:
 
 KERNEL_SCRIPT = r"""
 import ipaddress, json, sys
-from agent.fib import FibOp, KernelFib, OpKind
+from agent.kernel.fib import FibOp, KernelFib, OpKind
 from agent.routing import Prefix
 A, B = ipaddress.ip_address("198.18.0.1"), ipaddress.ip_address("198.18.0.3")
 C, D = ipaddress.ip_address("2001:db8::1"), ipaddress.ip_address("2001:db8::3")

@@ -16,13 +16,13 @@ import pytest
 import trio
 import trio.testing
 
+from common.address import Address
 from gossip.config import GossipConfig
 from gossip.events import EventKind, MemberEvent, MemberState
 from gossip.keyring import Keyring, Sealer
 from gossip.memnet import MemoryNetwork
 from gossip.node import GossipNode
 from gossip.swim import Swim
-from gossip.wire import Address
 
 KEY = b"\x11" * 32
 

@@ -12,12 +12,12 @@ import pytest
 import trio
 import trio.testing
 
-from agent.checks import CheckResult
-from agent.checkstate import Verdict
-from agent.execpolicy import ExecPolicy
-from agent.healthd import HEALTH_KEY, LATENESS_KEEP, HealthRunner, decode_health
-from agent.objects import HealthCheck, Kind
-from agent.store import ObjectStore
+from agent.cluster.objects import HealthCheck, Kind
+from agent.cluster.store import ObjectStore
+from agent.health.execpolicy import ExecPolicy
+from agent.health.probes import CheckResult
+from agent.health.runner import HEALTH_KEY, LATENESS_KEEP, HealthRunner, decode_health
+from agent.health.verdict import Verdict
 
 ME = "m1"
 
@@ -291,8 +291,8 @@ async def test_http_checks_build_the_tls_contexts_once(monkeypatch: pytest.Monke
         used.append(tls)
         return CheckResult(ok=True, latency=0.0)
 
-    monkeypatch.setattr("agent.healthd.TlsContexts", FakeContexts)
-    monkeypatch.setattr("agent.healthd.run_check", fake_run_check)
+    monkeypatch.setattr("agent.health.runner.TlsContexts", FakeContexts)
+    monkeypatch.setattr("agent.health.runner.run_check", fake_run_check)
     store = make_store()
     for i in range(20):
         check = {"type": "http", "target": f"https://127.0.0.1:{i + 1}/", "interval": 0.05, "timeout": 0.02}

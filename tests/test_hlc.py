@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.hlc import MAX_COUNTER, MAX_WALL_MS, HybridClock, Timestamp, Version
+from agent.cluster.hlc import MAX_COUNTER, MAX_WALL_MS, HybridClock, Timestamp, Version
 
 walls = st.integers(min_value=0, max_value=10**13)
 timestamps = st.builds(Timestamp, walls, st.integers(min_value=0, max_value=MAX_COUNTER))

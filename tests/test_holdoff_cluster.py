@@ -2,9 +2,10 @@
 
 Each machine runs what the agent runs (see :mod:`agent.runner`): a real :class:`~gossip.swim.Swim`
 core driven by a :class:`~gossip.node.GossipNode` on the in-memory network, an
-:class:`~agent.store.ObjectStore` replicated by an :class:`~agent.replication.ObjectReplicator`, a
-:class:`~agent.healthd.HealthRunner` and an :class:`~agent.announcer.Announcer`. Only the check's probe
-is scripted: each machine has a :class:`Service` that is up, down (refused at once) or hanging (the
+:class:`~agent.cluster.store.ObjectStore` replicated by an
+:class:`~agent.cluster.replication.ObjectReplicator`, a :class:`~agent.health.runner.HealthRunner` and
+an :class:`~agent.announce.driver.Announcer`. Only the check's probe is scripted: each machine has a
+:class:`Service` that is up, down (refused at once) or hanging (the
 check times out), or that follows a pattern of results. One VIP, created on m1 and replicated, lists
 the three machines, with a check every ``INTERVAL`` seconds, ``RISE``/``FALL`` thresholds and a
 holdoff. Every scenario is read two ways: each machine's own decisions (every plan is recorded, with
@@ -46,12 +47,8 @@ import pytest
 import trio
 import trio.testing
 
-from agent.announcer import ANNOUNCE_KEY, PLAN_INTERVAL, Announcer
-from agent.checks import CheckResult
-from agent.execpolicy import ExecPolicy
-from agent.healthd import HEALTH_KEY, PUBLISH_INTERVAL, HealthRunner, decode_health
-from agent.objects import HealthCheck, Kind
-from agent.planner import (
+from agent.announce.driver import ANNOUNCE_KEY, PLAN_INTERVAL, Announcer
+from agent.announce.planner import (
     DEFAULT_STALE_FACTOR,
     Decision,
     PeerView,
@@ -60,16 +57,20 @@ from agent.planner import (
     from_wire,
     healthy_peers,
 )
-from agent.replication import ObjectReplicator, wall_ms
-from agent.storage import SqliteObjectStorage
-from agent.store import ObjectStore, Record
+from agent.cluster.objects import HealthCheck, Kind
+from agent.cluster.replication import ObjectReplicator, wall_ms
+from agent.cluster.storage import SqliteObjectStorage
+from agent.cluster.store import ObjectStore, Record
+from agent.health.execpolicy import ExecPolicy
+from agent.health.probes import CheckResult
+from agent.health.runner import HEALTH_KEY, PUBLISH_INTERVAL, HealthRunner, decode_health
+from common.address import Address
 from gossip.config import GossipConfig
 from gossip.events import EventKind, MemberState
 from gossip.keyring import Keyring
 from gossip.memnet import MemoryNetwork
 from gossip.node import GossipNode
 from gossip.swim import Swim
-from gossip.wire import Address
 from tests.conftest import watchdog
 from tests.swimkit import make_sealer, node_addr
 

@@ -1,4 +1,5 @@
-"""The HTTP check's own GET (agent.httpprobe): what goes on the wire, and every way an answer can fail."""
+"""The HTTP check's own GET (agent.health.httpprobe): what goes on the wire, and every way an answer
+can fail."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 
-from agent.checks import run_check
-from agent.execpolicy import ExecPolicy
-from agent.httpprobe import USER_AGENT, start_request
-from agent.objects import HealthCheck
+from agent.cluster.objects import HealthCheck
+from agent.health.execpolicy import ExecPolicy
+from agent.health.httpprobe import USER_AGENT, start_request
+from agent.health.probes import run_check
 
 Handler = Callable[[trio.SocketStream], Awaitable[None]]
 

@@ -10,8 +10,8 @@ import trio
 import trio.testing
 from trio.testing import MockClock
 
+from common.address import Address
 from gossip.memnet import MemoryNetwork, MemoryTransport
-from gossip.wire import Address
 from tests.conftest import watchdog
 
 A: Address = ("127.0.0.1", 7001)

@@ -11,15 +11,15 @@ import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.api import create_app
-from agent.checks import CheckResult
-from agent.checkstate import STATES, Verdict
-from agent.execpolicy import ExecPolicy
-from agent.healthd import HealthRunner
-from agent.metrics import ApiMetrics, StateCollector
-from agent.objects import HealthCheck, Kind
-from agent.planner import Decision, Reason
-from agent.store import ObjectStore
+from agent.announce.planner import Decision, Reason
+from agent.cluster.objects import HealthCheck, Kind
+from agent.cluster.store import ObjectStore
+from agent.health.execpolicy import ExecPolicy
+from agent.health.probes import CheckResult
+from agent.health.runner import HealthRunner
+from agent.health.verdict import STATES, Verdict
+from agent.http.app import create_app
+from agent.http.metrics import ApiMetrics, StateCollector
 from gossip.events import MemberInfo, MemberState
 from tests.test_api_health import build_scenario
 from tests.test_healthd import Published
@@ -227,7 +227,7 @@ async def scrape(app: Any) -> str:
 
 
 def test_transit_peers_by_path_and_relay_switches() -> None:
-    from agent.metrics import TransitCollector
+    from agent.http.metrics import TransitCollector
     from transit.report import PeerReport, TransitReport
 
     def peer(name: str, path: str, relay: str | None = None) -> PeerReport:

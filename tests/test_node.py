@@ -14,11 +14,11 @@ import trio
 import trio.testing
 from trio.testing import MockClock
 
+from common.address import Address
 from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
 from gossip.memnet import MemoryNetwork
 from gossip.node import GossipNode
 from gossip.transport import Transport, open_udp_tcp_transport
-from gossip.wire import Address
 from tests.conftest import watchdog
 
 A: Address = ("127.0.0.1", 7001)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agent.objects import (
+from agent.cluster.objects import (
     MODELS,
     ClusterObject,
     HealthCheck,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agent.objects import Kind
-from agent.replication import ObjectReplicator, item_key
-from agent.store import ObjectStore, Record, encode_record
+from agent.cluster.objects import Kind
+from agent.cluster.replication import ObjectReplicator, item_key
+from agent.cluster.store import ObjectStore, Record, encode_record
 from gossip.sim import Simulation
 
 EPOCH_MS = 1_800_000_000_000

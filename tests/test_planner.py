@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.objects import HealthCheck, Route, Vip
-from agent.planner import (
+from agent.announce.planner import (
     ANNOUNCING,
     DEFAULT_CONFIRM_DELAY,
     Decision,
@@ -31,6 +30,7 @@ from agent.planner import (
     plan,
     to_wire,
 )
+from agent.cluster.objects import HealthCheck, Route, Vip
 from gossip.events import MemberState
 
 MACHINES = ("a", "b", "c")

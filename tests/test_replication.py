@@ -10,10 +10,10 @@ from pathlib import Path
 
 import trio
 
-from agent.objects import Kind
-from agent.replication import ObjectReplicator
-from agent.storage import SqliteObjectStorage
-from agent.store import ObjectStore
+from agent.cluster.objects import Kind
+from agent.cluster.replication import ObjectReplicator
+from agent.cluster.storage import SqliteObjectStorage
+from agent.cluster.store import ObjectStore
 from gossip.config import GossipConfig
 from gossip.keyring import Keyring, Sealer
 from gossip.memnet import MemoryNetwork

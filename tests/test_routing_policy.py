@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agent.objects import PolicySet, PrefixMatch, as_path_pattern
+from agent.cluster.objects import PolicySet, PrefixMatch, as_path_pattern
 from agent.routing.path import (
     WELL_KNOWN_COMMUNITIES,
     AsPath,

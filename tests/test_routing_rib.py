@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.objects import PolicySet
+from agent.cluster.objects import PolicySet
 from agent.routing.decision import DecisionOptions, Selection, Step, select
 from agent.routing.path import AsPath, Attributes, Origin, Path, Peer, PeerKind, Prefix
 from agent.routing.policy import CompiledPolicySet, PolicyChain

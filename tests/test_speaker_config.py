@@ -8,7 +8,7 @@ import pytest
 
 from agent.bgp.config import MeshAsnMode, derive_private_asn
 from agent.bgp.settings import DEFAULT_ROUTE_PROTOCOL, BgpSettings
-from agent.config import ConfigError, load_config
+from agent.config.loader import ConfigError, load_config
 
 BASE = 'name = "edge1"\nbind = "198.18.0.2:7946"\ninsecure = true\n'
 

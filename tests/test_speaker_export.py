@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agent.announce.planner import Decision, Reason
 from agent.bgp.adjout import AdjRibOut
 from agent.bgp.api import RouteAttributes
 from agent.bgp.export import (
@@ -16,8 +17,7 @@ from agent.bgp.export import (
     vip_prefix,
     wire_attributes,
 )
-from agent.objects import PolicySet, Route, Vip
-from agent.planner import Decision, Reason
+from agent.cluster.objects import PolicySet, Route, Vip
 from agent.routing import AsPath, PolicyChain, Prefix
 
 ANNOUNCE = Decision(True, Reason.HEALTHY)

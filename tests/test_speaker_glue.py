@@ -15,19 +15,19 @@ from pathlib import Path
 
 import trio
 
-from agent.announcer import ANNOUNCE_KEY
+from agent.announce.driver import ANNOUNCE_KEY
+from agent.announce.planner import Decision, Reason
 from agent.bgp.api import Peer, PeerState, Route, RouteAttributes, SessionState, Update
 from agent.bgp.mesh import BGP_KEY, SpeakerInfo, decode_info
 from agent.bgp.settings import BgpSettings, ExternalPeer
+from agent.bgp.speaker import BgpSpeaker, RoutedPrefixes, WireStatus
 from agent.bgp.supervisor import SupervisorOptions
-from agent.checkstate import Verdict
-from agent.fib import FibOp, NextHops, OpKind
-from agent.objects import Kind
-from agent.planner import Decision, Reason
+from agent.cluster.objects import Kind
+from agent.cluster.store import ObjectStore
+from agent.health.verdict import Verdict
+from agent.kernel.fib import FibOp, NextHops, OpKind
 from agent.routing import Prefix
-from agent.routing.path import Address
-from agent.speaker import BgpSpeaker, RoutedPrefixes, WireStatus
-from agent.store import ObjectStore
+from common.address import IPAddress
 from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
 
 FAKE = Path(__file__).parent / "fixtures" / "exabgp" / "fake_exabgp.py"
@@ -95,9 +95,9 @@ class FakeFib:
 
 @dataclass
 class FakeAddresses:
-    present: set[Address] = field(default_factory=set)
+    present: set[IPAddress] = field(default_factory=set)
 
-    def reconcile(self, desired: Iterable[Address]) -> list[str]:
+    def reconcile(self, desired: Iterable[IPAddress]) -> list[str]:
         self.present = set(desired)
         return []
 

@@ -19,7 +19,7 @@ from agent.bgp.api import (
 )
 from agent.bgp.ingest import Ingest, routing_attributes
 from agent.bgp.status import SessionTable
-from agent.objects import PolicySet
+from agent.cluster.objects import PolicySet
 from agent.routing import AsPath, DecisionOptions, PeerKind, PolicyChain, Prefix, Rib
 
 ROUTER1 = Peer("198.18.0.1", "198.18.0.10", 65000, 64512)

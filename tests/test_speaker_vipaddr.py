@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.objects import Vip
-from agent.vipaddr import AddressPlan, desired_addresses, plan
+from agent.cluster.objects import Vip
+from agent.kernel.loopback import AddressPlan, desired_addresses, plan
 
 V1, V2, V3 = (ipaddress.ip_address(a) for a in ("100.96.0.1", "100.96.0.2", "100.96.0.3"))
 
@@ -38,7 +38,7 @@ def test_plan_touches_only_ours() -> None:
 
 SCRIPT = r"""
 import ipaddress, json, sys
-from agent.vipaddr import LoopbackAddresses
+from agent.kernel.loopback import LoopbackAddresses
 lo = LoopbackAddresses(200)
 want = [ipaddress.ip_address(a) for a in ("100.96.0.1", "100.96.0.2", "fd00::10")]
 out = {"errors": lo.reconcile(want)}

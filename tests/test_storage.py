@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.hlc import Timestamp, Version
-from agent.objects import Kind, PolicySet
-from agent.storage import APPLICATION_ID, SqliteObjectStorage, StorageError
-from agent.store import ObjectStore, Record
+from agent.cluster.hlc import Timestamp, Version
+from agent.cluster.objects import Kind, PolicySet
+from agent.cluster.storage import APPLICATION_ID, SqliteObjectStorage, StorageError
+from agent.cluster.store import ObjectStore, Record
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000_000
@@ -126,9 +126,9 @@ def test_a_new_file_carries_our_application_id(tmp_path: Path) -> None:
 # prints the acknowledgement, so every printed line is a write the caller could have been told succeeded.
 WRITER = """
 import sys
-from agent.objects import Kind
-from agent.storage import SqliteObjectStorage
-from agent.store import ObjectStore
+from agent.cluster.objects import Kind
+from agent.cluster.storage import SqliteObjectStorage
+from agent.cluster.store import ObjectStore
 
 storage = SqliteObjectStorage(sys.argv[1])
 store = ObjectStore("node1", lambda: {"node1"}, storage.load())

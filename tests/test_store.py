@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.hlc import Timestamp, Version
-from agent.objects import Kind, MachineSettings, MeshSettings, PolicySet, Problem, Route, Vip
-from agent.store import (
+from agent.cluster.hlc import Timestamp, Version
+from agent.cluster.objects import Kind, MachineSettings, MeshSettings, PolicySet, Problem, Route, Vip
+from agent.cluster.store import (
     AlreadyExists,
     InUse,
     Invalid,

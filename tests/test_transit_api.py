@@ -11,9 +11,9 @@ import httpx
 import pytest
 import trio
 
-from agent import cli
-from agent.api import create_app, serve_api
-from agent.cli_peers import format_bytes, peers_table
+from agent.cli import main as cli
+from agent.cli.peers import format_bytes, peers_table
+from agent.http.app import create_app, serve_api
 from gossip.events import MemberInfo, MemberState
 from transit.reachability import DIRECT, REACH_KEY, UNREACHABLE, PeerReach, ReachVector, Route, encode_vector
 from transit.report import PeerReport, TransitReport, path_text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from common.address import IPNetwork
 from gossip.events import MemberInfo, MemberState
 from transit.desired import (
     KernelRoute,
@@ -14,7 +15,7 @@ from transit.desired import (
     desired_kernel,
     plan_kernel,
 )
-from transit.endpoint import Endpoint, IPNetwork, host_network, parse_network
+from transit.endpoint import Endpoint, host_network, parse_network
 from transit.keys import PrivateKey, PublicKey
 from transit.meta import PROBE_PREFIX, TransitMeta, encode_meta, probe_address
 from transit.peers import EndpointChooser, Peer, PeerBook

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transit.endpoint import Endpoint, IPNetwork, parse_network
+from common.address import IPNetwork
+from transit.endpoint import Endpoint, parse_network
 from transit.keys import PrivateKey, PublicKey
 from transit.uapi import DeviceState, PeerState, PeerUpdate, SetRequest
 from transit.wgdevice import DesiredDevice, DesiredPeer, plan, reconcile

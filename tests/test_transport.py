@@ -8,6 +8,7 @@ import pytest
 import trio
 import trio.testing
 
+from common.address import Address
 from gossip.transport import (
     MAX_FRAME,
     FrameError,
@@ -16,7 +17,6 @@ from gossip.transport import (
     open_udp_tcp_transport,
     read_frame,
 )
-from gossip.wire import Address
 
 LOOPBACK = "127.0.0.1"
 # Generous bound for every test: real sockets on loopback answer in microseconds.

@@ -1,4 +1,4 @@
-"""Shared pieces of the web UI tests (no tests here): fakes for the sources :func:`agent.api.create_app`
+"""Shared pieces of the web UI tests (no tests here): fakes for the sources :func:`agent.http.app.create_app`
 reads (gossip node, live status, BGP speaker with a real RIB, transit report), an in-process app built
 from them, and a real HTTP server for that app on loopback in a background thread, for the browser.
 """
@@ -15,13 +15,13 @@ from typing import Any
 import trio
 from fastapi import FastAPI
 
-from agent.api import create_app, serve_api
-from agent.checkstate import Verdict
-from agent.fib import FibState
-from agent.objects import Kind
-from agent.planner import Decision
+from agent.announce.planner import Decision
+from agent.cluster.objects import Kind
+from agent.cluster.store import ObjectStore
+from agent.health.verdict import Verdict
+from agent.http.app import create_app, serve_api
+from agent.kernel.fib import FibState
 from agent.routing import AsPath, Attributes, Peer, PeerKind, Prefix, Rib
-from agent.store import ObjectStore
 from gossip.events import MemberInfo, MemberState
 from transit.report import PeerReport, TransitReport
 
@@ -102,7 +102,7 @@ def make_rib() -> Rib:
 
 @dataclass
 class FakeSpeaker:
-    """What ``/v1/rib`` and the Routing tab read of the BGP speaker (:class:`agent.api_bgp.SpeakerView`)."""
+    """What ``/v1/rib`` and the Routing tab read of the BGP speaker (:class:`agent.http.bgp.SpeakerView`)."""
 
     machine: str = LOCAL
     router_id: str = "198.18.255.1"

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from agent.checkstate import Verdict
-from agent.objects import Kind, Problem, Vip
-from agent.ui import forms
-from agent.ui.session import COOKIE_NAME, session_value
+from agent.cluster.objects import Kind, Problem, Vip
+from agent.health.verdict import Verdict
+from agent.http.ui import forms
+from agent.http.ui.session import COOKIE_NAME, session_value
 from tests.test_ui_kit import AUTH, TOKEN, WALL, Fakes
 
 BASE = "http://agent"

@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from transit.endpoint import IPAddress
+from common.address import IPAddress
 
 CLAIM_FILE = "mesh-claim.json"
 

@@ -28,7 +28,8 @@ import ipaddress
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from transit.endpoint import Endpoint, IPAddress, IPNetwork, host_network
+from common.address import IPAddress, IPNetwork
+from transit.endpoint import Endpoint, host_network
 from transit.keys import PrivateKey
 from transit.meta import PROBE_PREFIX, probe_address
 from transit.peers import Peer

@@ -56,6 +56,7 @@ from typing import Literal, Protocol
 
 import trio
 
+from common.address import IPAddress, IPNetwork
 from gossip.events import EventKind, MemberEvent, MemberInfo
 from transit.claimfile import load_or_record_claim
 from transit.config import PROBE_PORT, Backend, TransitConfig
@@ -66,7 +67,7 @@ from transit.desired import (
     desired_kernel,
     plan_kernel,
 )
-from transit.endpoint import Endpoint, IPAddress, IPNetwork
+from transit.endpoint import Endpoint
 from transit.kernel import (
     KernelError,
     KernelNet,

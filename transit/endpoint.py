@@ -9,8 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from common.address import IPAddress, IPNetwork
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -53,4 +52,4 @@ def host_network(addr: IPAddress) -> IPNetwork:
     return ipaddress.ip_network(addr)
 
 
-__all__ = ["Endpoint", "IPAddress", "IPNetwork", "host_network", "parse_network"]
+__all__ = ["Endpoint", "host_network", "parse_network"]

@@ -31,8 +31,8 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
+from common.address import IPAddress
 from transit.desired import IPInterface, KernelPlan, KernelRoute, KernelState
-from transit.endpoint import IPAddress
 
 log = logging.getLogger("wiremesh.transit.kernel")
 

@@ -35,8 +35,9 @@ from typing import Any
 
 import msgpack
 
+from common.address import IPAddress
 from gossip.events import MemberInfo, MemberState
-from transit.endpoint import Endpoint, IPAddress
+from transit.endpoint import Endpoint
 from transit.keys import KEY_LEN, PublicKey
 
 META_VERSION = 1

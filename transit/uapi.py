@@ -21,7 +21,8 @@ from pathlib import Path
 
 import trio
 
-from transit.endpoint import Endpoint, IPNetwork, parse_network
+from common.address import IPNetwork
+from transit.endpoint import Endpoint, parse_network
 from transit.keys import PrivateKey, PublicKey
 
 RUN_DIR = Path("/var/run/wireguard")

@@ -28,7 +28,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from transit.endpoint import Endpoint, IPNetwork
+from common.address import IPNetwork
+from transit.endpoint import Endpoint
 from transit.keys import PrivateKey, PublicKey
 from transit.uapi import DeviceState, PeerUpdate, SetRequest
 

@@ -33,7 +33,8 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
-from transit.endpoint import Endpoint, IPNetwork, parse_network
+from common.address import IPNetwork
+from transit.endpoint import Endpoint, parse_network
 from transit.keys import PrivateKey, PublicKey
 from transit.uapi import DeviceState, PeerState, PeerUpdate, SetRequest, UapiError, UapiProtocolError
 

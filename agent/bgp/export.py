@@ -26,10 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from agent.announce.planner import Decision
 from agent.bgp.api import Family, RouteAttributes
 from agent.bgp.api import Origin as WireOrigin
-from agent.objects import Route, Vip
-from agent.planner import Decision
+from agent.cluster.objects import Route, Vip
 from agent.routing import Attributes, Origin, PolicyChain, Prefix, SegmentType
 from agent.routing.path import WELL_KNOWN_COMMUNITIES
 

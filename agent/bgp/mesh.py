@@ -16,13 +16,13 @@ without still peers fully. Over the mesh, the session's packets are encrypted an
 routes: when the direct path between two machines fails and their traffic moves to a relay, the TCP
 connection moves with it and the session stays up (the switch takes seconds, the hold time is 90).
 A machine with WireGuard on publishes nothing until its mesh address is up (see
-:meth:`agent.speaker.BgpSpeaker.set_mesh_address`), so sessions never start on the underlay only to
+:meth:`agent.bgp.speaker.BgpSpeaker.set_mesh_address`), so sessions never start on the underlay only to
 be moved (reset) to the mesh a few seconds later.
 
 Sessions between two machines: both sides configure each other, and the one with the lower address is
 passive, so exactly one TCP connection is opened and there is no collision to resolve (RFC 4271 6.8).
 Suspect members keep their session (they may be alive); dead or left members lose it (their paths
-were already invalidated the moment gossip said so; see :mod:`agent.speaker`).
+were already invalidated the moment gossip said so; see :mod:`agent.bgp.speaker`).
 """
 
 from __future__ import annotations

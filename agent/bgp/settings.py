@@ -3,7 +3,7 @@
 Off by default, so an agent configured before the BGP speaker existed keeps running as it did. The
 parser takes the raw TOML table and an ``error(key, problem)`` callback that builds the caller's
 error type, so every message names the file and the key (``bgp.peers[1].peer_asn``) without this
-module knowing about :mod:`agent.config` (which imports it).
+module knowing about :mod:`agent.config.loader` (which imports it).
 
 ::
 

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 
-from agent.routing.path import MAX_U32, Address, Path, PeerKind
+from agent.routing.path import MAX_U32, Path, PeerKind
+from common.address import IPAddress
 
 
 class Step(StrEnum):
@@ -85,7 +86,7 @@ class Selection:
     multipath: tuple[Path, ...]
 
     @property
-    def next_hops(self) -> tuple[Address, ...]:
+    def next_hops(self) -> tuple[IPAddress, ...]:
         """The ECMP set's distinct next hops, best first: what the FIB installs."""
         return tuple(dict.fromkeys(p.attrs.next_hop for p in self.multipath if p.attrs.next_hop is not None))
 

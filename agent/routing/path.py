@@ -22,10 +22,10 @@ from enum import IntEnum
 from types import MappingProxyType
 from typing import TypeAlias
 
-from agent.objects import parse_cidr
-from agent.objects import parse_community as canonical_community
+from agent.cluster.objects import parse_cidr
+from agent.cluster.objects import parse_community as canonical_community
+from common.address import IPAddress
 
-Address: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 LargeCommunity: TypeAlias = tuple[int, int, int]
 
 MAX_U32 = (1 << 32) - 1
@@ -160,7 +160,7 @@ class AsPath:
     AS_SET's members sorted and unique (a set has no order), adjacent AS_SEQUENCEs joined, empty
     segments dropped (the wire encoder splits sequences longer than 255). ``length`` is what best-path
     selection compares (a set counts as one, RFC 4271 9.1.2.2), ``text`` is what AS-path regexes see
-    (see :func:`agent.objects.as_path_pattern`), ``neighbor_as`` the AS the path was received from
+    (see :func:`agent.cluster.objects.as_path_pattern`), ``neighbor_as`` the AS the path was received from
     (the first of a leading AS_SEQUENCE), which decides whether two MEDs may be compared, ``asns``
     every AS on it (loop detection)."""
 
@@ -258,7 +258,7 @@ class Attributes:
     :data:`DEFAULT_LOCAL_PREF`; a missing MED as 0 unless the decision options say worst);
     ``next_hop`` is ``None`` for a route this machine originates (nothing to install)."""
 
-    next_hop: Address | None = None
+    next_hop: IPAddress | None = None
     as_path: AsPath = EMPTY_AS_PATH
     origin: Origin = Origin.IGP
     med: int | None = None
@@ -325,7 +325,7 @@ class Peer:
     """A BGP neighbour as the RIB knows it: one session. ``address_key`` and ``router_id_key`` are the
     integers the last two decision steps compare."""
 
-    address: Address
+    address: IPAddress
     asn: int
     router_id: ipaddress.IPv4Address
     kind: PeerKind

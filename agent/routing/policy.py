@@ -1,4 +1,4 @@
-"""Route policy: the :class:`~agent.objects.PolicySet` models compiled once into fast matchers, run as
+"""Route policy: the :class:`~agent.cluster.objects.PolicySet` models compiled once into fast matchers, run as
 a chain on import or export, and explained rule by rule for the CLI and UI.
 
 **Semantics.** A set is an ordered rule list. A rule matches when every condition it gives holds: the
@@ -13,7 +13,7 @@ or export list), sets run in order, each on the previous one's output: ``accept`
 AS_SET as ``{a,b}``, ``_`` a boundary (start, end, space, comma, brace) as on routers. ``_65001_``:
 65001 anywhere; ``^65001_``: received from AS 65001; ``_65001$``: originated by it; ``^$``: originated
 in this AS; ``^(65001_)+65002$``: 65002 behind any prepends of 65001. The translation and the check
-(a bad regex is refused when the set is saved) live in :func:`agent.objects.as_path_pattern`;
+(a bad regex is refused when the set is saved) live in :func:`agent.cluster.objects.as_path_pattern`;
 compiling here cannot fail for a saved set.
 
 **Speed.** No pydantic at match time. A prefix list is a per-IP-version table keyed by entry length
@@ -30,7 +30,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from agent.objects import PolicyActions, PolicyMatch, PolicyRule, PolicySet, PrefixMatch, as_path_pattern
+from agent.cluster.objects import (
+    PolicyActions,
+    PolicyMatch,
+    PolicyRule,
+    PolicySet,
+    PrefixMatch,
+    as_path_pattern,
+)
 from agent.routing.path import (
     NO_COMMUNITIES,
     NO_LARGE_COMMUNITIES,

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from agent.routing.decision import DEFAULT_OPTIONS, DecisionOptions, Ranked, Selection, rank, select
-from agent.routing.path import Address, Attributes, Interner, Path, Peer, PeerKind, Prefix
+from agent.routing.path import Attributes, Interner, Path, Peer, PeerKind, Prefix
 from agent.routing.policy import Explanation, PolicyChain
+from common.address import IPAddress
 
 RETAIN_MIN = 4096  # distinct attribute sets interned before the first clean-up
 
@@ -116,8 +117,8 @@ class Rib:
         self._options = options
         self._policy = import_policy if import_policy is not None else PolicyChain()
         self._adj: dict[Peer, _AdjIn] = {self.local: _AdjIn(self.local, valid=True)}
-        self._by_address: dict[Address, Peer] = {}
-        self._invalid: set[Address] = set()
+        self._by_address: dict[IPAddress, Peer] = {}
+        self._invalid: set[IPAddress] = set()
         self._loc: dict[Prefix, _Entry] = {}
         self._dirty: dict[Prefix, Selection | None] = {}
         self._interner = Interner()
@@ -172,7 +173,7 @@ class Rib:
         del self._adj[adj.peer]
         del self._by_address[adj.peer.address]
 
-    def invalidate(self, address: Address) -> None:
+    def invalidate(self, address: IPAddress) -> None:
         """Take the paths of the peer at ``address`` out of the Loc-RIB at once (gossip: dead)."""
         if address in self._invalid:
             return
@@ -184,7 +185,7 @@ class Rib:
             for prefix in adj.post:
                 self._place(prefix, peer, None)
 
-    def revalidate(self, address: Address) -> None:
+    def revalidate(self, address: IPAddress) -> None:
         """Put them back (gossip: alive again), as the Adj-RIB-In holds them now."""
         if address not in self._invalid:
             return
@@ -196,7 +197,7 @@ class Rib:
             for prefix, path in adj.post.items():
                 self._place(prefix, peer, path)
 
-    def is_valid(self, address: Address) -> bool:
+    def is_valid(self, address: IPAddress) -> bool:
         return address not in self._invalid
 
     @property

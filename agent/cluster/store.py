@@ -1,0 +1,460 @@
+"""The replicated cluster object store: versioned records, last-writer-wins, tombstones.
+
+Sans-I/O: no disk, no network, no clock reads. Every operation takes ``wall_ms``; the agent persists each
+change (:meth:`ObjectStore.on_change` listeners, :mod:`agent.cluster.storage`) and gossips it.
+
+* **Local writes** (:meth:`~ObjectStore.create`, ``replace``, ``patch``, ``delete``) are validated — the
+  object's shape, then its context (:func:`agent.cluster.objects.validate`) — and refused with a typed error
+  before anything changes. A write that passes is stamped with a fresh HLC
+:class:`~agent.cluster.hlc.Version`.
+* **Replication** (:meth:`~ObjectStore.merge`, ``merge_all``) is a pure last-writer-wins register per
+  ``(kind, name)``: the higher ``(timestamp, origin)`` wins and a delete is a tombstone record that wins
+  the same way. Merging is commutative, associative and idempotent, so replicas that saw the same
+  records hold the same state whatever the order. A replicated record is stored even when it does not
+  validate here (an unknown machine, a field from a newer agent): refusing it would make replicas
+  diverge. :meth:`~ObjectStore.problems` reports such records for the API.
+* **Tombstones** are kept ``keep_ms`` after the delete (:meth:`~ObjectStore.expire_tombstones`). A node
+  partitioned for longer than that can bring a deleted object back when it rejoins; choose ``keep_ms``
+  longer than any partition you expect to heal from (as with Cassandra's gc_grace).
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from pydantic import BaseModel, ValidationError
+
+from agent.cluster.hlc import MAX_COUNTER, MAX_WALL_MS, HybridClock, Timestamp, Version
+from agent.cluster.objects import (
+    MESH_KEY,
+    MODELS,
+    ClusterObject,
+    Kind,
+    MachineSettings,
+    MeshSettings,
+    Problem,
+    View,
+    key_of,
+    parse,
+    problems_from_error,
+    validate,
+    validate_delete,
+)
+
+FORMAT_VERSION = 1
+MAX_NAME = 253
+MAX_BODY_DEPTH = 16
+
+Key = tuple[Kind, str]
+
+
+class StoreError(Exception):
+    """A local write that was refused; nothing changed."""
+
+
+class NotFound(StoreError):
+    def __init__(self, kind: Kind, name: str) -> None:
+        super().__init__(f"no {kind.value} named {name!r}")
+        self.kind, self.name = kind, name
+
+
+class AlreadyExists(StoreError):
+    def __init__(self, kind: Kind, name: str) -> None:
+        super().__init__(f"a {kind.value} named {name!r} already exists")
+        self.kind, self.name = kind, name
+
+
+class Invalid(StoreError):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
+
+
+class InUse(StoreError):
+    def __init__(self, kind: Kind, name: str, where: list[str]) -> None:
+        super().__init__(f"{kind.value} {name!r} is still used by: {', '.join(where)}")
+        self.kind, self.name, self.where = kind, name, where
+
+
+class RecordDecodeError(ValueError):
+    """Bytes that are not a well-formed record (or record set) of this format; decoding changed nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One object's replicated state. ``body`` is the object as JSON-like data (treat it as read-only);
+    ``None`` with ``deleted_at_ms`` set is a tombstone."""
+
+    kind: Kind
+    name: str
+    version: Version
+    body: dict[str, Any] | None
+    deleted_at_ms: int | None = None
+
+    @property
+    def key(self) -> Key:
+        return (self.kind, self.name)
+
+    @property
+    def tombstone(self) -> bool:
+        return self.body is None
+
+
+Listener = Callable[[Record], None]
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch: objects merge recursively, ``null`` removes (back to the default),
+    anything else replaces."""
+    if not isinstance(patch, Mapping):
+        return patch
+    out = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+class ObjectStore:
+    """All cluster objects as this node knows them. ``known_machines`` returns the current and past
+    gossip members; it is called on each validation, so it always reflects gossip now."""
+
+    def __init__(
+        self,
+        node: str,
+        known_machines: Callable[[], AbstractSet[str]],
+        records: Iterable[Record] = (),
+    ) -> None:
+        self.node = node
+        self._known = known_machines
+        self._records: dict[Key, Record] = {}
+        self._live: dict[Key, ClusterObject] = {}
+        self._unparsable: dict[Key, list[Problem]] = {}
+        self._listeners: list[Listener] = []
+        latest = Timestamp(0, 0)
+        for record in records:
+            current = self._records.get(record.key)
+            if current is None or record.version > current.version:
+                self._install(record)
+            latest = max(latest, record.version.ts)
+        # After a restart with the wall clock set back, new writes must still supersede the stored ones.
+        self.clock = HybridClock(node, latest)
+
+    # ---- reads -------------------------------------------------------------------------------------
+
+    def get(self, kind: Kind, name: str) -> ClusterObject:
+        """The live object; the mesh settings and a known machine's settings exist implicitly (defaults)."""
+        obj = self._current(kind, name)
+        if obj is None:
+            raise NotFound(kind, name)
+        return obj
+
+    def get_record(self, kind: Kind, name: str) -> Record | None:
+        """The stored record (a tombstone too), e.g. for its version; ``None`` if there is none."""
+        return self._records.get((kind, name))
+
+    def list(self, kind: Kind) -> builtins.list[ClusterObject]:
+        """Live objects of ``kind`` by name, with the implicit defaults :meth:`get` would return."""
+        found = {name: obj for (k, name), obj in self._live.items() if k is kind}
+        if kind is Kind.MESH:
+            found.setdefault(MESH_KEY, MeshSettings())
+        elif kind is Kind.MACHINE:
+            for machine in self._known():
+                default = self._default_machine(machine)
+                if default is not None:
+                    found.setdefault(machine, default)
+        return [found[name] for name in sorted(found)]
+
+    def records(self) -> builtins.list[Record]:
+        """Every record, tombstones included, in ``(kind, name)`` order."""
+        return [self._records[key] for key in sorted(self._records)]
+
+    def view(self) -> View:
+        """What :func:`agent.cluster.objects.validate` checks against: the stored live objects and gossip's
+        machines (implicit defaults are not in it: they reference nothing)."""
+        objects: dict[Kind, dict[str, ClusterObject]] = {}
+        for (kind, name), obj in self._live.items():
+            objects.setdefault(kind, {})[name] = obj
+        return View(objects, frozenset(self._known()))
+
+    def problems(self) -> dict[Key, builtins.list[Problem]]:
+        """Stored objects that would not be accepted as local writes now, and why: replicated records that
+        reference what this node does not know, or whose body this agent cannot read."""
+        out: dict[Key, list[Problem]] = {key: list(p) for key, p in self._unparsable.items()}
+        view = self.view()
+        for (kind, name), obj in self._live.items():
+            found = validate(kind, obj, view)
+            if found:
+                out[(kind, name)] = found
+        return dict(sorted(out.items()))
+
+    # ---- local writes ------------------------------------------------------------------------------
+
+    def create(self, kind: Kind, obj: ClusterObject | Mapping[str, Any], wall_ms: int) -> Record:
+        new = self._coerce(kind, obj)
+        name = key_of(new)
+        if (kind, name) in self._live:
+            raise AlreadyExists(kind, name)
+        self._check(validate(kind, new, self.view(), creating=True))
+        return self._write(kind, name, new, wall_ms)
+
+    def replace(self, kind: Kind, name: str, obj: ClusterObject | Mapping[str, Any], wall_ms: int) -> Record:
+        if self._current(kind, name) is None:
+            raise NotFound(kind, name)
+        new = self._coerce(kind, obj)
+        if key_of(new) != name:
+            raise Invalid([Problem(("name",), f"cannot rename {name!r} to {key_of(new)!r}")])
+        self._check(validate(kind, new, self.view(), previous=self._live.get((kind, name))))
+        return self._write(kind, name, new, wall_ms)
+
+    def patch(self, kind: Kind, name: str, changes: Mapping[str, Any], wall_ms: int) -> Record:
+        """Merge ``changes`` into the current object (RFC 7396), then validate the result in full."""
+        current = self._current(kind, name)
+        if current is None:
+            raise NotFound(kind, name)
+        if not isinstance(changes, Mapping):
+            raise Invalid([Problem((), "a patch is an object of fields to change")])
+        merged = merge_patch(current.model_dump(mode="json"), changes)
+        if kind is not Kind.MESH:
+            merged.setdefault("name", name)
+        return self.replace(kind, name, merged, wall_ms)
+
+    def delete(self, kind: Kind, name: str, wall_ms: int) -> Record:
+        """Store a tombstone. Deleting the mesh or a machine's settings resets them to the defaults."""
+        if (kind, name) not in self._live:
+            raise NotFound(kind, name)
+        view = self.view()
+        where = validate_delete(kind, name, view)
+        if where:
+            raise InUse(kind, name, where)
+        if kind is Kind.MESH:
+            self._check(validate(kind, MeshSettings(), view))
+        record = Record(kind, name, self.clock.version(wall_ms), None, wall_ms)
+        self._apply(record)
+        return record
+
+    # ---- replication -------------------------------------------------------------------------------
+
+    def merge(self, record: Record, wall_ms: int) -> bool:
+        """Take in a replicated record; True if it was newer than ours and is now stored."""
+        self.clock.observe(record.version.ts, wall_ms)
+        current = self._records.get(record.key)
+        if current is not None and record.version <= current.version:
+            return False
+        self._apply(record)
+        return True
+
+    def merge_all(self, data: bytes, wall_ms: int) -> builtins.list[Record]:
+        """Merge a push-pull payload from :meth:`encode_all`; returns the records that were newer. A bad
+        payload raises :class:`RecordDecodeError` before anything is merged."""
+        return [record for record in decode_all(data) if self.merge(record, wall_ms)]
+
+    def encode_all(self) -> bytes:
+        return encode_all(self.records())
+
+    def digest(self) -> bytes:
+        """A 32-byte hash of every record's version: equal digests mean equal stores, so a push-pull can
+        skip the full exchange."""
+        versions = [
+            [r.kind.value, r.name, r.version.ts.wall_ms, r.version.ts.counter, r.version.origin]
+            for r in self.records()
+        ]
+        return hashlib.sha256(msgpack.packb(versions, use_bin_type=True)).digest()
+
+    def expire_tombstones(self, wall_ms: int, keep_ms: int) -> builtins.list[Record]:
+        """Forget tombstones deleted at least ``keep_ms`` ago; returns them (to remove from disk)."""
+        gone = [
+            r
+            for r in self._records.values()
+            if r.deleted_at_ms is not None and r.deleted_at_ms + keep_ms <= wall_ms
+        ]
+        for record in gone:
+            del self._records[record.key]
+        return gone
+
+    def on_change(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` with every record that changes the store (local writes and merges that won),
+        after the change; returns a function that unsubscribes."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    # ---- internals ---------------------------------------------------------------------------------
+
+    def _current(self, kind: Kind, name: str) -> ClusterObject | None:
+        obj = self._live.get((kind, name))
+        if obj is not None:
+            return obj
+        if kind is Kind.MESH and name == MESH_KEY:
+            return MeshSettings()
+        if kind is Kind.MACHINE and name in self._known():
+            return self._default_machine(name)
+        return None
+
+    def _default_machine(self, name: str) -> MachineSettings | None:
+        """A known machine's implicit settings, unless it has a stored record this agent cannot read (or a
+        name the settings cannot hold)."""
+        if (Kind.MACHINE, name) in self._unparsable:
+            return None
+        try:
+            return MachineSettings(name=name)
+        except ValidationError:
+            return None
+
+    @staticmethod
+    def _coerce(kind: Kind, obj: ClusterObject | Mapping[str, Any]) -> ClusterObject:
+        model = MODELS[kind]
+        if isinstance(obj, BaseModel):
+            if type(obj) is not model:
+                raise Invalid([Problem((), f"expected a {kind.value}, got {type(obj).__name__}")])
+            return obj
+        if not isinstance(obj, Mapping):
+            raise Invalid([Problem((), f"a {kind.value} is an object")])
+        try:
+            return parse(kind, obj)
+        except ValidationError as err:
+            raise Invalid(problems_from_error(err)) from None
+
+    @staticmethod
+    def _check(problems: builtins.list[Problem]) -> None:
+        if problems:
+            raise Invalid(problems)
+
+    def _write(self, kind: Kind, name: str, obj: ClusterObject, wall_ms: int) -> Record:
+        record = Record(kind, name, self.clock.version(wall_ms), obj.model_dump(mode="json"))
+        self._apply(record, obj)
+        return record
+
+    def _install(self, record: Record, parsed: ClusterObject | None = None) -> None:
+        key = record.key
+        self._records[key] = record
+        self._live.pop(key, None)
+        self._unparsable.pop(key, None)
+        if record.body is None:
+            return
+        if parsed is None:
+            try:
+                parsed = parse(record.kind, record.body)
+            except ValidationError as err:
+                self._unparsable[key] = problems_from_error(err)
+                return
+        self._live[key] = parsed
+
+    def _apply(self, record: Record, parsed: ClusterObject | None = None) -> None:
+        self._install(record, parsed)
+        for listener in builtins.list(self._listeners):
+            listener(record)
+
+
+# ---- wire format -------------------------------------------------------------------------------------
+# A record is a msgpack array [format, kind, name, wall_ms, counter, origin, body, deleted_at_ms]; a record
+# set is [format, [record, ...]]. Decoding is strict: anything else raises RecordDecodeError and only that.
+
+
+def _to_wire(record: Record) -> list[Any]:
+    ts = record.version.ts
+    return [
+        FORMAT_VERSION,
+        record.kind.value,
+        record.name,
+        ts.wall_ms,
+        ts.counter,
+        record.version.origin,
+        record.body,
+        record.deleted_at_ms,
+    ]
+
+
+def encode_record(record: Record) -> bytes:
+    return bytes(msgpack.packb(_to_wire(record), use_bin_type=True))
+
+
+def encode_all(records: Iterable[Record]) -> bytes:
+    return bytes(msgpack.packb([FORMAT_VERSION, [_to_wire(r) for r in records]], use_bin_type=True))
+
+
+def _unpack(data: bytes) -> Any:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise RecordDecodeError(f"expected bytes, got {type(data).__name__}")
+    try:
+        return msgpack.unpackb(bytes(data), raw=False, strict_map_key=True, use_list=True)
+    except Exception as err:  # msgpack raises several unrelated types for malformed input
+        raise RecordDecodeError(f"not msgpack: {type(err).__name__}: {err}") from None
+
+
+def _is_int(value: Any, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def _check_json(value: Any, depth: int = 0) -> None:
+    if depth > MAX_BODY_DEPTH:
+        raise RecordDecodeError("body nested too deeply")
+    if value is None or type(value) in (bool, int, str):
+        return
+    if type(value) is float:
+        if not math.isfinite(value):  # not JSON, and NaN != NaN would make equal replicas compare unequal
+            raise RecordDecodeError("body holds a non-finite number")
+        return
+    if type(value) is list:
+        for item in value:
+            _check_json(item, depth + 1)
+        return
+    if type(value) is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise RecordDecodeError("body keys must be strings")
+            _check_json(item, depth + 1)
+        return
+    raise RecordDecodeError(f"body holds a {type(value).__name__}")
+
+
+def _from_wire(item: Any) -> Record:
+    if type(item) is not list or len(item) != 8:
+        raise RecordDecodeError("a record is an array of 8 fields")
+    fmt, kind, name, wall_ms, counter, origin, body, deleted_at_ms = item
+    if fmt != FORMAT_VERSION or type(fmt) is not int:
+        raise RecordDecodeError(f"unknown record format {fmt!r}")
+    if type(kind) is not str or kind not in Kind._value2member_map_:
+        raise RecordDecodeError(f"unknown kind {kind!r}")
+    if type(name) is not str or not 1 <= len(name) <= MAX_NAME:
+        raise RecordDecodeError("bad name")
+    if Kind(kind) is Kind.MESH and name != MESH_KEY:
+        raise RecordDecodeError(f"the mesh settings are keyed {MESH_KEY!r}")
+    if not _is_int(wall_ms, 0, MAX_WALL_MS) or not _is_int(counter, 0, MAX_COUNTER):
+        raise RecordDecodeError("bad timestamp")
+    if type(origin) is not str or not 1 <= len(origin) <= MAX_NAME:
+        raise RecordDecodeError("bad origin")
+    if body is None:
+        if not _is_int(deleted_at_ms, 0, MAX_WALL_MS):
+            raise RecordDecodeError("a tombstone needs deleted_at_ms")
+    else:
+        if type(body) is not dict:
+            raise RecordDecodeError("body must be a map or nil")
+        if deleted_at_ms is not None:
+            raise RecordDecodeError("a live record has no deleted_at_ms")
+        _check_json(body)
+    return Record(Kind(kind), name, Version(Timestamp(wall_ms, counter), origin), body, deleted_at_ms)
+
+
+def decode_record(data: bytes) -> Record:
+    return _from_wire(_unpack(data))
+
+
+def decode_all(data: bytes) -> list[Record]:
+    obj = _unpack(data)
+    if type(obj) is not list or len(obj) != 2 or obj[0] != FORMAT_VERSION or type(obj[1]) is not list:
+        raise RecordDecodeError("a record set is [format, [records]]")
+    return [_from_wire(item) for item in obj[1]]

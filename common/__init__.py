@@ -1,0 +1,4 @@
+"""Neutral helpers that gossip, transit and the agent share: addresses, child processes, backoff.
+
+Nothing here knows about a mesh; everything above may import it, and it imports nothing of ours.
+"""
