@@ -5,8 +5,10 @@ at once instead of suspecting it), then everything is cancelled and ``run_agent`
 process exits 0. With BGP on, the speaker drains first (every route re-announced with
 GRACEFUL_SHUTDOWN, withdrawn after ``bgp.drain_time``) while the node is still a member, so peers
 move traffic away before gossip and the sessions say it is gone. A second signal during the drain or
-the leave skips the rest of it. Nothing is written to disk
-yet; anything that will be persisted belongs under ``cfg.state_dir``.
+the leave skips the rest of it.
+
+On disk, under ``cfg.state_dir``: the API token, the cluster objects (SQLite), the WireGuard key and
+mesh-address claim, and ExaBGP's config. Nothing is written anywhere else.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ costs ~260 us and encoding a message with its classes ~60 us, so 100,000 prefixe
 with :mod:`struct` and sent 256 to a ``send()``, the same routes take a few seconds. pyroute2 stays
 for the lo addresses (:mod:`agent.kernel.loopback`), where there are a handful.
 
-Ownership (DESIGN principle 5): every route carries our protocol number; deletes name it too, and
+Ownership ("own only what you create", docs/architecture.md): every route carries our protocol number;
+deletes name it too, and
 the kernel only deletes a route whose protocol matches. A prefix we do not hold yet is added with
 ``NLM_F_EXCL``, never ``NLM_F_REPLACE``, so a route someone else put there (a connected subnet, an
 operator's static route) is left alone and reported instead of overwritten. At start the dump's

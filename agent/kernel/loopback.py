@@ -6,7 +6,8 @@ or withdrawn here is still this machine's to answer for, and a flapping check mu
 address). :func:`plan` compares it with what ``lo`` holds; :class:`LoopbackAddresses` (pyroute2,
 blocking, run in a worker thread) applies it.
 
-Marking (DESIGN principle 5): every address we add carries the agent's protocol number as its
+Marking ("own only what you create", docs/architecture.md): every address we add carries the agent's
+protocol number as its
 ``IFA_PROTO`` (Linux 5.18+; the same number as our routes, 200 by default), and IPv4 ones also the
 label ``lo:wm`` so ``ip addr show dev lo`` shows them. Only addresses with that mark are ever removed;
 an address an operator put on ``lo`` by hand is left alone and not added twice. On exit every
