@@ -127,17 +127,3 @@ def address(default_port: int | None, *, names: bool, min_port: int = 0) -> Afte
         return text
 
     return AfterValidator(check)
-
-
-__all__ = [
-    "HostPort",
-    "NonEmpty",
-    "NonNegativeFloat",
-    "NonNegativeInt",
-    "Section",
-    "Text",
-    "address",
-    "between",
-    "core_rules",
-    "parse_address",
-]

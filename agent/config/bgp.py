@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 
 from agent.config.base import Section, between
 from agent.config.errors import Loc
@@ -248,7 +248,7 @@ class BgpSection(Section):
     max_paths: Annotated[int, between(1, 256)] = DEFAULT_MAX_PATHS
     route_protocol: Annotated[int, between(MIN_ROUTE_PROTOCOL, 255)] = DEFAULT_ROUTE_PROTOCOL
     route_table: Annotated[int, between(1, MAX_ASN), AfterValidator(_route_table)] = DEFAULT_ROUTE_TABLE
-    peers: list[PeerSection] = []
+    peers: list[PeerSection] = Field(default_factory=list)
 
     def rules(self) -> Iterator[tuple[Loc, str]]:
         seen: set[str] = set()
@@ -272,22 +272,3 @@ class BgpSection(Section):
             route_table=self.route_table,
             peers=tuple(p.peer() for p in self.peers),
         )
-
-
-__all__ = [
-    "DEFAULT_HOLD_TIME",
-    "DEFAULT_ROUTE_PROTOCOL",
-    "DEFAULT_SHARED_ASN",
-    "MAX_ASN",
-    "MAX_MD5_KEY",
-    "PRIVATE_ASN4_FIRST",
-    "PRIVATE_ASN4_LAST",
-    "AsnPlan",
-    "BgpSection",
-    "BgpSettings",
-    "ExternalPeer",
-    "MeshAsnMode",
-    "PeerSection",
-    "check_asn",
-    "derive_private_asn",
-]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import difflib
 import types
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Annotated, Any, TypeAlias, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
@@ -19,26 +20,31 @@ from pydantic_core import ErrorDetails
 Loc: TypeAlias = tuple[str | int, ...]
 
 # TOML's names for the types it has, so a message speaks the file's language, not Python's.
-_TOML_TYPES = {
-    bool: "boolean",
-    int: "integer",
-    float: "number",
-    str: "string",
-    list: "array",
-    dict: "table",
-}
-_EXPECTED = {
-    "bool_type": "boolean",
-    "int_type": "integer",
-    "float_type": "number",
-    "string_type": "string",
-    "list_type": "array",
-    "dict_type": "table",
-    "model_type": "table",
-    "model_attributes_type": "table",
-}
-_COMPARISONS = {"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt", "less_than_equal": "le"}
-_SYMBOLS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+_TOML_TYPES: Mapping[type, str] = MappingProxyType(
+    {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        list: "array",
+        dict: "table",
+    }
+)
+_EXPECTED: Mapping[str, str] = MappingProxyType(
+    {
+        "bool_type": "boolean",
+        "int_type": "integer",
+        "float_type": "number",
+        "string_type": "string",
+        "list_type": "array",
+        "dict_type": "table",
+        "model_type": "table",
+        "model_attributes_type": "table",
+    }
+)
+_COMPARISONS: Mapping[str, str] = MappingProxyType(
+    {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +125,9 @@ def _describe(error: ErrorDetails, loc: Loc, root: type[BaseModel]) -> str:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return f"must be one of {', '.join(options)} (got {value!r}){hint}"
     if kind in _COMPARISONS:
-        name = _COMPARISONS[kind]
-        limit = ctx[name]
+        (limit,) = ctx.values()  # pydantic names it gt, ge, lt or le
         shown = float(value) if isinstance(limit, float) and type(value) is int else value
-        return f"out of range: {shown} (must be {_SYMBOLS[name]} {limit})"
+        return f"out of range: {shown} (must be {_COMPARISONS[kind]} {limit})"
     if kind == "finite_number":
         return f"must be a finite number (got {value})"
     if kind == "value_error" and "error" in ctx:
@@ -162,6 +167,3 @@ def _annotation_at(root: type[BaseModel], loc: Loc) -> Any:
 def _model_at(root: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
     found = _unwrap(_annotation_at(root, loc))
     return found if isinstance(found, type) and issubclass(found, BaseModel) else None
-
-
-__all__ = ["Broken", "ConfigError", "Loc", "Problem", "explain", "key_path"]

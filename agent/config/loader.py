@@ -92,14 +92,11 @@ class _Origin:
     path: Path | None
     flags: frozenset[str]
 
-    def from_flag(self, top: str) -> bool:
-        return top in self.flags or self.path is None
-
     def problem(self, loc: Loc, problem: str) -> Problem:
         top = str(loc[0]) if loc else ""
-        if top and self.from_flag(top):
-            return Problem(COMMAND_LINE, flag_for(top), problem)
-        return Problem(str(self.path) if self.path else COMMAND_LINE, key_path(loc) or None, problem)
+        if self.path is None or top in self.flags:
+            return Problem(COMMAND_LINE, flag_for(top) if top else None, problem)
+        return Problem(str(self.path), key_path(loc) or None, problem)
 
     def path_value(self, key: str, value: str | None) -> Path | None:
         if value is None:

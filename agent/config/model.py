@@ -126,7 +126,9 @@ class AgentFile(Section):
     name: Annotated[Text, AfterValidator(_name)]
     bind: Annotated[str, address(DEFAULT_GOSSIP_PORT, names=False)] = DEFAULT_BIND
     advertise: Annotated[str, AfterValidator(_advertisable)] | None = None
-    join: list[Annotated[str, address(DEFAULT_GOSSIP_PORT, names=True, min_port=1)]] = []
+    join: list[Annotated[str, address(DEFAULT_GOSSIP_PORT, names=True, min_port=1)]] = Field(
+        default_factory=list
+    )
     join_attempts: int = Field(default=5, ge=1)
     join_retry_interval: float = Field(default=2.0, gt=0.0)
     keyring_file: NonEmpty | None = None
@@ -138,7 +140,7 @@ class AgentFile(Section):
     log_level: LogLevel = "info"
     tombstone_keep: float = Field(default=DEFAULT_TOMBSTONE_KEEP_S, gt=0.0)
     allow_exec_checks: bool = False
-    exec_check_paths: list[Annotated[str, AfterValidator(_exec_path)]] = []
+    exec_check_paths: list[Annotated[str, AfterValidator(_exec_path)]] = Field(default_factory=list)
     gossip: GossipSection = Field(default_factory=GossipSection)
     bgp: BgpSection = Field(default_factory=BgpSection)
     wireguard: WireguardSection = Field(default_factory=WireguardSection)
@@ -160,17 +162,3 @@ class AgentFile(Section):
                 ("wireguard", "route_protocol"),
                 f"{protocol} is bgp.route_protocol too: each must mark only its own kernel routes",
             )
-
-
-__all__ = [
-    "DEFAULT_BIND",
-    "DEFAULT_GOSSIP_PORT",
-    "DEFAULT_HTTP_LISTEN",
-    "DEFAULT_STATE_DIR",
-    "DEFAULT_TOMBSTONE_KEEP_S",
-    "AgentConfig",
-    "AgentFile",
-    "GossipSection",
-    "LogFormat",
-    "LogLevel",
-]

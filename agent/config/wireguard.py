@@ -115,6 +115,3 @@ class WireguardSection(Section):
             )
             return
         yield from core_rules(self.config, [f.name for f in fields(TransitConfig)], ())
-
-
-__all__ = ["PathSection", "RelaySection", "WireguardSection"]
