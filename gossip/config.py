@@ -1,9 +1,15 @@
-"""Gossip tunables. Defaults are hashicorp/memberlist's LAN profile."""
+"""Gossip tunables, and memberlist's three presets of them (:data:`PROFILES`).
+
+The defaults are hashicorp/memberlist's LAN profile (DefaultLANConfig); :data:`WAN` and :data:`LOCAL`
+change what memberlist's DefaultWANConfig and DefaultLocalConfig change, and nothing else.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from types import MappingProxyType
 
 
 @dataclass(frozen=True)
@@ -73,3 +79,54 @@ class GossipConfig:
             return self.push_pull_interval
         multiplier = math.ceil(math.log2(n) - math.log2(threshold)) + 1
         return self.push_pull_interval * multiplier
+
+
+# One data centre: RTTs well under a millisecond, so a 1 s probe with a 0.5 s ack deadline leaves
+# hundreds of RTTs of slack, and suspicion (4 x log10 N probe intervals) turns a silent member dead in
+# seconds. Gossip to 3 members every 0.2 s reaches everyone in O(log N) rounds, push-pull every 30 s
+# repairs whatever gossip missed. This is GossipConfig() exactly: the agent's behaviour by default.
+LAN = GossipConfig()
+
+# Across regions: RTTs of 100-300 ms, with jitter and the odd lost datagram.
+WAN = replace(
+    LAN,
+    # An ack must survive one RTT plus queueing on a loaded path: 3 s is ten RTTs at the worst sites,
+    # so a slow link is not taken for a dead member.
+    probe_timeout=3.0,
+    # The interval must stay above the timeout (one probe in flight at a time); 5 s also keeps
+    # probe traffic small on links that are paid for.
+    probe_interval=5.0,
+    # Lost datagrams are likelier, so wait more probe intervals before declaring a suspect dead.
+    suspicion_mult=6,
+    # Each round costs more wall time, so each one tells one more member, and rounds are spaced to
+    # carry larger piggyback batches instead of many small ones.
+    gossip_nodes=4,
+    gossip_interval=0.5,
+    # With slower detection a dead member's news needs longer to be gossiped to the others.
+    gossip_to_the_dead_time=60.0,
+    # Full-state exchanges are the expensive part over long links: half as often.
+    push_pull_interval=60.0,
+    # A TCP connect and full-state transfer over a long fat pipe can take seconds.
+    tcp_timeout=30.0,
+)
+
+# One machine (loopback, tests, labs): RTTs in microseconds and no loss, so everything can be fast.
+LOCAL = replace(
+    LAN,
+    # Loopback answers at once: 0.2 s is still thousands of RTTs; the interval stays 1 s.
+    probe_timeout=0.2,
+    # One relay is enough to rule out a broken direct path when there are no paths to break.
+    indirect_checks=1,
+    # No loss to make up for: fewer retransmissions and a shorter suspicion suffice.
+    retransmit_mult=2,
+    suspicion_mult=3,
+    # Gossip rounds are cheap on loopback: twice as often spreads news twice as fast.
+    gossip_interval=0.1,
+    gossip_to_the_dead_time=15.0,
+    # Full-state repair is cheap too, so do it twice as often.
+    push_pull_interval=15.0,
+    # A loopback TCP connect that takes a second has failed.
+    tcp_timeout=1.0,
+)
+
+PROFILES: Mapping[str, GossipConfig] = MappingProxyType({"lan": LAN, "wan": WAN, "local": LOCAL})

@@ -11,18 +11,9 @@ from typing import Any
 
 import pytest
 
-from agent.bgp.config import (
-    PRIVATE_ASN4_FIRST,
-    PRIVATE_ASN4_LAST,
-    ApiProcess,
-    AsnPlan,
-    MeshAsnMode,
-    Neighbor,
-    derive_private_asn,
-    mesh_neighbor,
-    render_config,
-)
+from agent.bgp.config import ApiProcess, Neighbor, mesh_neighbor, render_config
 from agent.bgp.supervisor import default_exabgp_argv
+from agent.config.bgp import PRIVATE_ASN4_FIRST, PRIVATE_ASN4_LAST, AsnPlan, MeshAsnMode, derive_private_asn
 
 PASSWORD = "p\"a ss\\w;rd#{}'"  # every character ExaBGP's tokeniser treats specially
 

@@ -176,3 +176,17 @@ def test_tombstone_keep_flag_is_validated_like_the_file(capsys: pytest.CaptureFi
     assert cli.main(["agent", "--insecure", "--name", "a", "--tombstone-keep", "-1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--tombstone-keep" in err[0]
+
+
+def test_every_config_problem_is_a_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(BAD_CONFIG + "gossip_nods = 4\n[wireguard]\nlisten_port = 0\n")
+    assert cli.main(["agent", "--config", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert sorted(err.splitlines()) == [
+        f"wiremesh: error: {path}: gossip.gossip_nods: unknown key (did you mean 'gossip.gossip_nodes'?)",
+        f"wiremesh: error: {path}: wireguard.listen_port: out of range: 0 (must be 1-65535)",
+    ]

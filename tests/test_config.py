@@ -19,7 +19,7 @@ from agent.config.loader import (
     load_keyring,
 )
 from common.address import format_address, split_hostport
-from gossip.config import GossipConfig
+from gossip.config import PROFILES, GossipConfig
 from gossip.keyring import generate_key
 from transit.config import TransitConfig
 from transit.endpoint import Endpoint
@@ -418,3 +418,155 @@ def test_wireguard_relay_opt_out(tmp_path: Path) -> None:
     assert not cfg.wireguard.relay_enabled and cfg.wireguard.relay == SelectorConfig(switch_hold=3.0)
     err = config_error(tmp_path, WG_BASE + "[wireguard.relay]\nenabled = 0\n")
     assert (err.key, "expected boolean" in err.problem) == ("wireguard.relay.enabled", True)
+
+
+# --- one error format for every section ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        ("join_attempts = '5'", "join_attempts: expected integer, got string '5'"),
+        ("[gossip]\nprobe_interval = 'fast'", "gossip.probe_interval: expected number, got string 'fast'"),
+        (
+            "[[bgp.peers]]\naddress = '198.18.0.1'\npeer_asn = 0",
+            "bgp.peers[0].peer_asn: out of range: 0 (must be 1-4294967295)",
+        ),
+        ("[wireguard]\nlisten_port = 0", "wireguard.listen_port: out of range: 0 (must be 1-65535)"),
+        (
+            "[wireguard.relay]\nswitch_hold = -2",
+            "wireguard.relay.switch_hold: out of range: -2.0 (must be >= 0.0)",
+        ),
+    ],
+)
+def test_every_section_reports_in_one_format(tmp_path: Path, body: str, line: str) -> None:
+    err = config_error(tmp_path, WG_BASE + body + "\n")
+    assert str(err) == f"{tmp_path / 'agent.toml'}: {line}"
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "suggestion"),
+    [
+        ("bnid = '127.0.0.1'", "bnid", "bind"),
+        ("[gossip]\ngossip_node = 2", "gossip.gossip_node", "gossip.gossip_nodes"),
+        ("[bgp]\nenable = true", "bgp.enable", "bgp.enabled"),
+        (
+            "[[bgp.peers]]\naddress = '198.18.0.1'\npeer_asn = 1\nmultihopp = 2",
+            "bgp.peers[0].multihopp",
+            "bgp.peers[0].multihop",
+        ),
+        ("[wireguard]\nlisten_prot = 1", "wireguard.listen_prot", "wireguard.listen_port"),
+        ("[wireguard.relay]\nenable = false", "wireguard.relay.enable", "wireguard.relay.enabled"),
+    ],
+)
+def test_unknown_keys_suggest_the_closest_known_one(
+    tmp_path: Path, body: str, key: str, suggestion: str
+) -> None:
+    err = config_error(tmp_path, WG_BASE + body + "\n")
+    assert str(err) == f"{tmp_path / 'agent.toml'}: {key}: unknown key (did you mean {suggestion!r}?)"
+
+
+def test_an_unknown_key_far_from_any_gets_no_suggestion(tmp_path: Path) -> None:
+    assert config_error(tmp_path, WG_BASE + "[bgp]\nxyzzy = 1\n").problem == "unknown key"
+
+
+def test_every_problem_of_a_file_is_reported(tmp_path: Path) -> None:
+    err = config_error(
+        tmp_path,
+        "insecure = true\nbind = '127.0.0.1'\njoin_attempts = 0\nlog_levle = 'info'\n"
+        "[gossip]\nindirect_checks = 'three'\n"
+        "[[bgp.peers]]\naddress = 'nope'\npeer_asn = 65000\n"
+        "[wireguard]\nbackend = 'ebpf'\n",
+    )
+    path = tmp_path / "agent.toml"
+    assert sorted(str(err).splitlines()) == sorted(
+        [
+            f"{path}: join_attempts: out of range: 0 (must be >= 1)",
+            f"{path}: log_levle: unknown key (did you mean 'log_level'?)",
+            f"{path}: gossip.indirect_checks: expected integer, got string 'three'",
+            f"{path}: bgp.peers[0].address: not an IP address: 'nope'",
+            f"{path}: wireguard.backend: must be one of auto, kernel, userspace (got 'ebpf')",
+        ]
+    )
+    assert [str(p) for p in err.problems] == str(err).splitlines()
+    assert (err.source, err.key, err.problem) == (
+        err.problems[0].source,
+        err.problems[0].key,
+        err.problems[0].problem,
+    )
+
+
+def test_cross_field_rules_of_one_table_are_all_reported(tmp_path: Path) -> None:
+    err = config_error(
+        tmp_path,
+        WG_BASE + "[[bgp.peers]]\naddress = '198.18.0.1'\npeer_asn = 1\npassive = true\n"
+        "[[bgp.peers]]\naddress = '198.18.0.1'\npeer_asn = 2\nlocal_address = '::1'\n",
+    )
+    assert [p.key for p in err.problems] == ["bgp.peers[0].passive", "bgp.peers[1].local_address"]
+
+
+def test_flag_and_file_problems_are_reported_together(tmp_path: Path) -> None:
+    err = config_error(tmp_path, WG_BASE + "cluster = 'a b'\n", {"tombstone_keep": -1.0})
+    file_problem = "must be non-empty with no spaces or control characters (got 'a b')"
+    assert set(str(err).splitlines()) == {
+        "command line: --tombstone-keep: out of range: -1.0 (must be > 0.0)",
+        f"{tmp_path / 'agent.toml'}: cluster: {file_problem}",
+    }
+
+
+def test_section_models_cover_every_core_field() -> None:
+    from agent.config.model import GossipSection
+    from agent.config.wireguard import PathSection, RelaySection
+
+    def names(core: Any) -> set[str]:
+        return {f.name for f in dataclasses.fields(core)}
+
+    assert set(GossipSection.model_fields) == names(GossipConfig) | {"profile"}
+    assert set(PathSection.model_fields) == names(PathConfig)
+    assert set(RelaySection.model_fields) == names(SelectorConfig) | {"enabled"}
+
+
+def test_config_does_not_import_the_parts_that_use_it() -> None:
+    code = (
+        "import sys, agent.config.loader\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[:2] in "
+        "[['agent', p] for p in ('bgp', 'http', 'health', 'announce', 'cli', 'runner')])\n"
+        "assert not bad, bad\n"
+    )
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent, timeout=60)
+
+
+# --- [gossip] profiles -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["lan", "wan", "local"])
+def test_gossip_profiles_load(tmp_path: Path, name: str) -> None:
+    cfg = load(tmp_path, WG_BASE + f"[gossip]\nprofile = '{name}'\n")
+    assert cfg.gossip == PROFILES[name]
+
+
+def test_lan_is_the_default_and_wan_local_differ() -> None:
+    assert PROFILES["lan"] == GossipConfig()
+    assert PROFILES["wan"].probe_interval > PROFILES["lan"].probe_interval
+    assert PROFILES["local"].probe_timeout < PROFILES["lan"].probe_timeout
+
+
+def test_gossip_keys_override_the_profile(tmp_path: Path) -> None:
+    cfg = load(tmp_path, WG_BASE + "[gossip]\nprofile = 'wan'\ngossip_nodes = 6\n")
+    assert cfg.gossip == dataclasses.replace(PROFILES["wan"], gossip_nodes=6)
+    err = config_error(tmp_path, WG_BASE + "[gossip]\nprofile = 'wan'\nprobe_timeout = 6\n")
+    assert (err.key, err.problem) == (
+        "gossip.probe_timeout",
+        "probe_timeout must be shorter than probe_interval",
+    )
+
+
+def test_an_unknown_gossip_profile_suggests_one(tmp_path: Path) -> None:
+    err = config_error(tmp_path, WG_BASE + "[gossip]\nprofile = 'lcoal'\n")
+    assert str(err) == (
+        f"{tmp_path / 'agent.toml'}: gossip.profile: "
+        "must be one of lan, wan, local (got 'lcoal') (did you mean 'local'?)"
+    )

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.bgp.config import MeshAsnMode, derive_private_asn
-from agent.bgp.settings import DEFAULT_ROUTE_PROTOCOL, BgpSettings
+from agent.bgp.config import external_neighbor
+from agent.config.bgp import DEFAULT_ROUTE_PROTOCOL, BgpSettings, MeshAsnMode, derive_private_asn
 from agent.config.loader import ConfigError, load_config
 
 BASE = 'name = "edge1"\nbind = "198.18.0.2:7946"\ninsecure = true\n'
@@ -67,7 +67,7 @@ local_asn = 65020
     assert (settings.hold_time, settings.drain_time, settings.max_paths) == (30, 7.0, 8)
     assert (settings.route_protocol, settings.route_table) == (201, 100)
     first, second = settings.peers
-    neighbor = first.neighbor("198.18.0.2", 65001)
+    neighbor = external_neighbor(first, "198.18.0.2", 65001)
     assert (neighbor.peer_as, neighbor.local_as, neighbor.passive, neighbor.multihop) == (
         65000,
         65001,
@@ -76,7 +76,7 @@ local_asn = 65020
     )
     assert neighbor.md5_password == "s3cret" and neighbor.listen and neighbor.description == "upstream"
     assert "s3cret" not in repr(neighbor)
-    other = second.neighbor("198.18.0.2", 65001)
+    other = external_neighbor(second, "198.18.0.2", 65001)
     assert other.local_as == 65020 and other.local_address is None and not other.listen
 
 
@@ -101,8 +101,8 @@ def test_router_id_defaults_to_the_advertise_address(tmp_path: Path) -> None:
         ("[bgp]\nasn = 23456\n", "bgp.asn", "AS_TRANS"),
         ("[bgp]\nasn = 0\n", "bgp.asn", "out of range"),
         ('[bgp]\nrouter_id = "::1"\n', "bgp.router_id", "dotted quad"),
-        ("[bgp]\nhold_time = 2\n", "bgp.hold_time", "0 or 3..65535"),
-        ("[bgp]\ndrain_time = -1\n", "bgp.drain_time", "0..3600"),
+        ("[bgp]\nhold_time = 2\n", "bgp.hold_time", "0 or 3-65535"),
+        ("[bgp]\ndrain_time = -1\n", "bgp.drain_time", "0-3600"),
         ("[bgp]\nmax_paths = 0\n", "bgp.max_paths", "out of range"),
         ("[bgp]\nroute_protocol = 2\n", "bgp.route_protocol", "out of range"),
         ("[bgp]\nroute_table = 255\n", "bgp.route_table", "reserved"),
@@ -124,7 +124,7 @@ def test_router_id_defaults_to_the_advertise_address(tmp_path: Path) -> None:
         (
             f'[[bgp.peers]]\naddress = "198.18.0.1"\npeer_asn = 1\nmd5_password = "{"x" * 81}"\n',
             "bgp.peers[0].md5_password",
-            "1..80 bytes",
+            "1-80 bytes",
         ),
         (
             '[[bgp.peers]]\naddress = "198.18.0.1"\npeer_asn = 1\nmultihop = 0\n',

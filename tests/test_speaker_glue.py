@@ -19,11 +19,11 @@ from agent.announce.driver import ANNOUNCE_KEY
 from agent.announce.planner import Decision, Reason
 from agent.bgp.api import Peer, PeerState, Route, RouteAttributes, SessionState, Update
 from agent.bgp.mesh import BGP_KEY, SpeakerInfo, decode_info
-from agent.bgp.settings import BgpSettings, ExternalPeer
 from agent.bgp.speaker import BgpSpeaker, RoutedPrefixes, WireStatus
 from agent.bgp.supervisor import SupervisorOptions
 from agent.cluster.objects import Kind
 from agent.cluster.store import ObjectStore
+from agent.config.bgp import BgpSettings, ExternalPeer
 from agent.health.verdict import Verdict
 from agent.kernel.fib import FibOp, NextHops, OpKind
 from agent.routing import Prefix

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import msgpack
 
-from agent.bgp.config import AsnPlan, MeshAsnMode
 from agent.bgp.mesh import BGP_KEY, SpeakerInfo, decode_info, mesh_peers, neighbors, session_addresses
-from agent.bgp.settings import BgpSettings, ExternalPeer
+from agent.config.bgp import AsnPlan, BgpSettings, ExternalPeer, MeshAsnMode
 from gossip.events import MemberInfo, MemberState
 
 

@@ -1,6 +1,6 @@
 """The transit settings one machine runs with (the ``[wireguard]`` section of the agent's config).
 
-Plain data, no I/O: :mod:`agent.config.loader` builds it from TOML and validates it, :mod:`transit.driver`
+Plain data, no I/O: :mod:`agent.config.wireguard` reads it from TOML and validates it, :mod:`transit.driver`
 runs it. The thresholds of the path monitor and of relay selection are the cores' own config objects
 (:class:`transit.pathmon.PathConfig`, :class:`transit.relay.SelectorConfig`), so their docstrings'
 arithmetic applies unchanged to whatever an operator tunes.

@@ -1,20 +1,11 @@
-"""ExaBGP's config file: the neighbor model, the mesh ASN plan, and a pure renderer.
+"""ExaBGP's config file: the neighbor model and a pure renderer.
 
 ExaBGP has no API verb to add or remove a neighbor, so the neighbor set lives in its config file: the
 supervisor rewrites the file and asks ExaBGP to reload it. Routes never go in the file; they are sent
 through the API, so a reload never has to diff routes.
 
-ASN plan inside the mesh (:class:`AsnPlan`, configurable):
-
-- ``shared`` (the default): every machine uses the same ASN and mesh sessions are iBGP. Nothing to
-  allocate, and external routers see the mesh as one AS. LOCAL_PREF travels between machines. iBGP
-  does not re-advertise what it learned from another iBGP peer, which suits the mesh: each machine
-  announces only what its own planner decided, straight to every other machine (a full mesh).
-- ``per-machine``: each machine has its own private 4-byte ASN (RFC 6996: 4200000000-4294967294),
-  taken from its config or derived from its name by hash; mesh sessions are eBGP. AS paths then say
-  which machine a route came from and loop detection works across the mesh, at the cost of a number
-  per machine to keep unique (a derived ASN collides with probability ~n^2 / 1.9e8 for n machines:
-  about 0.5% at 1,000 machines, so set them explicitly in large meshes).
+The mesh's ASN plan and the external peers are config data (:mod:`agent.config.bgp`); this module
+turns them into sessions.
 
 Each session carries the unicast family of its own transport (IPv4 session: ipv4 unicast). ExaBGP's
 ``next-hop self`` fails for a route of the other family, and every route we send is next-hop self.
@@ -23,66 +14,18 @@ Each session carries the unicast family of its own transport (IPv4 session: ipv4
 from __future__ import annotations
 
 import base64
-import hashlib
 import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
 
-from agent.bgp.api import MAX_U32, Family, normalize_address
+from agent.bgp.api import Family, normalize_address
+from agent.config.bgp import DEFAULT_HOLD_TIME, MAX_MD5_KEY, AsnPlan, ExternalPeer, check_asn
 
 PROCESS_NAME = "wiremesh"
-DEFAULT_SHARED_ASN = 64512
-PRIVATE_ASN4_FIRST = 4_200_000_000
-PRIVATE_ASN4_LAST = 4_294_967_294
-MAX_MD5_KEY = 80  # bytes; RFC 2385 and the kernel's TCP_MD5SIG_MAXKEYLEN
-DEFAULT_HOLD_TIME = 90
 BGP_PORT = 179
 
 _BARE_TOKEN = re.compile(r"[A-Za-z0-9_./:@+=%-]+")
-
-
-class MeshAsnMode(StrEnum):
-    SHARED = "shared"
-    PER_MACHINE = "per-machine"
-
-
-def derive_private_asn(machine_name: str) -> int:
-    """A stable private 4-byte ASN for a machine name: the same on every machine that computes it."""
-    digest = hashlib.sha256(machine_name.encode("utf-8")).digest()
-    return PRIVATE_ASN4_FIRST + int.from_bytes(digest[:8], "big") % (
-        PRIVATE_ASN4_LAST - PRIVATE_ASN4_FIRST + 1
-    )
-
-
-def _check_asn(name: str, asn: int) -> None:
-    if isinstance(asn, bool) or not isinstance(asn, int) or not 1 <= asn <= MAX_U32:
-        raise ValueError(f"{name} must be an ASN in 1..{MAX_U32}, not {asn!r}")
-    if asn == 23456:
-        raise ValueError(f"{name}: 23456 is AS_TRANS (RFC 6793) and cannot be a real ASN")
-
-
-@dataclass(frozen=True, slots=True)
-class AsnPlan:
-    """Which ASN each machine of the mesh uses (see the module docstring)."""
-
-    mode: MeshAsnMode = MeshAsnMode.SHARED
-    asn: int = DEFAULT_SHARED_ASN  # the mesh's ASN in shared mode; unused in per-machine mode
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "mode", MeshAsnMode(self.mode))
-        _check_asn("asn", self.asn)
-
-    def asn_for(self, machine_name: str, configured: int | None = None) -> int:
-        """The ASN of ``machine_name``; ``configured`` is that machine's own setting, if it has one
-        (per-machine mode only: in shared mode every machine must agree, so there is nothing to set)."""
-        if self.mode is MeshAsnMode.SHARED:
-            return self.asn
-        if configured is not None:
-            _check_asn("configured asn", configured)
-            return configured
-        return derive_private_asn(machine_name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +54,8 @@ class Neighbor:
                 raise ValueError(
                     f"neighbor {self.address}: local address {self.local_address} is another family"
                 )
-        _check_asn("peer_as", self.peer_as)
-        _check_asn("local_as", self.local_as)
+        check_asn("peer_as", self.peer_as)
+        check_asn("local_as", self.local_as)
         try:
             ipaddress.IPv4Address(self.router_id)
         except ValueError:
@@ -168,6 +111,23 @@ def mesh_neighbor(
         local_address=local_address,
         hold_time=hold_time,
         description=f"mesh {name}",
+    )
+
+
+def external_neighbor(peer: ExternalPeer, router_id: str, machine_asn: int) -> Neighbor:
+    """The session to a router outside the mesh; its local ASN defaults to this machine's."""
+    return Neighbor(
+        address=peer.address,
+        peer_as=peer.peer_asn,
+        local_as=peer.local_asn if peer.local_asn is not None else machine_asn,
+        router_id=router_id,
+        local_address=peer.local_address,
+        hold_time=peer.hold_time,
+        md5_password=peer.md5_password,
+        multihop=peer.multihop,
+        passive=peer.passive,
+        listen=peer.local_address is not None,
+        description=peer.description or f"external AS{peer.peer_asn}",
     )
 
 

@@ -35,8 +35,8 @@ from typing import Any
 
 import msgpack
 
-from agent.bgp.config import AsnPlan, MeshAsnMode, Neighbor, mesh_neighbor
-from agent.bgp.settings import BgpSettings
+from agent.bgp.config import Neighbor, external_neighbor, mesh_neighbor
+from agent.config.bgp import AsnPlan, BgpSettings, MeshAsnMode
 from gossip.events import MemberInfo, MemberState
 
 log = logging.getLogger("wiremesh.bgp.mesh")
@@ -192,5 +192,5 @@ def neighbors(
         # The lower address waits, the higher connects.
         out[address] = replace(n, passive=True) if int(local_ip) < int(ip) else n
     for external in settings.peers:
-        out[external.address] = external.neighbor(router_id, own_asn)
+        out[external.address] = external_neighbor(external, router_id, own_asn)
     return list(out.values())

@@ -71,7 +71,6 @@ from agent.bgp.mesh import (
     mesh_peers,
     neighbors,
 )
-from agent.bgp.settings import BgpSettings
 from agent.bgp.status import NeighborStatus, SessionTable
 from agent.bgp.supervisor import (
     CommandFailed,
@@ -85,6 +84,7 @@ from agent.bgp.supervisor import (
 )
 from agent.cluster.objects import Kind, MachineSettings, PolicySet, Route, Vip
 from agent.cluster.store import NotFound, ObjectStore
+from agent.config.bgp import BgpSettings
 from agent.health.verdict import Verdict
 from agent.kernel.fib import FibOp, FibState, NextHops
 from agent.kernel.loopback import desired_addresses

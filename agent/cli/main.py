@@ -1,7 +1,8 @@
 """The ``wiremesh`` command: run the agent, and talk to a running one over its HTTP API.
 
 Exit codes: 0 success, 1 the agent could not be reached or answered with an error, 2 bad usage or a
-bad configuration (one ``wiremesh: error: ...`` line on stderr, like argparse's own usage errors).
+bad configuration (a ``wiremesh: error: ...`` line on stderr per problem, like argparse's own usage
+errors).
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def _run_agent(args: argparse.Namespace) -> int:
         cfg = load_config(Path(args.config) if args.config else None, overrides)
         sealer = Sealer(load_keyring(cfg), cfg.cluster)
     except ConfigError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"{PROG}: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(cfg.log_format, cfg.log_level)
 
