@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.bgp.api import (
-    GRACEFUL_SHUTDOWN,
     Ack,
     Announce,
     ApiDecoder,
@@ -33,10 +32,12 @@ from agent.bgp.api import (
     Text,
     Update,
     Withdraw,
+    community_pair,
     encode_command,
     parse_line,
     prepend_path,
 )
+from agent.routing import GRACEFUL_SHUTDOWN
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exabgp"
 
@@ -114,7 +115,7 @@ def test_attributes_compare_as_sets() -> None:
     a = RouteAttributes(communities=((2, 2), (1, 1)), large_communities=((3, 3, 3), (1, 1, 1)))
     b = RouteAttributes(communities=((1, 1), (2, 2), (1, 1)), large_communities=((1, 1, 1), (3, 3, 3)))
     assert a == b
-    assert a.with_communities(GRACEFUL_SHUTDOWN).communities == ((1, 1), (2, 2), (65535, 0))
+    assert a.with_communities(community_pair(GRACEFUL_SHUTDOWN)).communities == ((1, 1), (2, 2), (65535, 0))
 
 
 def test_prepend_path() -> None:

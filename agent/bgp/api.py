@@ -45,8 +45,6 @@ MAX_LINE = 1 << 22  # 4 MiB: far above any UPDATE ExaBGP can render (a BGP messa
 Community: TypeAlias = tuple[int, int]
 LargeCommunity: TypeAlias = tuple[int, int, int]
 
-GRACEFUL_SHUTDOWN: Community = (65535, 0)  # RFC 8326
-
 
 class ApiError(ValueError):
     """A line from ExaBGP we cannot turn into a message: malformed JSON or a shape we do not know."""
@@ -78,6 +76,18 @@ class SessionState(StrEnum):
 def _check_range(name: str, value: int, maximum: int, minimum: int = 0) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
         raise ValueError(f"{name} must be an integer in {minimum}..{maximum}, not {value!r}")
+
+
+def community_pair(value: int) -> Community:
+    """A standard community as the routing core keeps it (``asn << 16 | value``, e.g.
+    :data:`agent.routing.GRACEFUL_SHUTDOWN`) in the (asn, value) form ExaBGP reads and writes."""
+    _check_range("community", value, MAX_U32)
+    return value >> 16, value & MAX_U16
+
+
+def community_value(pair: Community) -> int:
+    """The inverse of :func:`community_pair`."""
+    return pair[0] << 16 | pair[1]
 
 
 def normalize_prefix(text: str) -> str:
