@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from agent.bgp.api import (
     Ack,
     Announce,
+    ApiCodecError,
     ApiDecoder,
-    ApiError,
     EndOfRib,
     Message,
     Notification,
@@ -220,7 +220,7 @@ def test_decoder_skips_overlong_lines() -> None:
     ],
 )
 def test_messages_we_did_not_ask_for_are_rejected_clearly(line: str) -> None:
-    with pytest.raises(ApiError):
+    with pytest.raises(ApiCodecError):
         parse_line(line)
 
 
@@ -274,7 +274,7 @@ def _replace(value: Any, path: tuple[Any, ...], new: Any) -> Any:
 def _parse_or_api_error(line: str) -> None:
     try:
         result = parse_line(line)
-    except ApiError:
+    except ApiCodecError:
         return
     assert isinstance(result, Ack | Text | PeerState | Update | EndOfRib | Notification | Shutdown)
 

@@ -85,8 +85,8 @@ from transit.reachability import (
     DIRECT,
     REACH_KEY,
     ReachError,
+    ReachRoute,
     ReachVector,
-    Route,
     RouteKind,
     VectorPublisher,
     decode_vector,
@@ -174,7 +174,7 @@ def select_backend(
 
 @dataclass(slots=True)
 class _Route:
-    route: Route
+    route: ReachRoute
     since: float
     reason: str
 
@@ -531,7 +531,7 @@ class TransitDriver:
             del self._vectors[name]
         return out
 
-    async def _offer(self, routes: Mapping[str, Route], now: float) -> None:
+    async def _offer(self, routes: Mapping[str, ReachRoute], now: float) -> None:
         statuses = {n: m.status() for n, m in self._monitors.items()}
         vector = vector_from_paths(statuses, routes)
         data = self._publisher.offer(vector, now)
@@ -636,7 +636,7 @@ class TransitDriver:
             self._kernel_due = now + KERNEL_RESYNC
         self._note_own(may_claim or not peers.holds_own_address, own)
 
-    async def _decide(self, members: list[MemberInfo], peers: PeerSet, now: float) -> dict[str, Route]:
+    async def _decide(self, members: list[MemberInfo], peers: PeerSet, now: float) -> dict[str, ReachRoute]:
         current = {n: r.route for n, r in self._routes.items()}
         await self._offer(current, now)
         vectors = self._peer_vectors(members, peers)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from agent.bgp.api import (
+    ApiPeer,
     EndOfRib,
     Event,
     Notification,
@@ -32,7 +33,6 @@ from agent.bgp.api import (
     community_value,
 )
 from agent.bgp.api import Origin as WireOrigin
-from agent.bgp.api import Peer as WirePeer
 from agent.bgp.status import SessionTable
 from agent.routing import (
     GRACEFUL_SHUTDOWN,
@@ -113,7 +113,7 @@ class Ingest:
         ip = ipaddress.ip_address(address)
         return ip if isinstance(ip, ipaddress.IPv4Address) else NO_ROUTER_ID
 
-    def _up(self, wire: WirePeer) -> Peer:
+    def _up(self, wire: ApiPeer) -> Peer:
         kind = PeerKind.INTERNAL if wire.asn == wire.local_asn else PeerKind.EXTERNAL
         peer = Peer(ipaddress.ip_address(wire.address), wire.asn, self._router_id(wire.address), kind)
         if self._peers.get(wire.address) != peer:
