@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from common.process import signal_pid
 from gossip.keyring import generate_key
 from labs.bgplab import in_netns, toml_value
 
@@ -158,11 +159,6 @@ def children(pid: int) -> list[int]:
         if len(fields) > 1 and int(fields[1]) == pid:
             out.append(int(entry.name))
     return out
-
-
-def _kill(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
 
 
 @dataclass
@@ -286,23 +282,23 @@ class MeshLab:
     def cleanup(self) -> None:
         """Every process by pid, then the namespaces, then wireguard-go's socket files. Never raises."""
         for proc in self.helpers:
-            _kill(proc.pid)
+            signal_pid(proc.pid, signal.SIGKILL)
         for m in self.machines.values():
             if m.process is not None:
                 m.wg_pids += children(m.process.pid)
                 if m.process.poll() is None:
-                    _kill(m.process.pid, signal.SIGTERM)
+                    signal_pid(m.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
         for m in self.machines.values():
             if m.process is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     m.process.wait(timeout=max(0.1, deadline - time.monotonic()))
                 m.wg_pids += children(m.process.pid)
-                _kill(m.process.pid)
+                signal_pid(m.process.pid, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     m.process.wait(timeout=5)
             for pid in m.wg_pids:
-                _kill(pid)
+                signal_pid(pid, signal.SIGKILL)
         for proc in self.helpers:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
@@ -377,7 +373,7 @@ class MeshLab:
         if m.process is None:
             raise RuntimeError(f"{name} was never started")
         m.wg_pids += children(m.process.pid)
-        _kill(m.process.pid, signal.SIGTERM)
+        signal_pid(m.process.pid, signal.SIGTERM)
         return m.process.wait(timeout=timeout)
 
     def kill(self, name: str) -> float:
@@ -387,9 +383,9 @@ class MeshLab:
             raise RuntimeError(f"{name} was never started")
         m.wg_pids += children(m.process.pid)
         at = time.time()
-        _kill(m.process.pid)
+        signal_pid(m.process.pid, signal.SIGKILL)
         for pid in m.wg_pids:
-            _kill(pid)
+            signal_pid(pid, signal.SIGKILL)
         m.process.wait(timeout=10)
         return at
 

@@ -8,7 +8,6 @@ caller fails: use :class:`LocalCluster` as a context manager.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -25,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from common.process import signal_group
 from gossip.keyring import generate_key
 
 LOOPBACK = "127.0.0.1"
@@ -191,7 +191,7 @@ class LocalCluster:
         if agent.process is None:
             raise RuntimeError(f"{name} was never started")
         at = time.time()
-        _signal_group(agent.process.pid, sig)
+        signal_group(agent.process.pid, sig)
         return at
 
     def wait_exit(self, name: str, timeout: float = 10.0) -> int | None:
@@ -207,7 +207,7 @@ class LocalCluster:
         """SIGTERM every agent we started, then SIGKILL whatever is still there."""
         for agent in self.agents.values():
             if agent.running and agent.process is not None:
-                _signal_group(agent.process.pid, signal.SIGTERM)
+                signal_group(agent.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + 10.0
         for agent in self.agents.values():
             if agent.process is None:
@@ -215,7 +215,7 @@ class LocalCluster:
             try:
                 agent.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _signal_group(agent.process.pid, signal.SIGKILL)
+                signal_group(agent.process.pid, signal.SIGKILL)
                 agent.process.wait(timeout=5)
 
     # --- observing -------------------------------------------------------------------------------
@@ -306,12 +306,6 @@ class LocalCluster:
             except ValueError:
                 out.append({"msg": line.decode(errors="replace")})
         return out
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    """Signal the process group we created for ``pid`` (nothing else); gone already is fine."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, sig)
 
 
 def _parse_event(observer: str, line: bytes) -> Seen | None:

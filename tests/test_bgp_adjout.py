@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from agent.bgp.adjout import AdjRibOut
-from agent.bgp.api import GRACEFUL_SHUTDOWN, Announce, RouteAttributes, Withdraw
+from agent.bgp.api import Announce, RouteAttributes, Withdraw, community_pair
+from agent.routing import GRACEFUL_SHUTDOWN
 
 A = RouteAttributes(med=10, communities=((65001, 1),))
 B = RouteAttributes(med=20)
@@ -39,7 +40,10 @@ def test_resync_drain_and_forget() -> None:
     assert rib.resync([R2]) == [Announce("100.96.0.10/32", B, neighbor=R2)]
     assert len(rib.resync([R1, R2, "198.18.9.9"])) == 2
     drain = rib.graceful_shutdown()
-    assert all(isinstance(c, Announce) and GRACEFUL_SHUTDOWN in c.attributes.communities for c in drain)
+    assert all(
+        isinstance(c, Announce) and community_pair(GRACEFUL_SHUTDOWN) in c.attributes.communities
+        for c in drain
+    )
     assert rib.routes(R1)["100.96.0.10/32"] == A  # the desired state itself is unchanged
     rib.forget(R2)
     assert rib.withdraw_all() == [Withdraw("100.96.0.10/32", neighbor=R1)]

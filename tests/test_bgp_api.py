@@ -16,11 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.bgp.api import (
-    GRACEFUL_SHUTDOWN,
     Ack,
     Announce,
+    ApiCodecError,
     ApiDecoder,
-    ApiError,
     EndOfRib,
     Message,
     Notification,
@@ -33,10 +32,12 @@ from agent.bgp.api import (
     Text,
     Update,
     Withdraw,
+    community_pair,
     encode_command,
     parse_line,
     prepend_path,
 )
+from agent.routing import GRACEFUL_SHUTDOWN
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exabgp"
 
@@ -114,7 +115,7 @@ def test_attributes_compare_as_sets() -> None:
     a = RouteAttributes(communities=((2, 2), (1, 1)), large_communities=((3, 3, 3), (1, 1, 1)))
     b = RouteAttributes(communities=((1, 1), (2, 2), (1, 1)), large_communities=((1, 1, 1), (3, 3, 3)))
     assert a == b
-    assert a.with_communities(GRACEFUL_SHUTDOWN).communities == ((1, 1), (2, 2), (65535, 0))
+    assert a.with_communities(community_pair(GRACEFUL_SHUTDOWN)).communities == ((1, 1), (2, 2), (65535, 0))
 
 
 def test_prepend_path() -> None:
@@ -219,7 +220,7 @@ def test_decoder_skips_overlong_lines() -> None:
     ],
 )
 def test_messages_we_did_not_ask_for_are_rejected_clearly(line: str) -> None:
-    with pytest.raises(ApiError):
+    with pytest.raises(ApiCodecError):
         parse_line(line)
 
 
@@ -273,7 +274,7 @@ def _replace(value: Any, path: tuple[Any, ...], new: Any) -> Any:
 def _parse_or_api_error(line: str) -> None:
     try:
         result = parse_line(line)
-    except ApiError:
+    except ApiCodecError:
         return
     assert isinstance(result, Ack | Text | PeerState | Update | EndOfRib | Notification | Shutdown)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from agent.bgp.config import Neighbor
-from agent.bgp.lifecycle import NeighborBatcher, ReloadReason, RestartBackoff
+from agent.bgp.lifecycle import NeighborBatcher, ReloadReason
+from common.backoff import RestartBackoff
 
 
 def n(address: str, hold_time: int = 90) -> Neighbor:

@@ -6,7 +6,6 @@ from agent.announce.planner import Decision, Reason
 from agent.bgp.adjout import AdjRibOut
 from agent.bgp.api import RouteAttributes
 from agent.bgp.export import (
-    GRACEFUL_SHUTDOWN,
     LOCAL_ATTRIBUTES,
     Drain,
     DrainReason,
@@ -18,7 +17,7 @@ from agent.bgp.export import (
     wire_attributes,
 )
 from agent.cluster.objects import PolicySet, Route, Vip
-from agent.routing import AsPath, PolicyChain, Prefix
+from agent.routing import GRACEFUL_SHUTDOWN, AsPath, PolicyChain, Prefix
 
 ANNOUNCE = Decision(True, Reason.HEALTHY)
 WITHDRAW = Decision(False, Reason.WITHDRAWN_UNHEALTHY)

@@ -17,7 +17,7 @@ import trio
 
 from agent.announce.driver import ANNOUNCE_KEY
 from agent.announce.planner import Decision, Reason
-from agent.bgp.api import Peer, PeerState, Route, RouteAttributes, SessionState, Update
+from agent.bgp.api import ApiPeer, ApiRoute, PeerState, RouteAttributes, SessionState, Update
 from agent.bgp.mesh import BGP_KEY, SpeakerInfo, decode_info
 from agent.bgp.speaker import BgpSpeaker, RoutedPrefixes, WireStatus
 from agent.bgp.supervisor import SupervisorOptions
@@ -191,9 +191,9 @@ async def running(
 
 
 def update(peer_address: str, asn: int, *prefixes: str) -> Update:
-    peer = Peer(peer_address, ME, asn, 64512)
+    peer = ApiPeer(peer_address, ME, asn, 64512)
     attrs = RouteAttributes(as_path=(asn,) if asn != 64512 else ())
-    return Update(peer, tuple(Route(p, peer_address, attrs) for p in prefixes))
+    return Update(peer, tuple(ApiRoute(p, peer_address, attrs) for p in prefixes))
 
 
 async def test_decisions_go_out_through_the_export_policy(tmp_path: Path) -> None:
@@ -265,8 +265,8 @@ async def test_received_routes_reach_the_fib_and_a_dead_member_leaves_it_at_once
         )  # so that the stand-in's own "up" events cannot arrive after ours and reset the sessions
         now = trio.current_time()
         for event in (
-            PeerState(Peer(PEER, ME, 64512, 64512), SessionState.UP),
-            PeerState(Peer(ROUTER, ME, 65000, 64512), SessionState.UP),
+            PeerState(ApiPeer(PEER, ME, 64512, 64512), SessionState.UP),
+            PeerState(ApiPeer(ROUTER, ME, 65000, 64512), SessionState.UP),
             update(PEER, 64512, "100.96.1.2/32", "100.96.0.10/32"),
             update(ROUTER, 65000, "203.0.113.0/24", "100.96.1.2/32"),
         ):
@@ -279,7 +279,7 @@ async def test_received_routes_reach_the_fib_and_a_dead_member_leaves_it_at_once
         assert Prefix.parse("100.96.0.10/32") not in h.fib.routes
 
         sp._apply_event(
-            PeerState(Peer(ROUTER, ME, 65000, 64512), SessionState.DOWN, "hold timer expired"), now
+            PeerState(ApiPeer(ROUTER, ME, 65000, 64512), SessionState.DOWN, "hold timer expired"), now
         )
         sp._rib_changed()
         await h.wait_for(
@@ -340,8 +340,8 @@ async def test_over_the_mesh_nothing_is_published_until_the_mesh_address_is_up(t
         # for that peer's AllowedIPs; the external router's route is not.
         now = trio.current_time()
         for event in (
-            PeerState(Peer(PEER_MESH, ME_MESH, 64512, 64512), SessionState.UP),
-            PeerState(Peer(ROUTER, ME, 65000, 64512), SessionState.UP),
+            PeerState(ApiPeer(PEER_MESH, ME_MESH, 64512, 64512), SessionState.UP),
+            PeerState(ApiPeer(ROUTER, ME, 65000, 64512), SessionState.UP),
             update(PEER_MESH, 64512, "100.96.1.2/32"),
             update(ROUTER, 65000, "203.0.113.0/24"),
         ):

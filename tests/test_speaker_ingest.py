@@ -6,12 +6,12 @@ from __future__ import annotations
 import ipaddress
 
 from agent.bgp.api import (
+    ApiPeer,
+    ApiRoute,
     Notification,
     Open,
     Origin,
-    Peer,
     PeerState,
-    Route,
     RouteAttributes,
     SessionState,
     Update,
@@ -22,9 +22,9 @@ from agent.bgp.status import SessionTable
 from agent.cluster.objects import PolicySet
 from agent.routing import AsPath, DecisionOptions, PeerKind, PolicyChain, Prefix, Rib
 
-ROUTER1 = Peer("198.18.0.1", "198.18.0.10", 65000, 64512)
-ROUTER2 = Peer("198.18.0.3", "198.18.0.10", 65010, 64512)
-MESH = Peer("198.18.0.11", "198.18.0.10", 64512, 64512)
+ROUTER1 = ApiPeer("198.18.0.1", "198.18.0.10", 65000, 64512)
+ROUTER2 = ApiPeer("198.18.0.3", "198.18.0.10", 65010, 64512)
+MESH = ApiPeer("198.18.0.11", "198.18.0.10", 64512, 64512)
 
 IMPORT = PolicySet.model_validate(
     {
@@ -45,13 +45,13 @@ def p(text: str) -> Prefix:
     return Prefix.parse(text)
 
 
-def up(peer: Peer) -> PeerState:
+def up(peer: ApiPeer) -> PeerState:
     return PeerState(peer, SessionState.UP)
 
 
-def update(peer: Peer, *prefixes: str, path: tuple[int, ...] | None = None, **attrs: object) -> Update:
+def update(peer: ApiPeer, *prefixes: str, path: tuple[int, ...] | None = None, **attrs: object) -> Update:
     attributes = RouteAttributes(as_path=path if path is not None else (peer.asn,), **attrs)  # type: ignore[arg-type]
-    return Update(peer, tuple(Route(x, peer.address, attributes) for x in prefixes))
+    return Update(peer, tuple(ApiRoute(x, peer.address, attributes) for x in prefixes))
 
 
 def make(router_ids: dict[str, str] | None = None) -> Ingest:
@@ -181,7 +181,7 @@ def test_router_ids_come_from_the_open_the_lookup_or_the_address() -> None:
         ingest.apply(up(wire), 0.0)
     ids = {str(peer.address): str(peer.router_id) for peer in ingest.rib.peers}
     assert ids == {MESH.address: "10.0.0.11", ROUTER1.address: ROUTER1.address, ROUTER2.address: "10.9.9.9"}
-    v6 = Peer("2001:db8::1", "2001:db8::10", 65000, 64512)
+    v6 = ApiPeer("2001:db8::1", "2001:db8::10", 65000, 64512)
     ingest.apply(up(v6), 0.0)
     v6_peer = ingest.peer("2001:db8::1")
     assert v6_peer is not None and str(v6_peer.router_id) == "0.0.0.0"

@@ -15,7 +15,15 @@ from agent.cli import main as cli
 from agent.cli.peers import format_bytes, peers_table
 from agent.http.app import create_app, serve_api
 from gossip.events import MemberInfo, MemberState
-from transit.reachability import DIRECT, REACH_KEY, UNREACHABLE, PeerReach, ReachVector, Route, encode_vector
+from transit.reachability import (
+    DIRECT,
+    REACH_KEY,
+    UNREACHABLE,
+    PeerReach,
+    ReachRoute,
+    ReachVector,
+    encode_vector,
+)
 from transit.report import PeerReport, TransitReport, path_text
 
 TOKEN = "peers-test-token"
@@ -84,7 +92,7 @@ class FakeNode:
     name = "a"
 
     def members(self) -> list[MemberInfo]:
-        vector = ReachVector({"a": PeerReach(False, 0, Route.via("c")), "c": PeerReach(True, 2)})
+        vector = ReachVector({"a": PeerReach(False, 0, ReachRoute.via("c")), "c": PeerReach(True, 2)})
         return [
             MemberInfo("a", ("198.18.0.1", 7946), 1, MemberState.ALIVE, 0.0, b""),
             MemberInfo(
@@ -158,7 +166,7 @@ async def test_gossip_debug_shows_each_members_reachability_vector() -> None:
 
 
 def test_path_text() -> None:
-    assert [path_text(r) for r in (Route.via("c"), DIRECT, UNREACHABLE)] == [
+    assert [path_text(r) for r in (ReachRoute.via("c"), DIRECT, UNREACHABLE)] == [
         "transit via c",
         "direct",
         "unreachable",

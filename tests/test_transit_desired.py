@@ -18,8 +18,8 @@ from transit.desired import (
 from transit.endpoint import Endpoint, host_network, parse_network
 from transit.keys import PrivateKey, PublicKey
 from transit.meta import PROBE_PREFIX, TransitMeta, encode_meta, probe_address
-from transit.peers import EndpointChooser, Peer, PeerBook
-from transit.reachability import DIRECT, UNREACHABLE, Route
+from transit.peers import EndpointChooser, MeshPeer, PeerBook
+from transit.reachability import DIRECT, UNREACHABLE, ReachRoute
 from transit.wgdevice import plan
 
 ME = PrivateKey(bytes(range(32)))
@@ -56,7 +56,7 @@ def test_dead_members_stay_for_the_grace_period_then_go() -> None:
     book.update([own(), member("a", meta("a"))], 0.0)
     dead = [own(), member("a", meta("a"), MemberState.DEAD)]
     ps = book.update(dead, 30.0)
-    assert ps.peers["a"] == Peer("a", meta("a"), live=False, holds_address=True)
+    assert ps.peers["a"] == MeshPeer("a", meta("a"), live=False, holds_address=True)
     assert book.next_deadline() == 60.0
     assert "a" not in book.update(dead, 60.0).peers
     # back alive: a peer again, at once
@@ -119,8 +119,8 @@ def test_endpoint_is_enforced_when_new_changed_or_without_handshake() -> None:
 # --- desired device and kernel -------------------------------------------------------------------
 
 
-def peers(*names: str, holds: bool = True) -> dict[str, Peer]:
-    return {n: Peer(n, meta(n), True, holds) for n in names}
+def peers(*names: str, holds: bool = True) -> dict[str, MeshPeer]:
+    return {n: MeshPeer(n, meta(n), True, holds) for n in names}
 
 
 def allowed(device: object, name: str) -> frozenset[object]:
@@ -146,7 +146,7 @@ def test_direct_peers_carry_their_mesh_and_probe_addresses() -> None:
 
 
 def test_a_relayed_peer_keeps_only_its_probe_address_and_the_relay_carries_its_mesh_address() -> None:
-    routes = {"a": DIRECT, "b": Route.via("c"), "c": DIRECT}
+    routes = {"a": DIRECT, "b": ReachRoute.via("c"), "c": DIRECT}
     d = desired_device(ME, 51820, 25, peers("a", "b", "c"), routes, {})
     assert allowed(d, "b") == {probe("b")}
     assert allowed(d, "c") == {mesh("c"), probe("c"), mesh("b")}
@@ -167,7 +167,7 @@ def test_a_relayed_peer_keeps_only_its_probe_address_and_the_relay_carries_its_m
 
 
 def test_unreachable_peers_and_unknown_relays_keep_their_address_on_their_own_entry() -> None:
-    d = desired_device(ME, 51820, 25, peers("a", "b"), {"a": UNREACHABLE, "b": Route.via("zz")}, {})
+    d = desired_device(ME, 51820, 25, peers("a", "b"), {"a": UNREACHABLE, "b": ReachRoute.via("zz")}, {})
     assert allowed(d, "a") == {mesh("a"), probe("a")} and allowed(d, "b") == {mesh("b"), probe("b")}
 
 
@@ -231,6 +231,6 @@ def test_routed_prefixes_follow_the_peer_and_its_relay() -> None:
     # the first by name wins a prefix claimed for two; never a peer's mesh or probe address
     assert allowed(d, "a") == {mesh("a"), probe("a"), vip}
     assert allowed(d, "b") == {mesh("b"), probe("b")}
-    relayed = desired_device(ME, 51820, 25, peers("b", "c"), {"b": Route.via("c")}, {}, {"b": {vip}})
+    relayed = desired_device(ME, 51820, 25, peers("b", "c"), {"b": ReachRoute.via("c")}, {}, {"b": {vip}})
     assert allowed(relayed, "b") == {probe("b")}
     assert allowed(relayed, "c") == {mesh("c"), probe("c"), mesh("b"), vip}

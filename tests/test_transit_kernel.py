@@ -1,14 +1,13 @@
-"""The two kernel implementations (pyroute2 and ``ip -j``) against a real interface in a namespace of the
-test's own: the same plan applied by either reads back the same, and only the agent's routes and
-addresses are removed. Each runs in a child process inside the namespace (``ip netns exec``), since
-both act on the namespace of the process they run in.
+"""The kernel side (pyroute2) against a real interface in a namespace of the test's own: a plan applied
+reads back as planned, and only the agent's routes and addresses are removed. It runs in a child
+process inside the namespace (``ip netns exec``), since it acts on the namespace of the process it
+runs in.
 
-Needs root; pyroute2 is optional (the agent falls back to ``ip``), so its half is skipped without it.
+Needs root.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import secrets
@@ -24,12 +23,12 @@ import ipaddress, json, sys
 import trio
 from transit.desired import KernelRoute, KernelState, plan_kernel
 from transit.endpoint import parse_network
-from transit.kernel import IpCommandNet, open_kernel
+from transit.kernel import open_kernel
 
 kind, ifname = sys.argv[1], sys.argv[2]
 
 async def main():
-    net = IpCommandNet(ifname, 87) if kind == "ip" else open_kernel(ifname, 87)
+    net = open_kernel(ifname, 87)
     assert net.kind == kind, net.kind
     await net.set_up()
     mesh = ipaddress.ip_interface("100.64.0.1/32")
@@ -81,13 +80,10 @@ def netns() -> Iterator[tuple[str, str]]:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
-@pytest.mark.parametrize("kind", ["ip", "pyroute2"])
-def test_kernel_plan_applied_and_read_back(netns: tuple[str, str], kind: str) -> None:
-    if kind == "pyroute2" and importlib.util.find_spec("pyroute2") is None:
-        pytest.skip("pyroute2 is not installed (the agent uses ip(8) then)")
+def test_kernel_plan_applied_and_read_back(netns: tuple[str, str]) -> None:
     name, ifname = netns
     done = subprocess.run(
-        ["ip", "netns", "exec", name, sys.executable, "-c", SCRIPT, kind, ifname],
+        ["ip", "netns", "exec", name, sys.executable, "-c", SCRIPT, "pyroute2", ifname],
         capture_output=True,
         text=True,
         timeout=60,

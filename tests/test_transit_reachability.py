@@ -16,8 +16,8 @@ from transit.reachability import (
     PeerReach,
     PublishConfig,
     ReachError,
+    ReachRoute,
     ReachVector,
-    Route,
     VectorPublisher,
     decode_vector,
     encode_vector,
@@ -34,8 +34,9 @@ def test_round_trip_all_route_kinds() -> None:
     v = ReachVector(
         {
             "b": PeerReach(True, 12),
-            "c": PeerReach(False, 0, Route.via("d")),
-            "d": PeerReach(True, 65535, Route.via("b")),  # relayed while the direct path is in fail-back hold
+            "c": PeerReach(False, 0, ReachRoute.via("d")),
+            # relayed while the direct path is in fail-back hold
+            "d": PeerReach(True, 65535, ReachRoute.via("b")),
             "e": PeerReach(False, 0, UNREACHABLE),
         }
     )
@@ -58,11 +59,11 @@ def test_vector_from_paths_skips_pending_and_rounds_rtt_up() -> None:
             "d": status(PathState.PENDING),
             "e": status(PathState.UP, 0.0121),
         },
-        {"c": Route.via("e")},
+        {"c": ReachRoute.via("e")},
     )
     assert v.entries == {
         "b": PeerReach(True, 1),
-        "c": PeerReach(False, 0, Route.via("e")),
+        "c": PeerReach(False, 0, ReachRoute.via("e")),
         "e": PeerReach(True, 13),
     }
 
@@ -74,10 +75,10 @@ def test_rtt_to_ms_edges() -> None:
 
 def test_route_invariants() -> None:
     with pytest.raises(ValueError):
-        Route(DIRECT.kind, "x")
+        ReachRoute(DIRECT.kind, "x")
     with pytest.raises(ValueError):
-        Route(Route.via("x").kind)
-    assert str(Route.via("r")) == "via r" and str(DIRECT) == "direct"
+        ReachRoute(ReachRoute.via("x").kind)
+    assert str(ReachRoute.via("r")) == "via r" and str(DIRECT) == "direct"
 
 
 @pytest.mark.parametrize(
@@ -125,7 +126,7 @@ def test_publisher_sends_state_changes_at_once_and_rtt_changes_sparingly() -> No
     assert pub.offer(big, 9.5) == encode_vector(big)
     down = ReachVector({"b": PeerReach(False, 0)})
     assert pub.offer(down, 9.6) == encode_vector(down)  # state change: at once
-    relayed = ReachVector({"b": PeerReach(False, 0, Route.via("c"))})
+    relayed = ReachVector({"b": PeerReach(False, 0, ReachRoute.via("c"))})
     assert pub.offer(relayed, 9.7) == encode_vector(relayed)  # route change: at once
-    more = ReachVector({"b": PeerReach(False, 0, Route.via("c")), "c": PeerReach(True, 3)})
+    more = ReachVector({"b": PeerReach(False, 0, ReachRoute.via("c")), "c": PeerReach(True, 3)})
     assert pub.offer(more, 9.8) == encode_vector(more)  # a new peer: at once

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transit.reachability import DIRECT, UNREACHABLE, PeerReach, ReachVector, Route, RouteKind
+from transit.reachability import DIRECT, UNREACHABLE, PeerReach, ReachRoute, ReachVector, RouteKind
 from transit.relay import (
     Candidate,
     LegState,
@@ -25,7 +25,7 @@ Vectors = dict[str, ReachVector]
 
 
 def mesh(
-    links: Mapping[tuple[str, str], int | None], routes: Mapping[tuple[str, str], Route] = {}
+    links: Mapping[tuple[str, str], int | None], routes: Mapping[tuple[str, str], ReachRoute] = {}
 ) -> Vectors:
     """Vectors where both ends of each link report it alike: rtt in ms, or None for down."""
     entries: dict[str, dict[str, PeerReach]] = {}
@@ -162,24 +162,24 @@ def test_starts_direct_and_unknown_changes_nothing() -> None:
 def test_direct_down_switches_at_once_to_the_best_relay() -> None:
     sel = RelaySelector("a", "b")
     assert sel.update(mesh({**BASE, ("a", "b"): 3}), 0.0) == DIRECT
-    assert sel.update(with_links(), 0.1) == Route.via("r1")
+    assert sel.update(with_links(), 0.1) == ReachRoute.via("r1")
     assert "direct path down" in sel.reason
 
 
 def test_a_better_relay_wins_only_after_holding_its_margin() -> None:
     cfg = SelectorConfig(switch_margin_ms=10, switch_margin_ratio=0.2, switch_hold=10.0)
     sel = RelaySelector("a", "b", cfg)
-    assert sel.update(with_links(), 0.0) == Route.via("r1")  # r1 = 20 ms
+    assert sel.update(with_links(), 0.0) == ReachRoute.via("r1")  # r1 = 20 ms
     # r2 becomes 12 ms: better, but not by max(10 ms, 20 %): never switch.
     close = with_links(a_r2=6, r2_b=6)
     for t in range(1, 60):
-        assert sel.update(close, float(t)) == Route.via("r1")
+        assert sel.update(close, float(t)) == ReachRoute.via("r1")
     # r2 becomes 4 ms: better by 16 ms > 10 ms; switch after 10 s, not before.
     far = with_links(a_r2=2, r2_b=2)
-    assert sel.update(far, 100.0) == Route.via("r1")
+    assert sel.update(far, 100.0) == ReachRoute.via("r1")
     assert sel.next_deadline() == 110.0
-    assert sel.update(far, 109.9) == Route.via("r1")
-    assert sel.update(far, 110.0) == Route.via("r2")
+    assert sel.update(far, 109.9) == ReachRoute.via("r1")
+    assert sel.update(far, 110.0) == ReachRoute.via("r2")
     assert "beat" in sel.reason
 
 
@@ -191,8 +191,8 @@ def test_an_interrupted_advantage_restarts_the_hold() -> None:
     sel.update(with_links(), 8.0)  # the advantage is gone for a moment
     assert sel.next_deadline() == float("inf")
     sel.update(far, 9.0)
-    assert sel.update(far, 18.9) == Route.via("r1")
-    assert sel.update(far, 19.0) == Route.via("r2")
+    assert sel.update(far, 18.9) == ReachRoute.via("r1")
+    assert sel.update(far, 19.0) == ReachRoute.via("r2")
 
 
 def test_flapping_direct_path_never_fails_back_before_the_hold() -> None:
@@ -203,29 +203,29 @@ def test_flapping_direct_path_never_fails_back_before_the_hold() -> None:
     t = 1.0
     for _ in range(20):  # up 10 s, down 1 s, repeatedly: stays on the relay
         sel.update(up, t)
-        assert sel.update(up, t + 10.0) == Route.via("r1")
-        assert sel.update(with_links(), t + 10.5) == Route.via("r1")
+        assert sel.update(up, t + 10.0) == ReachRoute.via("r1")
+        assert sel.update(with_links(), t + 10.5) == ReachRoute.via("r1")
         t += 11.0
     sel.update(up, t)
     assert sel.next_deadline() == t + 15.0
-    assert sel.update(up, t + 14.9) == Route.via("r1")
+    assert sel.update(up, t + 14.9) == ReachRoute.via("r1")
     assert sel.update(up, t + 15.0) == DIRECT
     assert "fail back" in sel.reason
 
 
 def test_candidate_lost_while_in_use() -> None:
     sel = RelaySelector("a", "b")
-    assert sel.update(with_links(), 0.0) == Route.via("r1")
-    assert sel.update(with_links(r1_b=None), 1.0) == Route.via("r2")  # at once, no hold
+    assert sel.update(with_links(), 0.0) == ReachRoute.via("r1")
+    assert sel.update(with_links(r1_b=None), 1.0) == ReachRoute.via("r2")  # at once, no hold
     assert "lost a leg" in sel.reason
     # r1 comes back better than r2 but not by the margin: stay on r2
-    assert sel.update(with_links(), 2.0) == Route.via("r2")
+    assert sel.update(with_links(), 2.0) == ReachRoute.via("r2")
     # every relay gone: unreachable, then back to a relay as soon as one appears
     none = mesh({("a", "b"): None, ("a", "r1"): None, ("r1", "b"): 1})
     assert sel.update(none, 3.0) == UNREACHABLE
-    assert sel.update(with_links(a_r2=None, a_r1=None), 4.0) == Route.via("r3")
+    assert sel.update(with_links(a_r2=None, a_r1=None), 4.0) == ReachRoute.via("r3")
     # relay lost while the direct path is up (in its fail-back hold): go direct at once
-    assert sel.update(with_links(a_b=5, a_r2=None, a_r1=None), 5.0) == Route.via("r3")
+    assert sel.update(with_links(a_b=5, a_r2=None, a_r1=None), 5.0) == ReachRoute.via("r3")
     assert sel.update(with_links(a_b=5, a_r2=None, a_r1=None, r3_b=None), 6.0) == DIRECT
 
 
@@ -234,7 +234,7 @@ def test_relay_member_gone_from_the_data_counts_as_lost() -> None:
     v = with_links()
     sel.update(v, 0.0)
     del v["r1"]  # r1 died: the driver passes live members' vectors only
-    assert sel.update(v, 1.0) == Route.via("r2")
+    assert sel.update(v, 1.0) == ReachRoute.via("r2")
 
 
 def test_unreachable_goes_direct_at_once_when_the_path_returns() -> None:
@@ -252,25 +252,25 @@ def test_first_switch_agrees_at_both_ends_without_waiting_for_the_other() -> Non
     assert a_side.update(before, 0.0) == b_side.update(before, 0.0) == DIRECT
     # b noticed first: its own vector says a is down; a's (stale) vector still says b is up, direct.
     b_first = {**before, "b": with_links()["b"]}
-    assert b_side.update(b_first, 3.0) == Route.via("r1")
+    assert b_side.update(b_first, 3.0) == ReachRoute.via("r1")
     a_first = {**before, "a": with_links()["a"]}
-    assert a_side.update(a_first, 3.2) == Route.via("r1")
+    assert a_side.update(a_first, 3.2) == ReachRoute.via("r1")
 
 
 def test_the_follower_converges_on_the_leaders_relay() -> None:
     leader, follower = RelaySelector("a", "b"), RelaySelector("b", "a")
     assert leader.leader and not follower.leader
     # The follower went to r2 while its data differed (r1 looked down then).
-    assert follower.update(with_links(a_r1=None), 0.0) == Route.via("r2")
-    assert leader.update(with_links(), 0.0) == Route.via("r1")
+    assert follower.update(with_links(a_r1=None), 0.0) == ReachRoute.via("r2")
+    assert leader.update(with_links(), 0.0) == ReachRoute.via("r1")
     # Now both see the same data; r1 is not better than r2 by the margin, so by hysteresis alone the
     # follower would stay on r2 for ever. The leader's published route settles it.
     published = mesh(BASE, routes={("a", "b"): leader.route})
-    assert follower.update(published, 2.0) == Route.via("r1")
-    assert leader.update(published, 2.0) == Route.via("r1")
+    assert follower.update(published, 2.0) == ReachRoute.via("r1")
+    assert leader.update(published, 2.0) == ReachRoute.via("r1")
     # A stale published route that is no longer valid is left by the rule, at once.
-    stale = mesh({**BASE, ("r1", "b"): None}, routes={("a", "b"): Route.via("r1")})
-    assert follower.update(stale, 3.0) == leader.update(stale, 3.0) == Route.via("r2")
+    stale = mesh({**BASE, ("r1", "b"): None}, routes={("a", "b"): ReachRoute.via("r1")})
+    assert follower.update(stale, 3.0) == leader.update(stale, 3.0) == ReachRoute.via("r2")
 
 
 @st.composite
@@ -288,7 +288,7 @@ def histories(draw: st.DrawFn) -> list[tuple[float, Vectors]]:
     return out
 
 
-def _publish(v: Vectors, owner: str, peer: str, route: Route) -> Vectors:
+def _publish(v: Vectors, owner: str, peer: str, route: ReachRoute) -> Vectors:
     """``owner``'s vector with its route to ``peer`` filled in, as its real vector would carry it."""
     own = v.get(owner)
     if own is None or peer not in own.entries:
@@ -350,7 +350,7 @@ def test_static_data_gives_at_most_one_change(v: Vectors, times: list[float]) ->
     assert len(set(routes)) == 1
     if leg(v, "a", "b").state is LegState.DOWN:
         best = best_relay(v, "a", "b")
-        assert routes[0] == (UNREACHABLE if best is None else Route.via(best.relay))
+        assert routes[0] == (UNREACHABLE if best is None else ReachRoute.via(best.relay))
     else:
         assert routes[0] == DIRECT
 
@@ -358,10 +358,10 @@ def test_static_data_gives_at_most_one_change(v: Vectors, times: list[float]) ->
 def test_planner_follows_membership() -> None:
     planner = RoutePlanner("a")
     v = with_links()
-    assert planner.update(v, ["a", "b", "r1"], 0.0) == {"b": Route.via("r1"), "r1": DIRECT}
+    assert planner.update(v, ["a", "b", "r1"], 0.0) == {"b": ReachRoute.via("r1"), "r1": DIRECT}
     sel = planner.selector("b")
     assert sel is not None
-    assert planner.update(v, ["b"], 1.0) == {"b": Route.via("r1")}
+    assert planner.update(v, ["b"], 1.0) == {"b": ReachRoute.via("r1")}
     assert planner.selector("r1") is None and planner.selector("b") is sel
     assert planner.next_deadline() == float("inf")
 
@@ -384,9 +384,9 @@ def test_a_machine_that_opted_out_is_never_a_relay() -> None:
     assert relay_candidates(v, "b", "a", {"r1"}) == relay_candidates(v, "a", "b", {"r1"})  # symmetric
     assert best_relay(v, "a", "b", {"r1", "r2", "r3"}) is None
     sel_a, sel_b = RelaySelector("a", "b"), RelaySelector("b", "a")
-    assert sel_a.update(v, 0.0, {"r1"}) == Route.via("r2") == sel_b.update(v, 0.0, {"r1"})
+    assert sel_a.update(v, 0.0, {"r1"}) == ReachRoute.via("r2") == sel_b.update(v, 0.0, {"r1"})
     # a relay in use that opts out (a restart with the new setting) is left at once
-    assert sel_a.update(v, 1.0, {"r1", "r2"}) == Route.via("r3")
+    assert sel_a.update(v, 1.0, {"r1", "r2"}) == ReachRoute.via("r3")
     planner = RoutePlanner("a")
     assert planner.update(v, ["b"], 0.0, {"r1", "r2", "r3"}) == {"b": UNREACHABLE}
 

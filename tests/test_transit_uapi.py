@@ -17,6 +17,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common.process import kill_group
 from transit.endpoint import Endpoint, parse_network
 from transit.keys import PrivateKey, PublicKey
 from transit.uapi import (
@@ -33,7 +34,7 @@ from transit.uapi import (
     socket_path,
 )
 from transit.wgdevice import DesiredDevice, DesiredPeer, plan, reconcile
-from transit.wggo import WireguardGoConfig, WireguardGoError, check_ifname, kill_group, run_wireguard_go
+from transit.wggo import WireguardGoConfig, WireguardGoError, check_ifname, run_wireguard_go
 
 P1 = PublicKey(bytes([0xB1]) * 32)
 P2 = PublicKey(bytes([0xC2]) * 32)

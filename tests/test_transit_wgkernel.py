@@ -22,7 +22,7 @@ import pytest
 import trio
 
 from transit.config import TransitConfig
-from transit.driver import TransitDriver, TransitError, kernel_unavailable, select_backend
+from transit.driver import TransitDriver, TransitError, select_backend
 from transit.endpoint import Endpoint, parse_network
 from transit.keys import PrivateKey, PublicKey
 from transit.uapi import DeviceState, PeerUpdate, SetRequest, UapiError, UapiProtocolError, parse_get
@@ -598,13 +598,6 @@ def test_selection_with_the_module() -> None:
     assert select_backend("kernel", k, Path("/")) == "kernel"  # /sys/module/wireguard: no probe
     assert k._next_index == 11
     assert select_backend("userspace", k, Path("/")) == "userspace"
-
-
-def test_selection_without_pyroute2() -> None:
-    assert select_backend("auto", None, Path("/")) == "userspace"
-    with pytest.raises(TransitError, match="pyroute2 is not installed"):
-        select_backend("kernel", None, Path("/"))
-    assert kernel_unavailable(None) is not None
 
 
 def test_probe_module_is_a_plain_yes_or_no() -> None:

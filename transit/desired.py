@@ -32,14 +32,14 @@ from common.address import IPAddress, IPNetwork
 from transit.endpoint import Endpoint, host_network
 from transit.keys import PrivateKey
 from transit.meta import PROBE_PREFIX, probe_address
-from transit.peers import Peer
-from transit.reachability import Route
+from transit.peers import MeshPeer
+from transit.reachability import ReachRoute
 from transit.wgdevice import DesiredDevice, DesiredPeer
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
-def carrier(peer: str, routes: Mapping[str, Route], peers: Mapping[str, Peer]) -> str:
+def carrier(peer: str, routes: Mapping[str, ReachRoute], peers: Mapping[str, MeshPeer]) -> str:
     """The peer whose entry carries ``peer``'s mesh address: its relay when relayed through a relay
     that is itself a configured peer, else ``peer`` itself."""
     route = routes.get(peer)
@@ -51,8 +51,8 @@ def desired_device(
     private_key: PrivateKey,
     listen_port: int,
     keepalive: int,
-    peers: Mapping[str, Peer],
-    routes: Mapping[str, Route],
+    peers: Mapping[str, MeshPeer],
+    routes: Mapping[str, ReachRoute],
     endpoints: Mapping[str, Endpoint | None],
     routed: Mapping[str, Collection[IPNetwork]] | None = None,
 ) -> DesiredDevice:
@@ -102,7 +102,7 @@ class KernelState:
 
 
 def desired_kernel(
-    own_mesh: IPAddress | None, own_probe: ipaddress.IPv6Address, peers: Mapping[str, Peer]
+    own_mesh: IPAddress | None, own_probe: ipaddress.IPv6Address, peers: Mapping[str, MeshPeer]
 ) -> KernelState:
     """``own_mesh`` is None while another machine holds this machine's claimed address."""
     addresses: set[IPInterface] = {ipaddress.IPv6Interface(f"{own_probe}/128")}

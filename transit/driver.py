@@ -57,6 +57,7 @@ from typing import Literal, Protocol
 import trio
 
 from common.address import IPAddress, IPNetwork
+from common.netlink import pyroute2
 from gossip.events import EventKind, MemberEvent, MemberInfo
 from transit.claimfile import load_or_record_claim
 from transit.config import PROBE_PORT, Backend, TransitConfig
@@ -74,7 +75,6 @@ from transit.kernel import (
     add_forward_rule,
     delete_forward_rule,
     enable_relaying,
-    import_pyroute2,
     open_kernel,
 )
 from transit.keys import KeyFileError, PrivateKey, load_or_create_key
@@ -85,8 +85,8 @@ from transit.reachability import (
     DIRECT,
     REACH_KEY,
     ReachError,
+    ReachRoute,
     ReachVector,
-    Route,
     RouteKind,
     VectorPublisher,
     decode_vector,
@@ -146,20 +146,16 @@ def kernel_backend_problem(reason: str = NO_MODULE) -> str:
     )
 
 
-def kernel_unavailable(netlink: Netlink | None, sys_module: Path = SYS_MODULE_WIREGUARD) -> str | None:
+def kernel_unavailable(netlink: Netlink, sys_module: Path = SYS_MODULE_WIREGUARD) -> str | None:
     """Blocking. None when the kernel backend can run here, else why not. The module is there when
     ``/sys/module/wireguard`` exists (loaded or built in), or when a probe link of kind wireguard can be
     added (which loads an installed module); the probe link is deleted at once."""
-    if netlink is None:
-        return "pyroute2 is not installed, and the kernel backend speaks netlink through it"
     if sys_module.exists() or probe_module(netlink):
         return None
     return NO_MODULE
 
 
-def select_backend(
-    setting: Backend, netlink: Netlink | None, sys_module: Path = SYS_MODULE_WIREGUARD
-) -> DeviceKind:
+def select_backend(setting: Backend, netlink: Netlink, sys_module: Path = SYS_MODULE_WIREGUARD) -> DeviceKind:
     """Blocking (it may probe, see :func:`kernel_unavailable`). ``kernel`` without the module raises
     :class:`TransitError` with the operator's fix; ``auto`` then falls back to wireguard-go."""
     if setting == "userspace":
@@ -174,7 +170,7 @@ def select_backend(
 
 @dataclass(slots=True)
 class _Route:
-    route: Route
+    route: ReachRoute
     since: float
     reason: str
 
@@ -196,7 +192,7 @@ class TransitDriver:
         netlink: Netlink | None = None,
     ) -> None:
         """``netlink``: pyroute2's surface for the kernel backend (tests pass a fake); None imports
-        pyroute2 (and without it only wireguard-go can run)."""
+        pyroute2."""
         if config.mesh_address is None:
             raise ValueError("transit needs a mesh_address")
         self.node = node
@@ -207,7 +203,7 @@ class TransitDriver:
         self._advertise = advertise_host
         self._iptables = iptables
         self._wg = WireguardGoConfig(config.interface, binary=config.wireguard_go, run_dir=run_dir)
-        self._netlink: Netlink | None = netlink if netlink is not None else import_pyroute2()
+        self._netlink: Netlink = netlink if netlink is not None else pyroute2()
         self._device_kind: DeviceKind = "userspace"
         self._wgdev: WireGuardBackend = UapiClient(self._wg.socket)
         self._kernel = kernel or open_kernel(config.interface, config.route_protocol)
@@ -297,7 +293,6 @@ class TransitDriver:
         """Start the device's owner task in ``nursery``: the kernel link's or wireguard-go's."""
         cfg = self.config
         if kind == "kernel":
-            assert self._netlink is not None  # select_backend said "kernel"
             device = KernelWireGuard(cfg.interface, self._netlink)
             try:
                 await nursery.start(run_kernel_link, device)
@@ -531,7 +526,7 @@ class TransitDriver:
             del self._vectors[name]
         return out
 
-    async def _offer(self, routes: Mapping[str, Route], now: float) -> None:
+    async def _offer(self, routes: Mapping[str, ReachRoute], now: float) -> None:
         statuses = {n: m.status() for n, m in self._monitors.items()}
         vector = vector_from_paths(statuses, routes)
         data = self._publisher.offer(vector, now)
@@ -636,7 +631,7 @@ class TransitDriver:
             self._kernel_due = now + KERNEL_RESYNC
         self._note_own(may_claim or not peers.holds_own_address, own)
 
-    async def _decide(self, members: list[MemberInfo], peers: PeerSet, now: float) -> dict[str, Route]:
+    async def _decide(self, members: list[MemberInfo], peers: PeerSet, now: float) -> dict[str, ReachRoute]:
         current = {n: r.route for n, r in self._routes.items()}
         await self._offer(current, now)
         vectors = self._peer_vectors(members, peers)

@@ -1,10 +1,9 @@
 """The kernel side of the WireGuard interface: link, addresses, routes, forwarding, the FORWARD rule.
 
-Two implementations of :class:`KernelNet`: rtnetlink through pyroute2 (its blocking calls run in a
+:class:`KernelNet` is rtnetlink through pyroute2 (:mod:`common.netlink`: its blocking calls run in a
 worker thread, each with its own short-lived socket, so no netlink socket is shared between threads),
-and ``ip(8)`` with JSON output when pyroute2 is not installed. Both act on the network namespace of the
-agent process. What to change comes from :func:`transit.desired.plan_kernel`; this module only
-reads state and applies a plan.
+acting on the network namespace of the agent process. What to change comes from
+:func:`transit.desired.plan_kernel`; this module only reads state and applies a plan.
 
 **Relaying** needs forwarding between peers on the WireGuard interface: ``net.ipv4.conf.<wg>.forwarding
 = 1`` is enough for traffic that enters and leaves through it (checked: ``ip_forward`` stays 0, so the
@@ -20,9 +19,7 @@ on exit; a FORWARD chain that already accepts is left alone.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import ipaddress
-import json
 import logging
 import socket
 from collections.abc import Callable, Sequence
@@ -31,6 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
+from common import netlink
 from common.address import IPAddress
 from transit.desired import IPInterface, KernelPlan, KernelRoute, KernelState
 
@@ -66,6 +64,10 @@ class KernelNet(Protocol):
     async def local_addresses(self) -> list[IPAddress]: ...
 
 
+def _kernel_error(exc: Exception) -> KernelError:
+    return KernelError(f"netlink: {exc}")  # pyroute2's NetlinkError and friends are not OSErrors
+
+
 def _usable_local(addr: IPAddress) -> bool:
     """An address peers might reach us at: not loopback, link-local, multicast or unspecified."""
     return not (addr.is_loopback or addr.is_link_local or addr.is_multicast or addr.is_unspecified)
@@ -85,16 +87,7 @@ class Pyroute2Net:
         self._iproute: Callable[[], Any] = module.IPRoute
 
     async def _run(self, fn: Callable[[Any], T]) -> T:
-        def call() -> T:
-            try:
-                with self._iproute() as ipr:
-                    return fn(ipr)
-            except KernelError:
-                raise
-            except Exception as exc:  # pyroute2's NetlinkError and friends are not OSErrors
-                raise KernelError(f"netlink: {exc}") from None
-
-        return await trio.to_thread.run_sync(call)
+        return await netlink.run(self._iproute, fn, errors=_kernel_error, passthrough=(KernelError,))
 
     def _index(self, ipr: Any) -> int:
         found = ipr.link_lookup(ifname=self.ifname)
@@ -192,7 +185,12 @@ class Pyroute2Net:
         return await self._run(read)
 
 
-# --- ip(8) ------------------------------------------------------------------------------------------
+def open_kernel(ifname: str, protocol: int) -> KernelNet:
+    """The agent's kernel side of ``ifname``."""
+    return Pyroute2Net(ifname, protocol, netlink.pyroute2())
+
+
+# --- commands ---------------------------------------------------------------------------------------
 
 
 async def run_command(argv: Sequence[str], *, timeout: float = 10.0) -> str:
@@ -208,102 +206,6 @@ async def run_command(argv: Sequence[str], *, timeout: float = 10.0) -> str:
         err = done.stderr.decode(errors="replace").strip()
         raise KernelError(f"{' '.join(argv)}: {err or f'exit status {done.returncode}'}")
     return done.stdout.decode(errors="replace")
-
-
-class IpCommandNet:
-    """The same operations through ``ip -j``, for machines without pyroute2."""
-
-    kind = "ip"
-
-    def __init__(self, ifname: str, protocol: int, ip: str = "ip") -> None:
-        self.ifname = ifname
-        self.protocol = protocol
-        self.ip = ip
-
-    async def _json(self, *args: str) -> list[dict[str, Any]]:
-        out = await run_command([self.ip, "-j", *args])
-        data = json.loads(out) if out.strip() else []
-        return [d for d in data if isinstance(d, dict)]
-
-    async def link_exists(self) -> bool:
-        try:
-            await run_command([self.ip, "link", "show", "dev", self.ifname])
-        except KernelError:
-            return False
-        return True
-
-    async def set_up(self) -> None:
-        await run_command([self.ip, "link", "set", "dev", self.ifname, "up"])
-
-    async def state(self) -> KernelState:
-        addresses: set[IPInterface] = set()
-        for link in await self._json("addr", "show", "dev", self.ifname):
-            for a in link.get("addr_info", []):
-                addresses.add(ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}"))
-        routes: set[KernelRoute] = set()
-        for family in ("-4", "-6"):
-            entries = await self._json(
-                family, "route", "show", "table", "main", "proto", str(self.protocol), "dev", self.ifname
-            )
-            for r in entries:
-                dst = r.get("dst", "default")
-                if dst == "default":
-                    dst = "0.0.0.0/0" if family == "-4" else "::/0"
-                src = r.get("prefsrc")
-                routes.add(KernelRoute(ipaddress.ip_network(dst), ipaddress.ip_address(src) if src else None))
-        return KernelState(frozenset(addresses), frozenset(routes))
-
-    def _route_cmd(self, op: str, route: KernelRoute) -> list[str]:
-        cmd = [self.ip, f"-{route.dst.version}", "route", op, str(route.dst), "dev", self.ifname]
-        cmd += ["proto", str(self.protocol), "table", "main"]
-        if route.src is not None:
-            cmd += ["src", str(route.src)]
-        return cmd
-
-    async def apply(self, plan: KernelPlan) -> None:
-        for route in plan.del_routes:
-            with contextlib.suppress(KernelError):
-                await run_command(self._route_cmd("del", route))
-        for addr in plan.del_addresses:
-            with contextlib.suppress(KernelError):
-                await run_command([self.ip, "addr", "del", str(addr), "dev", self.ifname])
-        for addr in plan.add_addresses:
-            extra = ["nodad"] if addr.version == 6 else []
-            try:
-                await run_command([self.ip, "addr", "add", str(addr), "dev", self.ifname, *extra])
-            except KernelError as exc:
-                if "exists" not in str(exc):
-                    raise
-        for route in plan.set_routes:
-            await run_command([*self._route_cmd("replace", route), "scope", "link"])
-
-    async def local_addresses(self) -> list[IPAddress]:
-        out: list[IPAddress] = []
-        for link in await self._json("addr", "show", "up"):
-            if link.get("ifname") == self.ifname:
-                continue
-            for a in link.get("addr_info", []):
-                addr = ipaddress.ip_address(a["local"])
-                if _usable_local(addr):
-                    out.append(addr)
-        return out
-
-
-def import_pyroute2() -> Any | None:
-    """The pyroute2 module, or None when it is not installed."""
-    try:
-        return importlib.import_module("pyroute2")
-    except ImportError:
-        return None
-
-
-def open_kernel(ifname: str, protocol: int) -> KernelNet:
-    """pyroute2 when it is installed, else ``ip(8)``."""
-    module = import_pyroute2()
-    if module is None:
-        log.info("pyroute2 is not installed: managing %s with ip(8)", ifname)
-        return IpCommandNet(ifname, protocol)
-    return Pyroute2Net(ifname, protocol, module)
 
 
 # --- sysctl and the FORWARD chain ------------------------------------------------------------------
@@ -379,7 +281,6 @@ async def delete_forward_rule(ifname: str, iptables: str = "iptables") -> None:
 
 
 __all__ = [
-    "IpCommandNet",
     "KernelError",
     "KernelNet",
     "Pyroute2Net",
@@ -387,7 +288,6 @@ __all__ = [
     "delete_forward_rule",
     "enable_relaying",
     "forward_policy",
-    "import_pyroute2",
     "open_kernel",
     "run_command",
 ]

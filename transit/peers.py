@@ -34,7 +34,10 @@ from transit.meta import ClaimConflict, MeshView, TransitMeta, mesh_view
 
 
 @dataclass(frozen=True, slots=True)
-class Peer:
+class MeshPeer:
+    """Another machine of the mesh as transit sees it (the BGP RIB's peer is
+    :class:`agent.routing.Peer`)."""
+
     name: str
     meta: TransitMeta
     live: bool  # False: dead or left, kept for the grace period
@@ -45,7 +48,7 @@ class Peer:
 class PeerSet:
     """The outcome of one :meth:`PeerBook.update`."""
 
-    peers: Mapping[str, Peer]
+    peers: Mapping[str, MeshPeer]
     view: MeshView  # the live members' records, this machine's own included
     holds_own_address: bool
     conflict: ClaimConflict | None  # a conflict this machine is part of (holder or refused)
@@ -104,12 +107,12 @@ class PeerBook:
         )
         for _, name, addr in gone:
             holders.setdefault(addr, name)
-        peers: dict[str, Peer] = {}
+        peers: dict[str, MeshPeer] = {}
         for name, known in sorted(self._known.items()):
             if name not in errors:
                 live = name in view.metas
                 holds = holders.get(known.meta.mesh_address) == name
-                peers[name] = Peer(name, known.meta, live, holds)
+                peers[name] = MeshPeer(name, known.meta, live, holds)
         conflict = view.claims.conflict_for(self.me)
         holds_own = conflict is None or conflict.holder.name == self.me
         return PeerSet(peers, view, holds_own, conflict, errors)
@@ -168,4 +171,4 @@ class EndpointChooser:
         return endpoints[c.index]
 
 
-__all__ = ["EndpointChooser", "Peer", "PeerBook", "PeerSet"]
+__all__ = ["EndpointChooser", "MeshPeer", "PeerBook", "PeerSet"]

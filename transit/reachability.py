@@ -48,8 +48,9 @@ class RouteKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Route:
-    """How this machine reaches a peer: directly, through ``relay``, or not at all."""
+class ReachRoute:
+    """How this machine reaches a peer: directly, through ``relay``, or not at all (not a BGP route,
+    nor the cluster's route object)."""
 
     kind: RouteKind
     relay: str | None = None
@@ -59,22 +60,22 @@ class Route:
             raise ValueError("a relay route names its relay, and only a relay route does")
 
     @classmethod
-    def via(cls, relay: str) -> Route:
+    def via(cls, relay: str) -> ReachRoute:
         return cls(RouteKind.RELAY, relay)
 
     def __str__(self) -> str:
         return f"via {self.relay}" if self.kind is RouteKind.RELAY else self.kind.value
 
 
-DIRECT = Route(RouteKind.DIRECT)
-UNREACHABLE = Route(RouteKind.UNREACHABLE)
+DIRECT = ReachRoute(RouteKind.DIRECT)
+UNREACHABLE = ReachRoute(RouteKind.UNREACHABLE)
 
 
 @dataclass(frozen=True, slots=True)
 class PeerReach:
     up: bool
     rtt_ms: int = 0
-    route: Route = DIRECT
+    route: ReachRoute = DIRECT
 
     def __post_init__(self) -> None:
         if not 0 <= self.rtt_ms <= MAX_RTT_MS:
@@ -98,7 +99,7 @@ def rtt_to_ms(rtt: float | None) -> int:
     return min(MAX_RTT_MS, max(1, math.ceil(rtt * 1000.0)))
 
 
-def vector_from_paths(paths: Mapping[str, PathStatus], routes: Mapping[str, Route]) -> ReachVector:
+def vector_from_paths(paths: Mapping[str, PathStatus], routes: Mapping[str, ReachRoute]) -> ReachVector:
     """This machine's vector from its monitors' statuses and its current routes (DIRECT if absent)."""
     entries: dict[str, PeerReach] = {}
     for peer, status in paths.items():
@@ -155,7 +156,7 @@ def decode_vector(data: bytes) -> ReachVector:
             relay = _name(item[2], f"{peer}: relay")
             if flags & _FLAG_UNREACHABLE or relay == peer:
                 raise ReachError(f"{peer}: a relay route cannot be unreachable or via the peer itself")
-            route = Route.via(relay)
+            route = ReachRoute.via(relay)
         else:
             route = UNREACHABLE if flags & _FLAG_UNREACHABLE else DIRECT
         entries[peer] = PeerReach(bool(flags & _FLAG_UP), rtt, route)
@@ -208,8 +209,8 @@ __all__ = [
     "PeerReach",
     "PublishConfig",
     "ReachError",
+    "ReachRoute",
     "ReachVector",
-    "Route",
     "RouteKind",
     "VectorPublisher",
     "decode_vector",

@@ -53,7 +53,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from transit.reachability import DIRECT, UNREACHABLE, ReachVector, Route, RouteKind
+from transit.reachability import DIRECT, UNREACHABLE, ReachRoute, ReachVector, RouteKind
 
 Vectors = Mapping[str, ReachVector]
 
@@ -143,7 +143,7 @@ class RelaySelector:
         self.reason = "initial: direct"
 
     @property
-    def route(self) -> Route:
+    def route(self) -> ReachRoute:
         return self._route
 
     def next_deadline(self) -> float:
@@ -156,13 +156,13 @@ class RelaySelector:
             out = min(out, self._better_since + c.switch_hold)
         return out
 
-    def _set(self, route: Route, reason: str) -> None:
+    def _set(self, route: ReachRoute, reason: str) -> None:
         if route != self._route:
             self._route = route
             self._better_since = None
         self.reason = reason
 
-    def _leaders_route(self, vectors: Vectors, direct: Leg, candidates: list[Candidate]) -> Route | None:
+    def _leaders_route(self, vectors: Vectors, direct: Leg, candidates: list[Candidate]) -> ReachRoute | None:
         """The leader's published route for this pair if it is valid in this data (see the module
         docstring), else None. Always None at the leader."""
         if self.leader:
@@ -180,7 +180,7 @@ class RelaySelector:
             ok = not candidates and direct.state is not LegState.UP
         return r if ok else None
 
-    def update(self, vectors: Vectors, now: float, no_relay: Collection[str] = frozenset()) -> Route:
+    def update(self, vectors: Vectors, now: float, no_relay: Collection[str] = frozenset()) -> ReachRoute:
         """Re-decide from the current vectors (members that are alive or suspect, and our own);
         ``no_relay``: members that opted out of relaying."""
         c = self.config
@@ -205,7 +205,7 @@ class RelaySelector:
                 if best is None:
                     self._set(UNREACHABLE, "direct path down, no relay has both legs up")
                 else:
-                    self._set(Route.via(best.relay), f"direct path down; best relay, {best.score_ms} ms")
+                    self._set(ReachRoute.via(best.relay), f"direct path down; best relay, {best.score_ms} ms")
             return self._route
 
         up_for = now - self._direct_up_since if self._direct_up_since is not None else -math.inf
@@ -213,7 +213,7 @@ class RelaySelector:
             if direct.state is LegState.UP:
                 self._set(DIRECT, "direct path up")
             elif best is not None:
-                self._set(Route.via(best.relay), f"relay available, {best.score_ms} ms")
+                self._set(ReachRoute.via(best.relay), f"relay available, {best.score_ms} ms")
             return self._route
 
         # On a relay.
@@ -227,7 +227,7 @@ class RelaySelector:
             elif best is None:
                 self._set(UNREACHABLE, f"relay {cur.relay} lost a leg, no other relay")
             else:
-                self._set(Route.via(best.relay), f"relay {cur.relay} lost a leg")
+                self._set(ReachRoute.via(best.relay), f"relay {cur.relay} lost a leg")
             return self._route
         assert best is not None  # current is a candidate
         if best.relay != current.relay and c.better(best.score_ms, current.score_ms):
@@ -235,7 +235,7 @@ class RelaySelector:
                 self._better_since = now
             if now - self._better_since >= c.switch_hold:
                 self._set(
-                    Route.via(best.relay),
+                    ReachRoute.via(best.relay),
                     f"{best.score_ms} ms beat {current.score_ms} ms via {cur.relay} for {c.switch_hold:g} s",
                 )
         else:
@@ -253,13 +253,13 @@ class RoutePlanner:
 
     def update(
         self, vectors: Vectors, peers: Iterable[str], now: float, no_relay: Collection[str] = frozenset()
-    ) -> dict[str, Route]:
+    ) -> dict[str, ReachRoute]:
         """Routes to every peer in ``peers`` (this machine's live transit peers); ``no_relay``: members
         that opted out of relaying."""
         wanted = {p for p in peers if p != self.me}
         for gone in set(self._selectors) - wanted:
             del self._selectors[gone]
-        out: dict[str, Route] = {}
+        out: dict[str, ReachRoute] = {}
         for p in sorted(wanted):
             sel = self._selectors.get(p)
             if sel is None:

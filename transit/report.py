@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from transit.reachability import Route, RouteKind
+from transit.reachability import ReachRoute, RouteKind
 
 
-def path_text(route: Route) -> str:
+def path_text(route: ReachRoute) -> str:
     """``direct``, ``transit via R`` or ``unreachable``: the peers view's path column."""
     if route.kind is RouteKind.RELAY:
         return f"transit via {route.relay}"

@@ -3,8 +3,9 @@
 ``wireguard-go -f IFNAME`` (foreground, so it stays our child) creates the TUN device and serves the
 UAPI socket ``/var/run/wireguard/IFNAME.sock``; on Linux it refuses to run unless
 ``WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1`` is set. It runs in its own session (process group),
-so stopping it kills the group, by pid, and nothing else. :func:`run_wireguard_go` restarts it with
-exponential backoff if it dies; the TUN device and the peers go with the process, so after a restart
+so stopping it kills the group, by pid, and nothing else (:mod:`common.process`).
+:func:`run_wireguard_go` restarts it with exponential backoff (:class:`common.backoff.RestartBackoff`)
+if it dies; the TUN device and the peers go with the process, so after a restart
 the transit driver re-runs its reconcile (the device state is desired-state driven; nothing is lost).
 
 An agent killed with SIGKILL cannot stop its child, so a wireguard-go can outlive it, still serving the
@@ -15,18 +16,18 @@ use") while the old socket answered the readiness check.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
 import socket
 import struct
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 
+from common import process
+from common.backoff import RestartBackoff
 from transit.config import check_ifname
 from transit.uapi import RUN_DIR, socket_path
 
@@ -133,34 +134,14 @@ async def stop_leftover(cfg: WireguardGoConfig) -> int | None:
     log.warning(
         "stopping a wireguard-go left over from an earlier run", extra={"ifname": cfg.ifname, "pid": pid}
     )
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+    # Not our child (no trio.Process to reap), so by the pid its socket names, checked just above.
+    process.signal_pid(pid, signal.SIGTERM)
     with trio.move_on_after(cfg.stop_timeout):
         while await trio.to_thread.run_sync(_socket_owner, cfg.socket) == pid:
             await trio.sleep(0.05)
         return pid
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    process.signal_pid(pid, signal.SIGKILL)
     return pid
-
-
-def kill_group(pid: int) -> None:
-    """SIGKILL the process group led by ``pid`` (our child's own session); gone already is fine."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-async def _stop(proc: trio.Process, cfg: WireguardGoConfig) -> None:
-    """SIGTERM the group, wait a bounded time, then SIGKILL it; safe under cancellation."""
-    with trio.CancelScope(shield=True):
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            with trio.move_on_after(cfg.stop_timeout):
-                await proc.wait()
-        kill_group(proc.pid)  # whatever it left in its group
-        if proc.poll() is None:
-            await proc.wait()
 
 
 async def _run_once(
@@ -171,14 +152,7 @@ async def _run_once(
     it ran. Cancellation (shutdown) stops it."""
     env = {**os.environ, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1", **cfg.extra_env}
     cmd = [*cfg.prefix, cfg.binary, "-f", cfg.ifname]
-    proc = await trio.lowlevel.open_process(
-        cmd,
-        env=env,
-        start_new_session=True,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = await process.start(cmd, env=env)
     started = trio.current_time()
     try:
         await _wait_ready(proc, cfg)
@@ -190,7 +164,7 @@ async def _run_once(
             "wireguard-go exited", extra={"ifname": cfg.ifname, "pid": proc.pid, "status": proc.returncode}
         )
     finally:
-        await _stop(proc, cfg)
+        await process.stop(proc, cfg.stop_timeout)  # and whatever it left in its group
     return trio.current_time() - started
 
 
@@ -203,7 +177,7 @@ async def run_wireguard_go(
     UAPI socket answers; a first start that fails raises (a broken install should stop the agent's
     startup with a clear error), later failures are retried with backoff."""
     first: trio.TaskStatus[int] | None = task_status
-    backoff = cfg.backoff_min
+    backoff = RestartBackoff(cfg.backoff_min, cfg.backoff_max, stable_after=cfg.stable_after)
     while True:
         try:
             ran = await _run_once(cfg, first)
@@ -213,17 +187,13 @@ async def run_wireguard_go(
             log.exception("wireguard-go restart failed", extra={"ifname": cfg.ifname})
             ran = 0.0
         first = None
-        if ran >= cfg.stable_after:
-            backoff = cfg.backoff_min
-        await trio.sleep(backoff)
-        backoff = min(cfg.backoff_max, backoff * 2)
+        await trio.sleep(backoff.delay_after(ran))
 
 
 __all__ = [
     "WireguardGoConfig",
     "WireguardGoError",
     "check_ifname",
-    "kill_group",
     "run_wireguard_go",
     "stop_leftover",
 ]

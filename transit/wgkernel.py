@@ -5,7 +5,8 @@ The same two operations as :class:`transit.uapi.UapiClient` (``get`` a :class:`D
 life (:func:`run_kernel_link`), which for wireguard-go is its process's.
 
 * pyroute2 is blocking: every operation runs in a Trio worker thread with its own short-lived sockets
-  (as :class:`transit.kernel.Pyroute2Net` does), so no netlink socket is shared between threads.
+  (:func:`common.netlink.run`, as for :class:`transit.kernel.Pyroute2Net`), so no netlink socket is
+  shared between threads.
 * pyroute2's ``WireGuard.set`` carries one peer per message, so a :class:`SetRequest` becomes several
   messages (:func:`set_calls`), ordered so that no prefix is ever without a peer in between: first
   every peer gets the prefixes it should hold (adding a prefix to one peer takes it from any other,
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import errno as errno_mod
+import functools
 import ipaddress
 import logging
 import os
@@ -33,6 +35,7 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
+from common import netlink
 from common.address import IPNetwork
 from transit.endpoint import Endpoint, parse_network
 from transit.keys import PrivateKey, PublicKey
@@ -99,17 +102,8 @@ class WgNetlinkError(UapiError):
         Exception.__init__(self, f"WireGuard interface {ifname}: {what} failed: {detail} ({name})")
 
 
-def _code(exc: BaseException) -> int:
-    """pyroute2's NetlinkError carries ``code``; an OSError ``errno``; anything else is EIO."""
-    for attr in ("code", "errno"):
-        value = getattr(exc, attr, None)
-        if isinstance(value, int) and value:
-            return abs(value)
-    return errno_mod.EIO
-
-
 def _error(ifname: str, what: str, exc: BaseException) -> WgNetlinkError:
-    code = _code(exc)
+    code = netlink.error_code(exc)
     if code == errno_mod.ENODEV:
         detail = "no such interface"
     elif code == errno_mod.ENOENT and what.startswith("open"):
@@ -304,22 +298,13 @@ class KernelWireGuard:
     async def _in_thread(self, open_: Callable[[], S], opening: str, what: str, fn: Callable[[S], T]) -> T:
         """``fn`` on a fresh socket from ``open_``, in a worker thread; failures become
         :class:`WgNetlinkError` naming the step (``opening`` or ``what``)."""
-
-        def call() -> T:
-            try:
-                sock = open_()
-            except Exception as exc:  # NetlinkError is not an OSError
-                raise _error(self.ifname, opening, exc) from None
-            try:
-                return fn(sock)
-            except (WgNetlinkError, UapiProtocolError):
-                raise
-            except Exception as exc:
-                raise _error(self.ifname, what, exc) from None
-            finally:
-                sock.close()
-
-        return await trio.to_thread.run_sync(call)
+        return await netlink.run(
+            open_,
+            fn,
+            errors=functools.partial(_error, self.ifname, what),
+            open_errors=functools.partial(_error, self.ifname, opening),
+            passthrough=(WgNetlinkError, UapiProtocolError),
+        )
 
     async def _wg(self, what: str, fn: Callable[[WgSocket], T]) -> T:
         return await self._in_thread(self._netlink.WireGuard, "open (generic netlink)", what, fn)
@@ -364,7 +349,7 @@ class KernelWireGuard:
                 ipr.link("add", ifname=self.ifname, kind=LINK_KIND)
                 return True
             except Exception as exc:
-                if _code(exc) != errno_mod.EEXIST:
+                if netlink.error_code(exc) != errno_mod.EEXIST:
                     raise _error(self.ifname, "create (ip link add type wireguard)", exc) from None
             kind = _link_kind(ipr, self.ifname)
             if kind != LINK_KIND:
@@ -390,7 +375,7 @@ class KernelWireGuard:
                 try:
                     ipr.link("del", index=index)
                 except Exception as exc:
-                    if _code(exc) != errno_mod.ENODEV:
+                    if netlink.error_code(exc) != errno_mod.ENODEV:
                         raise
 
         await self._link("delete", delete)

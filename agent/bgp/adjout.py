@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from agent.bgp.api import GRACEFUL_SHUTDOWN, Announce, Command, RouteAttributes, Withdraw, normalize_prefix
+from agent.bgp.api import Announce, Command, RouteAttributes, Withdraw, community_pair, normalize_prefix
+from agent.routing import GRACEFUL_SHUTDOWN
 
 
 class AdjRibOut:
@@ -72,7 +73,7 @@ class AdjRibOut:
         """Step one of a drain: every route again, tagged GRACEFUL_SHUTDOWN so that peers honouring
         RFC 8326 move traffic away before the withdrawal. The desired state is not changed."""
         return [
-            Announce(p, a.with_communities(GRACEFUL_SHUTDOWN), neighbor=n)
+            Announce(p, a.with_communities(community_pair(GRACEFUL_SHUTDOWN)), neighbor=n)
             for n, table in sorted(self._routes.items())
             for p, a in sorted(table.items())
         ]

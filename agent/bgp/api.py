@@ -45,14 +45,12 @@ MAX_LINE = 1 << 22  # 4 MiB: far above any UPDATE ExaBGP can render (a BGP messa
 Community: TypeAlias = tuple[int, int]
 LargeCommunity: TypeAlias = tuple[int, int, int]
 
-GRACEFUL_SHUTDOWN: Community = (65535, 0)  # RFC 8326
 
-
-class ApiError(ValueError):
+class ApiCodecError(ValueError):
     """A line from ExaBGP we cannot turn into a message: malformed JSON or a shape we do not know."""
 
 
-class UnsupportedMessage(ApiError):
+class UnsupportedMessage(ApiCodecError):
     """A well-formed message of a kind we did not ask for (``open``, ``keepalive``, other families)."""
 
 
@@ -78,6 +76,18 @@ class SessionState(StrEnum):
 def _check_range(name: str, value: int, maximum: int, minimum: int = 0) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
         raise ValueError(f"{name} must be an integer in {minimum}..{maximum}, not {value!r}")
+
+
+def community_pair(value: int) -> Community:
+    """A standard community as the routing core keeps it (``asn << 16 | value``, e.g.
+    :data:`agent.routing.GRACEFUL_SHUTDOWN`) in the (asn, value) form ExaBGP reads and writes."""
+    _check_range("community", value, MAX_U32)
+    return value >> 16, value & MAX_U16
+
+
+def community_value(pair: Community) -> int:
+    """The inverse of :func:`community_pair`."""
+    return pair[0] << 16 | pair[1]
 
 
 def normalize_prefix(text: str) -> str:
@@ -246,8 +256,9 @@ def encode_command(command: Command) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class Peer:
-    """Which session a message is about, as ExaBGP names it."""
+class ApiPeer:
+    """Which session a message is about, as ExaBGP names it (the RIB's peer is
+    :class:`agent.routing.Peer`)."""
 
     address: str
     local_address: str
@@ -256,7 +267,10 @@ class Peer:
 
 
 @dataclass(frozen=True, slots=True)
-class Route:
+class ApiRoute:
+    """One prefix of an UPDATE as ExaBGP reports it (the cluster's route object is
+    :class:`agent.cluster.objects.Route`)."""
+
     prefix: str
     next_hop: str | None
     attributes: RouteAttributes
@@ -264,7 +278,7 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class PeerState:
-    peer: Peer
+    peer: ApiPeer
     state: SessionState
     reason: str = ""  # for down: "notification received (6,2)", "closing connection", ...
     time: float = 0.0
@@ -272,8 +286,8 @@ class PeerState:
 
 @dataclass(frozen=True, slots=True)
 class Update:
-    peer: Peer
-    announced: tuple[Route, ...] = ()
+    peer: ApiPeer
+    announced: tuple[ApiRoute, ...] = ()
     withdrawn: tuple[str, ...] = ()  # prefixes
     time: float = 0.0
 
@@ -283,7 +297,7 @@ class Open:
     """The OPEN the peer sent (``receive { open; }``): its router id, which the JSON of the other
     messages does not carry (their ``router-id`` is ours) and best-path selection breaks ties on."""
 
-    peer: Peer
+    peer: ApiPeer
     router_id: str
     hold_time: int
     time: float = 0.0
@@ -291,7 +305,7 @@ class Open:
 
 @dataclass(frozen=True, slots=True)
 class EndOfRib:
-    peer: Peer
+    peer: ApiPeer
     family: str  # "ipv4 unicast"
     time: float = 0.0
 
@@ -300,7 +314,7 @@ class EndOfRib:
 class Notification:
     """A BGP NOTIFICATION sent or received; the session goes down right after it."""
 
-    peer: Peer
+    peer: ApiPeer
     direction: str  # "receive" or "send"
     code: int
     subcode: int
@@ -334,28 +348,28 @@ Message: TypeAlias = Event | Ack | Text
 
 def _get(obj: Any, key: str, what: str) -> Any:
     if not isinstance(obj, dict):
-        raise ApiError(f"{what}: expected an object, got {type(obj).__name__}")
+        raise ApiCodecError(f"{what}: expected an object, got {type(obj).__name__}")
     if key not in obj:
-        raise ApiError(f"{what}: missing {key!r}")
+        raise ApiCodecError(f"{what}: missing {key!r}")
     return obj[key]
 
 
 def _int(value: Any, what: str, maximum: int = MAX_U32) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
-        raise ApiError(f"{what}: expected an integer in 0..{maximum}, got {value!r}")
+        raise ApiCodecError(f"{what}: expected an integer in 0..{maximum}, got {value!r}")
     return value
 
 
 def _str(value: Any, what: str) -> str:
     if not isinstance(value, str):
-        raise ApiError(f"{what}: expected a string, got {type(value).__name__}")
+        raise ApiCodecError(f"{what}: expected a string, got {type(value).__name__}")
     return value
 
 
 def _time(msg: dict[str, Any]) -> float:
     value = msg.get("time", 0.0)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ApiError(f"time: expected a number, got {value!r}")
+        raise ApiCodecError(f"time: expected a number, got {value!r}")
     return float(value)
 
 
@@ -363,14 +377,14 @@ def _address(value: Any, what: str) -> str:
     try:
         return normalize_address(_str(value, what))
     except ValueError as exc:
-        raise ApiError(f"{what}: {exc}") from None
+        raise ApiCodecError(f"{what}: {exc}") from None
 
 
-def _peer(msg: dict[str, Any]) -> tuple[Peer, dict[str, Any]]:
+def _peer(msg: dict[str, Any]) -> tuple[ApiPeer, dict[str, Any]]:
     neighbor = _get(msg, "neighbor", "message")
     address = _get(neighbor, "address", "neighbor")
     asn = _get(neighbor, "asn", "neighbor")
-    peer = Peer(
+    peer = ApiPeer(
         address=_address(_get(address, "peer", "neighbor.address"), "neighbor.address.peer"),
         local_address=_address(_get(address, "local", "neighbor.address"), "neighbor.address.local"),
         asn=_int(_get(asn, "peer", "neighbor.asn"), "neighbor.asn.peer"),
@@ -381,19 +395,19 @@ def _peer(msg: dict[str, Any]) -> tuple[Peer, dict[str, Any]]:
 
 def _as_path(value: Any) -> tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]:
     if not isinstance(value, dict):
-        raise ApiError("as-path: expected an object")
+        raise ApiCodecError("as-path: expected an object")
     sequence: list[int] = []
     sets: list[tuple[int, ...]] = []
     try:
         keys = sorted(value, key=int)
     except ValueError:
-        raise ApiError(f"as-path: segment keys must be numbers, got {list(value)!r}") from None
+        raise ApiCodecError(f"as-path: segment keys must be numbers, got {list(value)!r}") from None
     for key in keys:
         segment = value[key]
         element = _str(_get(segment, "element", "as-path segment"), "as-path element")
         members = _get(segment, "value", "as-path segment")
         if not isinstance(members, list):
-            raise ApiError("as-path segment value: expected a list")
+            raise ApiCodecError("as-path segment value: expected a list")
         asns = [_int(a, "AS number") for a in members]
         if element == "as-sequence":
             sequence.extend(asns)
@@ -401,19 +415,19 @@ def _as_path(value: Any) -> tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]:
             if asns:
                 sets.append(tuple(asns))
         else:
-            raise ApiError(f"as-path: unknown segment type {element!r}")
+            raise ApiCodecError(f"as-path: unknown segment type {element!r}")
     return tuple(sequence), tuple(sets)
 
 
 def _attributes(value: Any) -> RouteAttributes:
     if not isinstance(value, dict):
-        raise ApiError("attribute: expected an object")
+        raise ApiCodecError("attribute: expected an object")
     origin = Origin.IGP
     if "origin" in value:
         try:
             origin = Origin(_str(value["origin"], "origin"))
         except ValueError:
-            raise ApiError(f"origin: unknown value {value['origin']!r}") from None
+            raise ApiCodecError(f"origin: unknown value {value['origin']!r}") from None
     as_path: tuple[int, ...] = ()
     as_sets: tuple[tuple[int, ...], ...] = ()
     if "as-path" in value:
@@ -424,13 +438,13 @@ def _attributes(value: Any) -> RouteAttributes:
     for c in _list(value.get("community", []), "community"):
         parts = _list(c, "community")
         if len(parts) != 2:
-            raise ApiError(f"community: expected two numbers, got {c!r}")
+            raise ApiCodecError(f"community: expected two numbers, got {c!r}")
         communities.append((_int(parts[0], "community", MAX_U16), _int(parts[1], "community", MAX_U16)))
     large: list[LargeCommunity] = []
     for c in _list(value.get("large-community", []), "large-community"):
         parts = _list(c, "large-community")
         if len(parts) != 3:
-            raise ApiError(f"large-community: expected three numbers, got {c!r}")
+            raise ApiCodecError(f"large-community: expected three numbers, got {c!r}")
         a, b, c = (_int(part, "large-community") for part in parts)
         large.append((a, b, c))
     return RouteAttributes(
@@ -446,7 +460,7 @@ def _attributes(value: Any) -> RouteAttributes:
 
 def _list(value: Any, what: str) -> list[Any]:
     if not isinstance(value, list):
-        raise ApiError(f"{what}: expected a list, got {type(value).__name__}")
+        raise ApiCodecError(f"{what}: expected a list, got {type(value).__name__}")
     return value
 
 
@@ -455,18 +469,18 @@ def _nlri(entry: Any, what: str) -> str:
     try:
         return normalize_prefix(text)
     except ValueError as exc:
-        raise ApiError(f"{what}: {exc}") from None
+        raise ApiCodecError(f"{what}: {exc}") from None
 
 
 def _is_link_local(next_hop: str | None) -> bool:
     return next_hop is not None and ipaddress.ip_address(next_hop).is_link_local
 
 
-def _update(peer: Peer, update: Any, time: float) -> Update:
+def _update(peer: ApiPeer, update: Any, time: float) -> Update:
     if not isinstance(update, dict):
-        raise ApiError("update: expected an object")
+        raise ApiCodecError("update: expected an object")
     attributes = _attributes(update.get("attribute", {}))
-    announced: dict[str, Route] = {}
+    announced: dict[str, ApiRoute] = {}
     for family, by_next_hop in _dict(update.get("announce", {}), "announce").items():
         if family not in Family._value2member_map_:
             log.debug("skipping announcements of family %s from %s", family, peer.address)
@@ -478,7 +492,7 @@ def _update(peer: Peer, update: Any, time: float) -> Update:
                 known = announced.get(prefix)
                 # A prefix listed under a global and a link-local next hop: keep the global one.
                 if known is None or (_is_link_local(known.next_hop) and not _is_link_local(next_hop)):
-                    announced[prefix] = Route(prefix, next_hop, attributes)
+                    announced[prefix] = ApiRoute(prefix, next_hop, attributes)
     withdrawn: list[str] = []
     for family, entries in _dict(update.get("withdraw", {}), "withdraw").items():
         if family not in Family._value2member_map_:
@@ -490,13 +504,13 @@ def _update(peer: Peer, update: Any, time: float) -> Update:
 
 def _dict(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ApiError(f"{what}: expected an object, got {type(value).__name__}")
+        raise ApiCodecError(f"{what}: expected an object, got {type(value).__name__}")
     return value
 
 
 def _json_message(msg: Any) -> Event:
     if not isinstance(msg, dict):
-        raise ApiError(f"expected a JSON object, got {type(msg).__name__}")
+        raise ApiCodecError(f"expected a JSON object, got {type(msg).__name__}")
     kind = msg.get("type")
     time = _time(msg)
     if kind == "notification" and msg.get("notification") == "shutdown":
@@ -507,7 +521,7 @@ def _json_message(msg: Any) -> Event:
         try:
             state = SessionState(state_text)
         except ValueError:
-            raise ApiError(f"unknown session state {state_text!r}") from None
+            raise ApiCodecError(f"unknown session state {state_text!r}") from None
         reason = neighbor.get("reason", "")
         return PeerState(peer, state, reason if isinstance(reason, str) else str(reason), time)
     if kind == "notification":
@@ -533,7 +547,7 @@ def _json_message(msg: Any) -> Event:
         try:
             router_id = str(ipaddress.IPv4Address(_str(_get(body, "router_id", "open"), "open router_id")))
         except ValueError:
-            raise ApiError(f"open: bad router id {body.get('router_id')!r}") from None
+            raise ApiCodecError(f"open: bad router id {body.get('router_id')!r}") from None
         hold = _int(_get(body, "hold_time", "open"), "open hold_time", MAX_U16)
         return Open(peer, router_id, hold, time)
     if kind == "update":
@@ -552,7 +566,7 @@ def _json_message(msg: Any) -> Event:
 
 
 def parse_line(line: str) -> Message:
-    """One line from ExaBGP (without its newline) as a message; :class:`ApiError` if it is not one."""
+    """One line from ExaBGP (without its newline) as a message; :class:`ApiCodecError` if it is not one."""
     text = line.strip()
     if text == "done":
         return Ack(ok=True)
@@ -563,13 +577,13 @@ def parse_line(line: str) -> Message:
     try:
         msg = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise ApiError(f"bad JSON: {exc}") from None
+        raise ApiCodecError(f"bad JSON: {exc}") from None
     try:
         return _json_message(msg)
-    except ApiError:
+    except ApiCodecError:
         raise
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
-        raise ApiError(f"{type(exc).__name__}: {exc}") from None
+        raise ApiCodecError(f"{type(exc).__name__}: {exc}") from None
 
 
 class ApiDecoder:
@@ -612,7 +626,7 @@ class ApiDecoder:
             return parse_line(text)
         except UnsupportedMessage as exc:
             log.debug("ignoring exabgp message: %s", exc)
-        except ApiError as exc:
+        except ApiCodecError as exc:
             log.warning("skipping a line from exabgp: %s: %.200s", exc, text)
         self.skipped += 1
         return None

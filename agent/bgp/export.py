@@ -27,15 +27,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from agent.announce.planner import Decision
-from agent.bgp.api import Family, RouteAttributes
+from agent.bgp.api import Family, RouteAttributes, community_pair
 from agent.bgp.api import Origin as WireOrigin
 from agent.cluster.objects import Route, Vip
-from agent.routing import Attributes, Origin, PolicyChain, Prefix, SegmentType
-from agent.routing.path import WELL_KNOWN_COMMUNITIES
+from agent.routing import GRACEFUL_SHUTDOWN, Attributes, Origin, PolicyChain, Prefix, SegmentType
 
 log = logging.getLogger("wiremesh.bgp.export")
 
-GRACEFUL_SHUTDOWN = WELL_KNOWN_COMMUNITIES["graceful-shutdown"]
 LOCAL_ATTRIBUTES = Attributes()  # a route we originate: ORIGIN IGP, empty AS path, nothing else
 
 _ORIGIN_TO_WIRE = {
@@ -206,7 +204,7 @@ def wire_attributes(attrs: Attributes, session: Session, *, draining: bool = Fal
         as_sets=tuple(sets),
         med=attrs.med,
         local_pref=local_pref,
-        communities=tuple((c >> 16, c & 0xFFFF) for c in attrs.communities),
+        communities=tuple(community_pair(c) for c in attrs.communities),
         large_communities=tuple(attrs.large_communities),
     )
 

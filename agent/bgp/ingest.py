@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from agent.bgp.api import (
+    ApiPeer,
     EndOfRib,
     Event,
     Notification,
@@ -29,16 +30,24 @@ from agent.bgp.api import (
     SessionState,
     Shutdown,
     Update,
+    community_value,
 )
 from agent.bgp.api import Origin as WireOrigin
-from agent.bgp.api import Peer as WirePeer
 from agent.bgp.status import SessionTable
-from agent.routing import AsPath, Attributes, Origin, Peer, PeerKind, Prefix, Rib, SegmentType
-from agent.routing.path import WELL_KNOWN_COMMUNITIES
+from agent.routing import (
+    GRACEFUL_SHUTDOWN,
+    AsPath,
+    Attributes,
+    Origin,
+    Peer,
+    PeerKind,
+    Prefix,
+    Rib,
+    SegmentType,
+)
 
 log = logging.getLogger("wiremesh.bgp.ingest")
 
-GRACEFUL_SHUTDOWN = WELL_KNOWN_COMMUNITIES["graceful-shutdown"]
 _ORIGIN = {WireOrigin.IGP: Origin.IGP, WireOrigin.EGP: Origin.EGP, WireOrigin.INCOMPLETE: Origin.INCOMPLETE}
 NO_ROUTER_ID = ipaddress.IPv4Address(0)
 
@@ -51,7 +60,7 @@ def routing_attributes(attrs: RouteAttributes, next_hop: str | None) -> Attribut
     if attrs.as_path:
         segments.append((SegmentType.AS_SEQUENCE, attrs.as_path))
     segments += [(SegmentType.AS_SET, s) for s in attrs.as_sets]
-    communities = frozenset(a << 16 | b for a, b in attrs.communities)
+    communities = frozenset(community_value(c) for c in attrs.communities)
     local_pref = attrs.local_pref
     if GRACEFUL_SHUTDOWN in communities:
         local_pref = 0
@@ -104,7 +113,7 @@ class Ingest:
         ip = ipaddress.ip_address(address)
         return ip if isinstance(ip, ipaddress.IPv4Address) else NO_ROUTER_ID
 
-    def _up(self, wire: WirePeer) -> Peer:
+    def _up(self, wire: ApiPeer) -> Peer:
         kind = PeerKind.INTERNAL if wire.asn == wire.local_asn else PeerKind.EXTERNAL
         peer = Peer(ipaddress.ip_address(wire.address), wire.asn, self._router_id(wire.address), kind)
         if self._peers.get(wire.address) != peer:

@@ -5,8 +5,9 @@ process group, accept the bridge's connection (checked to come from a child of t
 events into :attr:`ExaBGPSupervisor.events` and send commands (:meth:`ExaBGPSupervisor.send`) until
 ExaBGP exits or the bridge's connection drops. Either ends the life: the API stream is the only record
 of what happened to the sessions, so after a gap in it the only safe view is a fresh start. ExaBGP is
-then stopped (SIGTERM to its process group, SIGKILL after ``stop_timeout``), a :class:`SpeakerDown`
-event says every session is gone, and a new life starts after an exponential backoff.
+then stopped (SIGTERM to its process group, SIGKILL after ``stop_timeout``: :mod:`common.process`), a
+:class:`SpeakerDown` event says every session is gone, and a new life starts after an exponential
+backoff (:class:`common.backoff.RestartBackoff`).
 
 Every time the API comes up the owner's ``on_resync`` callback is run with a :class:`Resync` naming
 the neighbors that have none of our routes (all of them after a start or restart); it re-announces
@@ -27,10 +28,8 @@ ExaBGP (and, eventually, its keepalives) rather than growing memory without limi
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -44,7 +43,9 @@ import trio
 
 from agent.bgp.api import Ack, ApiDecoder, Command, Event, Reload, Text, encode_command
 from agent.bgp.config import ApiProcess, Neighbor, render_config
-from agent.bgp.lifecycle import NeighborBatcher, RestartBackoff, Resync
+from agent.bgp.lifecycle import NeighborBatcher, Resync
+from common import process
+from common.backoff import RestartBackoff
 
 log = logging.getLogger("wiremesh.bgp")
 exabgp_log = logging.getLogger("wiremesh.bgp.exabgp")
@@ -323,12 +324,11 @@ class ExaBGPSupervisor:
         plan = self._batcher.start(restart)
         self._write_config(plan.neighbors)
         argv = [*self.options.exabgp_argv, "server", str(self.config_path)]
-        proc = await trio.lowlevel.open_process(
+        # Its own process group: we stop exactly what we started.
+        proc = await process.start(
             argv,
             env=self._env(),
             cwd=str(self.options.state_dir),
-            start_new_session=True,  # its own process group: we stop exactly what we started
-            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -506,31 +506,16 @@ class ExaBGPSupervisor:
 
     async def _stop(self, proc: trio.Process) -> None:
         """SIGTERM the process group (ExaBGP then sends a Cease to each peer), SIGKILL it after
-        ``stop_timeout``. By pid, and only while the child is unreaped, so the id cannot be reused.
-        Its output is drained meanwhile: ExaBGP could block on a full pipe while logging its exit."""
+        ``stop_timeout`` (see :mod:`common.process`). Its output is drained meanwhile: ExaBGP could
+        block on a full pipe while logging its exit."""
         async with trio.open_nursery() as nursery:
             if proc.stdout is not None:
                 nursery.start_soon(self._pump_output, proc.stdout)
-            if proc.poll() is None:
-                _signal_group(proc.pid, signal.SIGTERM)
-                with trio.move_on_after(self.options.stop_timeout):
-                    await proc.wait()
-            if proc.poll() is None:
+            if not await process.terminate(proc, self.options.stop_timeout):
                 log.warning(
                     "exabgp %d ignored SIGTERM for %.0f s; killing it", proc.pid, self.options.stop_timeout
                 )
-                _signal_group(proc.pid, signal.SIGKILL)
-                await proc.wait()
+            await process.kill(proc)
             nursery.cancel_scope.cancel()
         if proc.stdout is not None:
             await proc.stdout.aclose()
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
-    except OSError as exc:
-        if exc.errno != errno.ESRCH:
-            raise

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from agent.cli.client import ApiError, add_client_options, client_for
+from agent.cli.client import RequestFailed, add_client_options, client_for
 from agent.cli.output import format_age, local_clock, print_json, table, yes_no
 
 
@@ -142,7 +142,9 @@ def _check_fields(args: argparse.Namespace) -> dict[str, Any]:
     if args.expected_status is not None:
         lo, sep, hi = args.expected_status.partition("-")
         if not (sep and lo.strip().isdigit() and hi.strip().isdigit()):
-            raise ApiError(f"--expected-status: expected LO-HI, e.g. 200-399 (got {args.expected_status!r})")
+            raise RequestFailed(
+                f"--expected-status: expected LO-HI, e.g. 200-399 (got {args.expected_status!r})"
+            )
         fields["expected_status"] = [int(lo), int(hi)]
     return fields
 
@@ -252,13 +254,15 @@ class Announcements:
             changes["holdoff"] = args.holdoff
         check = _check_fields(args)
         if args.no_health_check and check:
-            raise ApiError("--no-health-check contradicts the health check options; give one or the other")
+            raise RequestFailed(
+                "--no-health-check contradicts the health check options; give one or the other"
+            )
         if args.no_health_check:
             changes["health_check"] = None
         elif check:
             changes["health_check"] = check
         if not changes:
-            raise ApiError(
+            raise RequestFailed(
                 f"nothing to update: give at least one option (see `wiremesh {self.kind} update -h`)"
             )
         self._print(client_for(args).request("PATCH", self.path(args.name), changes), args, out)

@@ -23,8 +23,9 @@ API_ENV = "WIREMESH_API"
 Handler = Callable[[argparse.Namespace, TextIO], int]
 
 
-class ApiError(Exception):
-    """The agent's API could not be used or refused the request; ``str()`` is meant for the user as is:
+class RequestFailed(Exception):
+    """The agent's API could not be used or refused the request (or the request could not be made
+    from what was given); ``str()`` is meant for the user as is:
     the first line says what happened, one indented line per field the API named."""
 
     def __init__(self, message: str, detail: Sequence[Mapping[str, Any]] = ()) -> None:
@@ -66,7 +67,7 @@ def resolve_token(token_file: str | None, env: Mapping[str, str] = os.environ) -
 
 
 class ApiClient:
-    """Blocking JSON calls to one agent; every failure is an :class:`ApiError`."""
+    """Blocking JSON calls to one agent; every failure is an :class:`RequestFailed`."""
 
     def __init__(self, api: str, token: str | None, token_source: str = "", *, timeout: float = 5.0) -> None:
         self.base = api_base(api)
@@ -94,22 +95,24 @@ class ApiClient:
                 timeout=self.timeout,
             )
         except httpx.TransportError as exc:
-            raise ApiError(f"cannot reach the agent at {self.base} ({exc or type(exc).__name__})") from None
+            raise RequestFailed(
+                f"cannot reach the agent at {self.base} ({exc or type(exc).__name__})"
+            ) from None
         except httpx.InvalidURL as exc:
-            raise ApiError(f"bad --api URL {self.base!r}: {exc}") from None
+            raise RequestFailed(f"bad --api URL {self.base!r}: {exc}") from None
         if response.status_code == 204:
             return None
         try:
             payload = response.json()
         except ValueError:
             if response.is_success:
-                raise ApiError(f"{url}: the answer is not JSON (is this a wiremesh agent?)") from None
+                raise RequestFailed(f"{url}: the answer is not JSON (is this a wiremesh agent?)") from None
             payload = None
         if response.is_success:
             return payload
         raise self._error(response.status_code, response.reason_phrase, payload)
 
-    def _error(self, status: int, reason: str, payload: Any) -> ApiError:
+    def _error(self, status: int, reason: str, payload: Any) -> RequestFailed:
         if isinstance(payload, dict) and isinstance(payload.get("error"), str):
             message, detail = payload["error"], payload.get("detail")
         else:
@@ -120,7 +123,7 @@ class ApiClient:
                 f" (the token is from {self.token_source})" if self.token else f" ({self.token_source})"
             )
             details = []
-        return ApiError(f"{message} (HTTP {status})", details)
+        return RequestFailed(f"{message} (HTTP {status})", details)
 
     def get(self, path: str) -> Any:
         return self.request("GET", path)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from agent.cli.client import ApiError, Handler, add_client_options, client_for
+from agent.cli.client import Handler, RequestFailed, add_client_options, client_for
 from agent.cli.output import print_json, table, yes_no
 
 
@@ -89,7 +89,7 @@ def _machine_set(args: argparse.Namespace, out: TextIO) -> int:
         elif clear:
             changes[field] = []
     if not changes:
-        raise ApiError("nothing to set: give --import/--export SET or --clear-import/--clear-export")
+        raise RequestFailed("nothing to set: give --import/--export SET or --clear-import/--clear-export")
     _show_machine(client_for(args).request("PATCH", _machine_path(args.name), changes), args, out)
     return 0
 

@@ -27,7 +27,7 @@ DEFAULT_API = client.DEFAULT_API
 API_ENV = client.API_ENV
 EXIT_UNREACHABLE = 1
 EXIT_USAGE = 2
-ApiError = client.ApiError
+RequestFailed = client.RequestFailed
 api_base = client.api_base
 format_age = output.format_age
 
@@ -199,6 +199,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return handler(args, sys.stdout)
         print(generate_key())
         return 0
-    except ApiError as exc:
+    except RequestFailed as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from agent.cli.client import ApiError, Handler, add_client_options, client_for
+from agent.cli.client import Handler, RequestFailed, add_client_options, client_for
 from agent.cli.output import print_json, table
 
 
@@ -18,11 +18,11 @@ def _read_json_file(path: str) -> Any:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ApiError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+        raise RequestFailed(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise ApiError(f"{path}: not JSON: {exc}") from None
+        raise RequestFailed(f"{path}: not JSON: {exc}") from None
 
 
 def _policy_path(name: str | None = None) -> str:
@@ -39,7 +39,7 @@ def _policy_body(args: argparse.Namespace) -> dict[str, Any]:
         elif isinstance(loaded, dict):
             body.update(loaded)
         else:
-            raise ApiError(f"{args.file}: expected a policy set object or a list of rules")
+            raise RequestFailed(f"{args.file}: expected a policy set object or a list of rules")
     if args.default is not None:
         body["default"] = args.default
     return body
@@ -87,7 +87,7 @@ def _policy_update(args: argparse.Namespace, out: TextIO) -> int:
     """With --file the file replaces the rules (PUT of the whole set); --default alone is a patch."""
     client = client_for(args)
     if args.file is None and args.default is None:
-        raise ApiError("nothing to update: give --file and/or --default")
+        raise RequestFailed("nothing to update: give --file and/or --default")
     if args.file is not None:
         current = client.get(_policy_path(args.name))
         body = {"default": current.get("default"), **_policy_body(args), "name": args.name}

@@ -7,8 +7,6 @@ target cannot delay the others, and a probe never raises for a failing target: a
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shlex
 import signal
 import ssl
@@ -21,6 +19,7 @@ import trio
 from agent.cluster.objects import HealthCheck
 from agent.health.execpolicy import ExecPolicy
 from agent.health.httpprobe import HttpProbeError, connect, get_status
+from common import process
 from common.address import split_hostport
 
 OUTPUT_LIMIT = 4096  # bytes of an exec check's output kept: the tail, where the error usually is
@@ -157,13 +156,7 @@ async def _exec(command: str, tail: bytearray) -> str | None:
     a new session, so that on timeout, or when the command exits leaving children behind, the whole
     process group can be killed and nothing a check started outlives its run."""
     argv = shlex.split(command)
-    proc = await trio.lowlevel.open_process(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = await process.start(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None
     stdout = proc.stdout
 
@@ -178,20 +171,14 @@ async def _exec(command: str, tail: bytearray) -> str | None:
             returncode = await proc.wait()
             # Leftover children hold the pipe open; killed, the reader sees EOF. The leader is reaped,
             # but its pid stays reserved as the group's id while any member lives, so this is safe.
-            _kill_group(proc.pid)
+            process.kill_group(proc.pid)
     finally:
         with trio.CancelScope(shield=True):
             if proc.returncode is None:  # cancelled (timed out): the group is ours until we reap it
-                _kill_group(proc.pid)
-                await proc.wait()
+                await process.stop(proc, grace=0)
             await stdout.aclose()
     if returncode == 0:
         return None
     if returncode < 0:
         return f"killed by {signal.Signals(-returncode).name}"
     return f"exit status {returncode}"
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # already gone
-        os.killpg(pgid, signal.SIGKILL)

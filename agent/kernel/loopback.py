@@ -4,7 +4,8 @@ currently sends it to.
 Desired state: the address of every enabled VIP that lists this machine (healthy or not: a VIP held
 or withdrawn here is still this machine's to answer for, and a flapping check must not flap the
 address). :func:`plan` compares it with what ``lo`` holds; :class:`LoopbackAddresses` (pyroute2,
-blocking, run in a worker thread) applies it.
+blocking, run in a worker thread) applies it. pyroute2 is imported on first use: an agent without BGP
+never loads it.
 
 Marking ("own only what you create", docs/architecture.md): every address we add carries the agent's
 protocol number as its
@@ -18,17 +19,20 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.cluster.objects import Vip
+from common import netlink
 from common.address import IPAddress
 
 log = logging.getLogger("wiremesh.vipaddr")
 
 LOOPBACK = "lo"
 LABEL = "lo:wm"
+
+T = TypeVar("T")
 
 
 def desired_addresses(vips: Iterable[Vip], machine: str) -> frozenset[IPAddress]:
@@ -57,82 +61,71 @@ def _key(address: IPAddress) -> tuple[int, int]:
     return address.version, int(address)
 
 
-def _pyroute2() -> tuple[Any, type[Exception]]:
-    """pyroute2's ``IPRoute`` and ``NetlinkError``, imported on first use: an agent without BGP never
-    loads pyroute2."""
-    from pyroute2 import IPRoute  # type: ignore[import-untyped]
-    from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
-
-    return IPRoute, NetlinkError
-
-
 class LoopbackAddresses:
-    """pyroute2 I/O on ``lo``; blocking."""
+    """pyroute2 I/O on ``lo`` (a fresh socket per call, :func:`common.netlink.call`); blocking, so the
+    speaker runs it in a worker thread. A netlink failure is an OSError."""
 
     def __init__(self, protocol: int, ifname: str = LOOPBACK) -> None:
         self.protocol = protocol
         self.ifname = ifname
 
+    def _call(self, doing: str, fn: Callable[[Any], T]) -> T:
+        def error(exc: Exception) -> OSError:
+            return OSError(netlink.error_code(exc), f"{doing} {self.ifname}: {exc}")
+
+        return netlink.call(
+            netlink.pyroute2().IPRoute, fn, errors=error, translate=(netlink.netlink_error(),)
+        )
+
     def present(self) -> dict[IPAddress, bool]:
-        """Every address on the interface, ``True`` for ours. A netlink failure is an OSError."""
-        IPRoute, NetlinkError = _pyroute2()
-        try:
-            return self._present(IPRoute)
-        except NetlinkError as exc:
-            raise OSError(getattr(exc, "code", 0), f"listing the addresses of {self.ifname}: {exc}") from None
+        """Every address on the interface, ``True`` for ours."""
+        return self._call("listing the addresses of", self._present)
 
-    def _present(self, iproute: type) -> dict[IPAddress, bool]:
-        with iproute() as ipr:
-            index = self._index(ipr)
-            out: dict[IPAddress, bool] = {}
-            for msg in ipr.get_addr(index=index):
-                raw = msg.get("IFA_ADDRESS")
-                if raw is None:
-                    continue
-                ours = msg.get("IFA_PROTO") == self.protocol or msg.get("IFA_LABEL") == LABEL
-                out[ipaddress.ip_address(raw)] = ours
-            return out
+    def _present(self, ipr: Any) -> dict[IPAddress, bool]:
+        index = self._index(ipr)
+        out: dict[IPAddress, bool] = {}
+        for msg in ipr.get_addr(index=index):
+            raw = msg.get("IFA_ADDRESS")
+            if raw is None:
+                continue
+            ours = msg.get("IFA_PROTO") == self.protocol or msg.get("IFA_LABEL") == LABEL
+            out[ipaddress.ip_address(raw)] = ours
+        return out
 
-    def _index(self, ipr: object) -> int:
-        found = ipr.link_lookup(ifname=self.ifname)  # type: ignore[attr-defined]
+    def _index(self, ipr: Any) -> int:
+        found = ipr.link_lookup(ifname=self.ifname)
         if not found:
             raise OSError(f"no interface {self.ifname}")
         return int(found[0])
 
     def apply(self, change: AddressPlan) -> list[str]:
         """Carry out ``change``; returns one line per failure."""
-        IPRoute, NetlinkError = _pyroute2()
-        try:
-            return self._apply(change, IPRoute, NetlinkError)
-        except NetlinkError as exc:
-            raise OSError(
-                getattr(exc, "code", 0), f"changing the addresses of {self.ifname}: {exc}"
-            ) from None
+        return self._call("changing the addresses of", lambda ipr: self._apply(change, ipr))
 
-    def _apply(self, change: AddressPlan, iproute: Any, netlink_error: type[Exception]) -> list[str]:
+    def _apply(self, change: AddressPlan, ipr: Any) -> list[str]:
+        netlink_error = netlink.netlink_error()
         errors: list[str] = []
-        with iproute() as ipr:
-            index = self._index(ipr)
-            for address in change.add:
-                extra = {"label": LABEL} if address.version == 4 else {}
-                try:
-                    ipr.addr(
-                        "add",
-                        index=index,
-                        address=str(address),
-                        prefixlen=address.max_prefixlen,
-                        proto=self.protocol,
-                        **extra,
-                    )
-                    log.info("added VIP address %s to %s", address, self.ifname)
-                except netlink_error as exc:
-                    errors.append(f"adding {address} to {self.ifname}: {exc}")
-            for address in change.remove:
-                try:
-                    ipr.addr("del", index=index, address=str(address), prefixlen=address.max_prefixlen)
-                    log.info("removed VIP address %s from %s", address, self.ifname)
-                except netlink_error as exc:
-                    errors.append(f"removing {address} from {self.ifname}: {exc}")
+        index = self._index(ipr)
+        for address in change.add:
+            extra = {"label": LABEL} if address.version == 4 else {}
+            try:
+                ipr.addr(
+                    "add",
+                    index=index,
+                    address=str(address),
+                    prefixlen=address.max_prefixlen,
+                    proto=self.protocol,
+                    **extra,
+                )
+                log.info("added VIP address %s to %s", address, self.ifname)
+            except netlink_error as exc:
+                errors.append(f"adding {address} to {self.ifname}: {exc}")
+        for address in change.remove:
+            try:
+                ipr.addr("del", index=index, address=str(address), prefixlen=address.max_prefixlen)
+                log.info("removed VIP address %s from %s", address, self.ifname)
+            except netlink_error as exc:
+                errors.append(f"removing {address} from {self.ifname}: {exc}")
         return errors
 
     def reconcile(self, desired: Iterable[IPAddress]) -> list[str]:

@@ -5,6 +5,7 @@ ExaBGP receives and applies the diffs it returns to the kernel and to the export
 
 from agent.routing.decision import DecisionOptions, Ranked, Selection, Step, compare, rank, select
 from agent.routing.path import (
+    GRACEFUL_SHUTDOWN,
     WELL_KNOWN_COMMUNITIES,
     AsPath,
     Attributes,
@@ -22,6 +23,7 @@ from agent.routing.policy import CompiledPolicySet, Explanation, PolicyChain, ex
 from agent.routing.rib import Change, Destination, Diff, Rib
 
 __all__ = [
+    "GRACEFUL_SHUTDOWN",
     "WELL_KNOWN_COMMUNITIES",
     "AsPath",
     "Attributes",

@@ -31,9 +31,10 @@ LargeCommunity: TypeAlias = tuple[int, int, int]
 MAX_U32 = (1 << 32) - 1
 DEFAULT_LOCAL_PREF = 100  # what a path without LOCAL_PREF (e.g. from an external peer) is compared with
 
+GRACEFUL_SHUTDOWN = 0xFFFF0000  # 65535:0, RFC 8326; the one definition, the wire form included
 WELL_KNOWN_COMMUNITIES: Mapping[str, int] = MappingProxyType(
     {
-        "graceful-shutdown": 0xFFFF0000,  # 65535:0, RFC 8326
+        "graceful-shutdown": GRACEFUL_SHUTDOWN,
         "blackhole": 0xFFFF029A,  # 65535:666, RFC 7999
         "no-export": 0xFFFFFF01,  # RFC 1997
         "no-advertise": 0xFFFFFF02,
