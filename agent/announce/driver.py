@@ -120,6 +120,9 @@ class Announcer:
             return True
         return not isinstance(settings, MachineSettings) or settings.enabled
 
+    def _decode_health(self, sender: str, value: bytes | None) -> Mapping[str, Verdict]:
+        return HEALTH.decode(value, sender, self._refusals) or {}
+
     def _peer_verdicts(self, member: MemberInfo, now: float) -> Mapping[str, Verdict]:
         version, value = member.kv.get(HEALTH_KEY, (0, None))
         seen = self._health_seen.get(member.name)
@@ -220,9 +223,6 @@ class Announcer:
             self._poke()
 
     # --- StatusProvider ------------------------------------------------------------------------
-
-    def _decode_health(self, sender: str, value: bytes | None) -> Mapping[str, Verdict]:
-        return HEALTH.decode(value, sender, self._refusals) or {}
 
     def _live_members(self) -> Sequence[MemberInfo]:
         return [m for m in self.node.members() if m.state in (MemberState.ALIVE, MemberState.SUSPECT)]
