@@ -35,9 +35,10 @@ from agent.cluster.store import ObjectStore
 from agent.config.loader import AgentConfig, HostPort, load_keyring
 from agent.health.execpolicy import ExecPolicy
 from agent.health.runner import HealthRunner
-from agent.http.advertise import API_KEY, api_address, encode_api
+from agent.http.advertise import api_address
 from agent.http.app import create_app, serve_api
 from agent.http.auth import load_or_create_token
+from agent.published import API, API_KEY
 from common.address import Address, format_address
 from gossip.events import MemberInfo
 from gossip.keyring import Sealer
@@ -226,7 +227,7 @@ async def _publish_api(node: GossipNode, cfg: AgentConfig, port: int) -> None:
     mesh = str(cfg.wireguard.mesh_address) if cfg.wireguard.enabled and cfg.wireguard.mesh_address else None
     address = api_address(cfg.http_listen.host, port, advertise_host=cfg.advertise.host, mesh_address=mesh)
     if address is not None:
-        await node.set_kv(API_KEY, encode_api(address))
+        await node.set_kv(API_KEY, API.encode(address))
 
 
 async def _open_storage(path: Path) -> SqliteObjectStorage:

@@ -54,13 +54,14 @@ from typing import Any
 import msgpack
 import trio
 
-from agent.announce.driver import ANNOUNCE_KEY, Announcer
+from agent.announce.driver import Announcer
 from agent.announce.planner import Reason, from_wire
 from agent.cluster.objects import Kind
 from agent.cluster.replication import wall_ms
 from agent.cluster.store import ObjectStore
 from agent.health.execpolicy import ExecPolicy
 from agent.health.runner import HealthRunner
+from agent.published import ANNOUNCE_KEY
 from gossip.config import GossipConfig
 from gossip.events import MemberEvent, MemberInfo
 from gossip.keyring import Keyring, Sealer

@@ -13,7 +13,7 @@ import msgpack
 import trio
 import trio.testing
 
-from agent.announce.driver import ANNOUNCE_KEY, Announcer
+from agent.announce.driver import Announcer
 from agent.announce.planner import Health, LocalVerdict, PeerVerdict, Reason, from_wire
 from agent.cluster.objects import HealthCheck, Kind
 from agent.cluster.replication import ObjectReplicator, wall_ms
@@ -21,8 +21,9 @@ from agent.cluster.storage import SqliteObjectStorage
 from agent.cluster.store import ObjectStore
 from agent.health.execpolicy import ExecPolicy
 from agent.health.probes import CheckResult
-from agent.health.runner import HEALTH_KEY, HealthRunner
+from agent.health.runner import HealthRunner
 from agent.health.verdict import Verdict
+from agent.published import ANNOUNCE_KEY, HEALTH_KEY
 from gossip.config import GossipConfig
 from gossip.events import MemberEvent, MemberInfo, MemberState
 from gossip.keyring import Keyring, Sealer

@@ -18,15 +18,15 @@ import pytest
 import trio
 import trio.testing
 
-from agent.announce.driver import ANNOUNCE_KEY, Announcer
+from agent.announce.driver import Announcer
 from agent.announce.planner import Decision, Health, LocalVerdict, Reason, explain, to_wire
 from agent.cluster.objects import Kind
 from agent.cluster.replication import wall_ms
 from agent.cluster.store import ObjectStore
-from agent.health.runner import HEALTH_KEY
 from agent.health.verdict import Verdict
 from agent.http.app import create_app
 from agent.logs import rfc3339
+from agent.published import ANNOUNCE_KEY, HEALTH_KEY
 from gossip.events import MemberEvent, MemberInfo, MemberState
 
 TOKEN = "health-test-token"

@@ -12,12 +12,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from agent.bgp.mesh import BGP_KEY, SpeakerInfo
-from agent.http.advertise import API_KEY, api_address, decode_api, encode_api
+from agent.http.advertise import api_address
 from agent.http.bgp import create_bgp_router
 from agent.http.errors import install_error_handlers
 from agent.kernel.fib import FibState
+from agent.published import API, API_KEY, BGP, BGP_KEY, SpeakerInfo
 from agent.routing import Attributes, DecisionOptions, Prefix, Rib
+from gossip.codec import Refusals
 from gossip.events import MemberInfo, MemberState
 
 TOKEN = "cluster-token"
@@ -48,14 +49,18 @@ def app_for(speaker: FakeSpeaker | None, machine: str, members: list[MemberInfo]
     return app
 
 
+def decode_api(data: bytes | None) -> str | None:
+    return API.decode(data, "peer", Refusals())
+
+
 def member(
     name: str, state: MemberState = MemberState.ALIVE, api: str | None = None, bgp: bool = True
 ) -> MemberInfo:
     kv: dict[str, tuple[int, bytes | None]] = {}
     if api is not None:
-        kv[API_KEY] = (1, encode_api(api))
+        kv[API_KEY] = (1, API.encode(api))
     if bgp:
-        kv[BGP_KEY] = (1, SpeakerInfo(64512, "198.18.0.2", "198.18.0.2").encode())
+        kv[BGP_KEY] = (1, BGP.encode(SpeakerInfo(64512, "198.18.0.2", "198.18.0.2")))
     return MemberInfo(name, ("198.18.0.2", 7946), 1, state, 0.0, b"", kv)
 
 
@@ -163,6 +168,6 @@ def test_published_api_address() -> None:
         == "198.18.0.1:8080"
     )
     assert api_address("localhost", 7947, advertise_host="198.18.0.1", mesh_address=None) is None
-    assert decode_api(encode_api("[2001:db8::1]:80")) == "[2001:db8::1]:80"
+    assert decode_api(API.encode("[2001:db8::1]:80")) == "[2001:db8::1]:80"
     assert decode_api(None) is None and decode_api(b"\xc1") is None
-    assert decode_api(encode_api("example.com:80")) is None and decode_api(encode_api("1.2.3.4:0")) is None
+    assert decode_api(API.encode("example.com:80")) is None and decode_api(API.encode("1.2.3.4:0")) is None

@@ -16,8 +16,10 @@ from agent.cluster.objects import HealthCheck, Kind
 from agent.cluster.store import ObjectStore
 from agent.health.execpolicy import ExecPolicy
 from agent.health.probes import CheckResult
-from agent.health.runner import HEALTH_KEY, LATENESS_KEEP, HealthRunner, decode_health
+from agent.health.runner import LATENESS_KEEP, HealthRunner
 from agent.health.verdict import Verdict
+from agent.published import HEALTH, HEALTH_KEY
+from gossip.codec import Refusals
 
 ME = "m1"
 
@@ -40,6 +42,10 @@ def vip(name: str, check: dict[str, object] | None, machines: list[str] | None =
         "machines": machines if machines is not None else [ME],
         "health_check": check,
     }
+
+
+def decode_health(data: bytes | None) -> dict[str, Verdict]:
+    return dict(HEALTH.decode(data, "peer", Refusals()) or {})
 
 
 class Published:

@@ -47,7 +47,7 @@ import pytest
 import trio
 import trio.testing
 
-from agent.announce.driver import ANNOUNCE_KEY, PLAN_INTERVAL, Announcer
+from agent.announce.driver import PLAN_INTERVAL, Announcer
 from agent.announce.planner import (
     DEFAULT_STALE_FACTOR,
     Decision,
@@ -63,7 +63,8 @@ from agent.cluster.storage import SqliteObjectStorage
 from agent.cluster.store import ObjectStore, Record
 from agent.health.execpolicy import ExecPolicy
 from agent.health.probes import CheckResult
-from agent.health.runner import HEALTH_KEY, PUBLISH_INTERVAL, HealthRunner, decode_health
+from agent.health.runner import PUBLISH_INTERVAL, HealthRunner
+from agent.published import ANNOUNCE_KEY, HEALTH, HEALTH_KEY
 from common.address import Address
 from gossip.config import GossipConfig
 from gossip.events import EventKind, MemberState
@@ -223,7 +224,7 @@ async def _watch_gossip(machine: Machine) -> None:
                 if decision is not None:
                     _record(machine.announced.setdefault(event.name, []), decision.reason.value)
             elif event.key == HEALTH_KEY:
-                verdict = decode_health(value).get(KEY)
+                verdict = HEALTH.parse(value).get(KEY)
                 if verdict is not None:
                     _record(machine.healths.setdefault(event.name, []), verdict.state)
 

@@ -15,10 +15,8 @@ from pathlib import Path
 
 import trio
 
-from agent.announce.driver import ANNOUNCE_KEY
 from agent.announce.planner import Decision, Reason
 from agent.bgp.api import ApiPeer, ApiRoute, PeerState, RouteAttributes, SessionState, Update
-from agent.bgp.mesh import BGP_KEY, SpeakerInfo, decode_info
 from agent.bgp.speaker import BgpSpeaker, RoutedPrefixes, WireStatus
 from agent.bgp.supervisor import SupervisorOptions
 from agent.cluster.objects import Kind
@@ -26,14 +24,20 @@ from agent.cluster.store import ObjectStore
 from agent.config.bgp import BgpSettings, ExternalPeer
 from agent.health.verdict import Verdict
 from agent.kernel.fib import FibOp, NextHops, OpKind
+from agent.published import ANNOUNCE_KEY, BGP, BGP_KEY, SpeakerInfo
 from agent.routing import Prefix
 from common.address import IPAddress
+from gossip.codec import Refusals
 from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
 
 FAKE = Path(__file__).parent / "fixtures" / "exabgp" / "fake_exabgp.py"
 ME, PEER, ROUTER = "198.18.0.10", "198.18.0.11", "198.18.0.1"
 ME_MESH, PEER_MESH = "100.64.0.10", "100.64.0.11"
 WAIT = 20.0
+
+
+def decode_info(data: bytes | None) -> SpeakerInfo | None:
+    return BGP.decode(data, "me", Refusals())
 
 
 class FakeGossip:
@@ -62,7 +66,7 @@ class FakeGossip:
             send.send_nowait(MemberEvent(kind, name, 1, addr, trio.current_time(), key))
 
     def set_member(self, name: str, address: str, state: MemberState, mesh: str | None = None) -> None:
-        info = SpeakerInfo(64512, address, address, (), mesh).encode()
+        info = BGP.encode(SpeakerInfo(64512, address, address, (), mesh))
         self.others[name] = MemberInfo(name, (address, 7946), 1, state, 0.0, b"", {BGP_KEY: (1, info)})
 
 

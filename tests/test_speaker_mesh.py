@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import msgpack
 
-from agent.bgp.mesh import BGP_KEY, SpeakerInfo, decode_info, mesh_peers, neighbors, session_addresses
+from agent.bgp.mesh import mesh_peers, neighbors, session_addresses
 from agent.config.bgp import AsnPlan, BgpSettings, ExternalPeer, MeshAsnMode
+from agent.published import BGP, BGP_KEY, SpeakerInfo
+from gossip.codec import Refusals
 from gossip.events import MemberInfo, MemberState
+
+
+def decode_info(data: bytes | None) -> SpeakerInfo | None:
+    return BGP.decode(data, "peer", Refusals())
 
 
 def member(
@@ -17,12 +23,12 @@ def member(
 
 
 def info(asn: int, address: str, sent: tuple[str, ...] = ()) -> bytes:
-    return SpeakerInfo(asn, address, address, sent).encode()
+    return BGP.encode(SpeakerInfo(asn, address, address, sent))
 
 
 def test_speaker_info_round_trip_and_junk() -> None:
     value = SpeakerInfo(64512, "198.18.0.10", "198.18.0.10", ("vip/web",))
-    assert decode_info(value.encode()) == value
+    assert decode_info(BGP.encode(value)) == value
     assert decode_info(None) is None
     assert decode_info(b"\xff\x00") is None
     assert decode_info(msgpack.packb({"v": 99, "asn": 1, "rid": "1.1.1.1", "addr": "1.1.1.1"})) is None
@@ -38,15 +44,15 @@ def test_only_live_members_running_a_speaker_are_peers() -> None:
         member("a5", "198.18.0.14", MemberState.LEFT, info=info(64512, "198.18.0.14")),
         member("nobgp", "198.18.0.15"),
     ]
-    peers = mesh_peers(members, "me", AsnPlan(), 64512)
+    peers = mesh_peers(members, "me", AsnPlan(), 64512, refusals=Refusals())
     assert {p.name for p in peers.values()} == {"a2", "a3"}
 
 
 def test_asns_follow_the_plan() -> None:
     members = [member("a2", "198.18.0.11", info=info(4200000002, "198.18.0.11"))]
-    shared = mesh_peers(members, "me", AsnPlan(MeshAsnMode.SHARED, 64512), 64512)
+    shared = mesh_peers(members, "me", AsnPlan(MeshAsnMode.SHARED, 64512), 64512, refusals=Refusals())
     assert shared["198.18.0.11"].asn == 64512  # a misconfigured member gets our ASN: its OPEN fails loudly
-    per_machine = mesh_peers(members, "me", AsnPlan(MeshAsnMode.PER_MACHINE), 4200000001)
+    per_machine = mesh_peers(members, "me", AsnPlan(MeshAsnMode.PER_MACHINE), 4200000001, refusals=Refusals())
     assert per_machine["198.18.0.11"].asn == 4200000002
 
 
@@ -61,7 +67,7 @@ def test_neighbors_mesh_and_external() -> None:
         member("a3", "198.18.0.12", info=info(64512, "198.18.0.12")),
         member("v6", "2001:db8::5", info=info(64512, "2001:db8::5")),
     ]
-    peers = mesh_peers(members, "a2", settings.plan, 64512)
+    peers = mesh_peers(members, "a2", settings.plan, 64512, refusals=Refusals())
     out = {n.address: n for n in neighbors(settings, own_name="a2", own_address="198.18.0.11",
                                            router_id="198.18.0.11", peers=peers)}  # fmt: skip
     assert set(out) == {"198.18.0.10", "198.18.0.12", "198.18.0.1"}  # no IPv6 session over an IPv4 underlay
@@ -82,7 +88,7 @@ def mesh_info(address: str, mesh: str | None) -> SpeakerInfo:
 
 def test_mesh_address_round_trips_and_older_values_still_read() -> None:
     value = mesh_info("198.18.0.10", "100.64.0.1")
-    assert decode_info(value.encode()) == value
+    assert decode_info(BGP.encode(value)) == value
     old = msgpack.packb({"v": 1, "asn": 64512, "rid": "1.1.1.1", "addr": "198.18.0.10", "sent": []})
     decoded = decode_info(old)
     assert decoded is not None and decoded.mesh is None
@@ -108,11 +114,11 @@ def test_neighbors_over_the_mesh_use_mesh_addresses_at_both_ends() -> None:
     settings = BgpSettings(enabled=True)
     own = mesh_info("198.18.0.11", "100.64.0.2")
     members = [
-        member("a1", "198.18.0.10", info=mesh_info("198.18.0.10", "100.64.0.1").encode()),
-        member("a3", "198.18.0.12", info=mesh_info("198.18.0.12", "100.64.0.3").encode()),
+        member("a1", "198.18.0.10", info=BGP.encode(mesh_info("198.18.0.10", "100.64.0.1"))),
+        member("a3", "198.18.0.12", info=BGP.encode(mesh_info("198.18.0.12", "100.64.0.3"))),
         member("old", "198.18.0.13", info=info(64512, "198.18.0.13")),  # no WireGuard: underlay
     ]
-    peers = mesh_peers(members, "a2", settings.plan, 64512, own)
+    peers = mesh_peers(members, "a2", settings.plan, 64512, own, refusals=Refusals())
     assert set(peers) == {"100.64.0.1", "100.64.0.3", "198.18.0.13"}
     assert peers["100.64.0.1"].over_mesh and not peers["198.18.0.13"].over_mesh
     out = {n.address: n for n in neighbors(settings, own_name="a2", own_address="198.18.0.11",

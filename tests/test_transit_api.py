@@ -15,15 +15,7 @@ from agent.cli import main as cli
 from agent.cli.peers import format_bytes, peers_table
 from agent.http.app import create_app, serve_api
 from gossip.events import MemberInfo, MemberState
-from transit.reachability import (
-    DIRECT,
-    REACH_KEY,
-    UNREACHABLE,
-    PeerReach,
-    ReachRoute,
-    ReachVector,
-    encode_vector,
-)
+from transit.reachability import DIRECT, REACH, REACH_KEY, UNREACHABLE, PeerReach, ReachRoute, ReachVector
 from transit.report import PeerReport, TransitReport, path_text
 
 TOKEN = "peers-test-token"
@@ -102,7 +94,7 @@ class FakeNode:
                 MemberState.ALIVE,
                 0.0,
                 b"",
-                {REACH_KEY: (3, encode_vector(vector))},
+                {REACH_KEY: (3, REACH.encode(vector))},
             ),
             MemberInfo(
                 "x", ("198.18.0.9", 7946), 1, MemberState.ALIVE, 0.0, b"", {REACH_KEY: (1, b"\x01junk")}

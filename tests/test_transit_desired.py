@@ -17,7 +17,7 @@ from transit.desired import (
 )
 from transit.endpoint import Endpoint, host_network, parse_network
 from transit.keys import PrivateKey, PublicKey
-from transit.meta import PROBE_PREFIX, TransitMeta, encode_meta, probe_address
+from transit.meta import META, PROBE_PREFIX, TransitMeta, probe_address
 from transit.peers import EndpointChooser, MeshPeer, PeerBook
 from transit.reachability import DIRECT, UNREACHABLE, ReachRoute
 from transit.wgdevice import plan
@@ -33,7 +33,7 @@ def meta(name: str, addr: str | None = None, at: int = 1000, key: PublicKey | No
 
 
 def member(name: str, m: TransitMeta | None, state: MemberState = MemberState.ALIVE) -> MemberInfo:
-    return MemberInfo(name, ("198.18.0.1", 7946), 1, state, 0.0, encode_meta(m) if m else b"")
+    return MemberInfo(name, ("198.18.0.1", 7946), 1, state, 0.0, META.encode(m) if m else b"")
 
 
 def own(addr: str = "100.64.0.9") -> MemberInfo:

@@ -10,17 +10,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gossip.codec import WireError
 from gossip.events import MemberInfo, MemberState
 from transit.endpoint import Endpoint
 from transit.keys import PrivateKey, PublicKey
 from transit.meta import (
     MAX_ENDPOINTS,
+    META,
     PROBE_PREFIX,
     Claim,
-    MetaError,
     TransitMeta,
-    decode_meta,
-    encode_meta,
     mesh_view,
     probe_address,
     resolve_claims,
@@ -41,26 +40,26 @@ def meta(addr: str = "100.64.0.1", at: int = 1000, key: PublicKey = KEY) -> Tran
 
 
 def member(name: str, m: TransitMeta | None, state: MemberState = MemberState.ALIVE) -> MemberInfo:
-    return MemberInfo(name, ("198.18.0.1", 7946), 1, state, 0.0, encode_meta(m) if m else b"")
+    return MemberInfo(name, ("198.18.0.1", 7946), 1, state, 0.0, META.encode(m) if m else b"")
 
 
 def test_round_trip_and_size() -> None:
     m = meta()
-    data = encode_meta(m)
-    assert decode_meta(data) == m
+    data = META.encode(m)
+    assert META.parse(data) == m
     full = TransitMeta(
         KEY,
         ipaddress.ip_address("fd00::1"),
         2**62,
         tuple(Endpoint(ipaddress.ip_address(f"2001:db8::{i}"), 65535) for i in range(MAX_ENDPOINTS)),
     )
-    assert decode_meta(encode_meta(full)) == full
-    assert len(encode_meta(full)) < 512  # gossip's metadata limit, with room for more
+    assert META.parse(META.encode(full)) == full
+    assert len(META.encode(full)) < 512  # gossip's metadata limit, with room for more
 
 
 def test_trailing_fields_from_a_newer_minor_version_are_ignored() -> None:
-    raw = msgpack.unpackb(encode_meta(meta()))
-    assert decode_meta(msgpack.packb([*raw, "future", 42])) == meta()
+    raw = msgpack.unpackb(META.encode(meta()))
+    assert META.parse(msgpack.packb([*raw, "future", 42])) == meta()
 
 
 @pytest.mark.parametrize(
@@ -83,14 +82,14 @@ def test_trailing_fields_from_a_newer_minor_version_are_ignored() -> None:
     ],
 )
 def test_malformed_records_are_refused(raw: object) -> None:
-    with pytest.raises(MetaError):
-        decode_meta(msgpack.packb(raw, use_bin_type=True))
+    with pytest.raises(WireError):
+        META.parse(msgpack.packb(raw, use_bin_type=True))
 
 
 @given(st.binary(max_size=200))
 def test_decoder_never_raises_anything_but_meta_error(data: bytes) -> None:
-    with contextlib.suppress(MetaError):
-        decode_meta(data)
+    with contextlib.suppress(WireError):
+        META.parse(data)
 
 
 def test_the_earlier_claim_holds_and_both_are_told() -> None:
@@ -172,8 +171,8 @@ def test_probe_address_is_stable_distinct_and_in_the_prefix() -> None:
 
 def test_relay_opt_out_travels_in_the_flags_and_older_records_relay() -> None:
     quiet = TransitMeta(KEY, A1, 1000, (), relay=False)
-    assert decode_meta(encode_meta(quiet)) == quiet and not decode_meta(encode_meta(quiet)).relay
+    assert META.parse(META.encode(quiet)) == quiet and not META.parse(META.encode(quiet)).relay
     older = msgpack.packb([1, KEY.raw, A1.packed, 1000, []], use_bin_type=True)  # before the flags
-    assert decode_meta(older).relay
-    with pytest.raises(MetaError):
-        decode_meta(msgpack.packb([1, KEY.raw, A1.packed, 1000, [], "no"], use_bin_type=True))
+    assert META.parse(older).relay
+    with pytest.raises(WireError):
+        META.parse(msgpack.packb([1, KEY.raw, A1.packed, 1000, [], "no"], use_bin_type=True))

@@ -9,18 +9,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gossip.codec import WireError
 from transit.pathmon import PathState, PathStatus
 from transit.reachability import (
     DIRECT,
+    REACH,
     UNREACHABLE,
     PeerReach,
     PublishConfig,
-    ReachError,
     ReachRoute,
     ReachVector,
     VectorPublisher,
-    decode_vector,
-    encode_vector,
     rtt_to_ms,
     vector_from_paths,
 )
@@ -40,15 +39,15 @@ def test_round_trip_all_route_kinds() -> None:
             "e": PeerReach(False, 0, UNREACHABLE),
         }
     )
-    assert decode_vector(encode_vector(v)) == v
+    assert REACH.parse(REACH.encode(v)) == v
 
 
 def test_encoding_is_canonical_and_compact() -> None:
     entries = {f"node-{i:05d}": PeerReach(i % 3 != 0, i % 300) for i in range(100)}
     forward = ReachVector(entries)
     backward = ReachVector(dict(reversed(list(entries.items()))))
-    assert encode_vector(forward) == encode_vector(backward)
-    assert len(encode_vector(forward)) < 100 * 18  # ~name + 5 bytes per peer
+    assert REACH.encode(forward) == REACH.encode(backward)
+    assert len(REACH.encode(forward)) < 100 * 18  # ~name + 5 bytes per peer
 
 
 def test_vector_from_paths_skips_pending_and_rounds_rtt_up() -> None:
@@ -104,29 +103,29 @@ def test_route_invariants() -> None:
     ],
 )
 def test_malformed_vectors_are_refused(raw: object) -> None:
-    with pytest.raises(ReachError):
-        decode_vector(msgpack.packb(raw, use_bin_type=True))
+    with pytest.raises(WireError):
+        REACH.parse(msgpack.packb(raw, use_bin_type=True))
 
 
 @given(st.binary(max_size=300))
 def test_decoder_raises_only_reach_error(data: bytes) -> None:
-    with contextlib.suppress(ReachError):
-        decode_vector(data)
+    with contextlib.suppress(WireError):
+        REACH.parse(data)
 
 
 def test_publisher_sends_state_changes_at_once_and_rtt_changes_sparingly() -> None:
     pub = VectorPublisher(PublishConfig(rtt_interval=5.0, rtt_change_ratio=0.25, rtt_change_ms=5))
     v1 = ReachVector({"b": PeerReach(True, 20)})
-    assert pub.offer(v1, 0.0) == encode_vector(v1)
+    assert pub.offer(v1, 0.0) == REACH.encode(v1)
     assert pub.offer(v1, 1.0) is None
     assert pub.offer(ReachVector({"b": PeerReach(True, 24)}), 1.5) is None  # small wobble
     big = ReachVector({"b": PeerReach(True, 40)})
     assert pub.offer(big, 2.0) is None  # big, but too soon after the last publish
     assert pub.offer(ReachVector({"b": PeerReach(True, 24)}), 9.0) is None  # wobble, even when allowed
-    assert pub.offer(big, 9.5) == encode_vector(big)
+    assert pub.offer(big, 9.5) == REACH.encode(big)
     down = ReachVector({"b": PeerReach(False, 0)})
-    assert pub.offer(down, 9.6) == encode_vector(down)  # state change: at once
+    assert pub.offer(down, 9.6) == REACH.encode(down)  # state change: at once
     relayed = ReachVector({"b": PeerReach(False, 0, ReachRoute.via("c"))})
-    assert pub.offer(relayed, 9.7) == encode_vector(relayed)  # route change: at once
+    assert pub.offer(relayed, 9.7) == REACH.encode(relayed)  # route change: at once
     more = ReachVector({"b": PeerReach(False, 0, ReachRoute.via("c")), "c": PeerReach(True, 3)})
-    assert pub.offer(more, 9.8) == encode_vector(more)  # a new peer: at once
+    assert pub.offer(more, 9.8) == REACH.encode(more)  # a new peer: at once

@@ -58,6 +58,7 @@ import trio
 
 from common.address import IPAddress, IPNetwork
 from common.netlink import pyroute2
+from gossip.codec import Refusals
 from gossip.events import EventKind, MemberEvent, MemberInfo
 from transit.claimfile import load_or_record_claim
 from transit.config import PROBE_PORT, Backend, TransitConfig
@@ -78,18 +79,17 @@ from transit.kernel import (
     open_kernel,
 )
 from transit.keys import KeyFileError, PrivateKey, load_or_create_key
-from transit.meta import LIVE_STATES, MAX_ENDPOINTS, TransitMeta, encode_meta, probe_address
+from transit.meta import LIVE_STATES, MAX_ENDPOINTS, META, TransitMeta, probe_address
 from transit.pathmon import PathMonitor, PathState, answer
 from transit.peers import EndpointChooser, PeerBook, PeerSet
 from transit.reachability import (
     DIRECT,
+    REACH,
     REACH_KEY,
-    ReachError,
     ReachRoute,
     ReachVector,
     RouteKind,
     VectorPublisher,
-    decode_vector,
     vector_from_paths,
 )
 from transit.relay import RoutePlanner, leg
@@ -222,6 +222,7 @@ class TransitDriver:
         self._routes: dict[str, _Route] = {}
         self._published: ReachVector | None = None
         self._vectors: dict[str, tuple[int, ReachVector | None]] = {}
+        self._refusals = Refusals(log)  # peers' vectors refused, each logged once
         self._peerset: PeerSet | None = None
         self._device = DeviceState()
         self._endpoints: tuple[Endpoint, ...] = ()
@@ -414,7 +415,7 @@ class TransitDriver:
             endpoints,
             relay=self.config.relay_enabled,
         )
-        await self.node.set_meta(encode_meta(meta))
+        await self.node.set_meta(META.encode(meta))
         log.info("transit metadata published", extra={"endpoints": ", ".join(map(str, endpoints))})
 
     # --- probes ---------------------------------------------------------------------------------
@@ -514,12 +515,7 @@ class TransitDriver:
             seen.add(m.name)
             cached = self._vectors.get(m.name)
             if cached is None or cached[0] != version:
-                try:
-                    vector: ReachVector | None = decode_vector(data)
-                except ReachError as exc:
-                    log.warning("reachability vector of %s refused: %s", m.name, exc)
-                    vector = None
-                cached = self._vectors[m.name] = (version, vector)
+                cached = self._vectors[m.name] = (version, REACH.decode(data, m.name, self._refusals))
             if cached[1] is not None:
                 out[m.name] = cached[1]
         for name in [n for n in self._vectors if n not in seen]:

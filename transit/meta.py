@@ -4,7 +4,7 @@
 alive message, so it holds only what changes rarely: the WireGuard public key, the mesh address, when
 this machine first claimed that address, and its UDP endpoints in order of preference (the configured
 public endpoint first, then local addresses). The wire form is a msgpack array whose first element is
-the format version::
+the format version (:data:`META`, framed by :mod:`gossip.codec`)::
 
     [1, public_key(32 bytes), mesh_address(4|16 bytes), claimed_at_ms, [[ip(4|16 bytes), port], ...],
      flags]
@@ -12,7 +12,7 @@ the format version::
 ``flags`` (optional, appended later): bit 0 set = this machine does not relay for others
 (``[wireguard.relay] enabled = false``); absent = 0. Elements after the last known one are ignored,
 so a later minor version can append fields without cutting off older agents; anything else
-malformed is refused with :class:`MetaError` (a peer's blob is not trusted).
+malformed is refused with :class:`gossip.codec.WireError` (a peer's blob is not trusted).
 
 **Mesh address claims.** Two live members may claim the same mesh address (a copied config). Every
 member resolves that with the same rule over the same gossip data, so all agree without talking:
@@ -33,22 +33,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
-
 from common.address import IPAddress
+from gossip.codec import Codec, Framing, WireError
 from gossip.events import MemberInfo, MemberState
 from transit.endpoint import Endpoint
 from transit.keys import KEY_LEN, PublicKey
 
+META_KEY = "transit.meta"
 META_VERSION = 1
 FLAG_NO_RELAY = 1
 MAX_ENDPOINTS = 8
 # Member states whose claims count: a suspect member may well be alive, so it keeps its address.
 LIVE_STATES = frozenset({MemberState.ALIVE, MemberState.SUSPECT})
-
-
-class MetaError(ValueError):
-    """A metadata blob that is not a valid transit record."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,63 +64,47 @@ class TransitMeta:
             raise ValueError(f"at most {MAX_ENDPOINTS} endpoints (got {len(self.endpoints)})")
 
 
-def encode_meta(meta: TransitMeta) -> bytes:
+def _meta_body(meta: TransitMeta) -> list[Any]:
     endpoints = [[e.host.packed, e.port] for e in meta.endpoints]
-    return bytes(
-        msgpack.packb(
-            [
-                META_VERSION,
-                meta.public_key.raw,
-                meta.mesh_address.packed,
-                meta.claimed_at_ms,
-                endpoints,
-                0 if meta.relay else FLAG_NO_RELAY,
-            ],
-            use_bin_type=True,
-        )
-    )
+    flags = 0 if meta.relay else FLAG_NO_RELAY
+    return [meta.public_key.raw, meta.mesh_address.packed, meta.claimed_at_ms, endpoints, flags]
 
 
 def _address(value: Any, what: str) -> IPAddress:
     if not isinstance(value, bytes) or len(value) not in (4, 16):
-        raise MetaError(f"{what}: expected 4 or 16 address bytes")
+        raise WireError(f"{what}: expected 4 or 16 address bytes")
     return ipaddress.IPv4Address(value) if len(value) == 4 else ipaddress.IPv6Address(value)
 
 
-def decode_meta(data: bytes) -> TransitMeta:
-    """Parse a peer's metadata; every deviation from the format raises :class:`MetaError`."""
-    try:
-        raw = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise MetaError(f"not msgpack: {exc}") from None
-    if not isinstance(raw, list) or not raw:
-        raise MetaError("expected a non-empty array")
-    version = raw[0]
-    if version != META_VERSION or isinstance(version, bool):
-        raise MetaError(f"unsupported transit metadata version {version!r} (this agent reads {META_VERSION})")
-    if len(raw) < 5:
-        raise MetaError(f"expected at least 5 elements, got {len(raw)}")
-    key, mesh, claimed, eps = raw[1:5]
+def _meta_from_body(fields: list[Any]) -> TransitMeta:
+    """A peer's metadata; every deviation from the format raises :class:`WireError`."""
+    if len(fields) < 4:
+        raise WireError(f"expected at least 5 elements, got {len(fields) + 1}")
+    key, mesh, claimed, eps = fields[:4]
     if not isinstance(key, bytes) or len(key) != KEY_LEN:
-        raise MetaError("public key: expected 32 bytes")
+        raise WireError("public key: expected 32 bytes")
     if not isinstance(claimed, int) or isinstance(claimed, bool) or not 0 <= claimed < 1 << 63:
-        raise MetaError("claimed_at_ms: expected a non-negative integer")
+        raise WireError("claimed_at_ms: expected a non-negative integer")
     if not isinstance(eps, list) or len(eps) > MAX_ENDPOINTS:
-        raise MetaError(f"endpoints: expected an array of at most {MAX_ENDPOINTS}")
+        raise WireError(f"endpoints: expected an array of at most {MAX_ENDPOINTS}")
     endpoints: list[Endpoint] = []
     for item in eps:
         if not isinstance(item, list) or len(item) != 2:
-            raise MetaError("endpoint: expected [address, port]")
+            raise WireError("endpoint: expected [address, port]")
         port = item[1]
         if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-            raise MetaError("endpoint: port must be in 1..65535")
+            raise WireError("endpoint: port must be in 1..65535")
         endpoints.append(Endpoint(_address(item[0], "endpoint"), port))
-    flags = raw[5] if len(raw) > 5 else 0
+    flags = fields[4] if len(fields) > 4 else 0
     if not isinstance(flags, int) or isinstance(flags, bool) or flags < 0:
-        raise MetaError("flags: expected a non-negative integer")
+        raise WireError("flags: expected a non-negative integer")
     return TransitMeta(
         PublicKey(key), _address(mesh, "mesh address"), claimed, tuple(endpoints), not flags & FLAG_NO_RELAY
     )
+
+
+# The gossip metadata blob (set with ``set_meta``, not a key/value; ``key`` names it in messages).
+META = Codec(META_KEY, META_VERSION, Framing.ARRAY, _meta_body, _meta_from_body)
 
 
 # A ULA /48 ("wmesh" in its bytes) for the probe addresses below.
@@ -243,8 +223,8 @@ def mesh_view(members: Iterable[MemberInfo]) -> MeshView:
         if m.state not in LIVE_STATES or not m.meta:
             continue
         try:
-            metas[m.name] = decode_meta(m.meta)
-        except MetaError as exc:
+            metas[m.name] = META.parse(m.meta)
+        except WireError as exc:
             errors[m.name] = str(exc)
     claims = resolve_claims(Claim(name, m.mesh_address, m.claimed_at_ms) for name, m in metas.items())
     by_key: dict[PublicKey, list[str]] = {}
@@ -257,16 +237,15 @@ def mesh_view(members: Iterable[MemberInfo]) -> MeshView:
 __all__ = [
     "LIVE_STATES",
     "MAX_ENDPOINTS",
+    "META",
+    "META_KEY",
     "META_VERSION",
     "PROBE_PREFIX",
     "Claim",
     "ClaimConflict",
     "ClaimResolution",
     "MeshView",
-    "MetaError",
     "TransitMeta",
-    "decode_meta",
-    "encode_meta",
     "mesh_view",
     "probe_address",
     "resolve_claims",

@@ -6,10 +6,11 @@ uses to that peer (direct, a relay, or none). Relay selection reads only these p
 own included), which is what lets both ends of a pair compute the same relay; the route field lets the
 follower of a pair converge on the leader's choice (see :mod:`transit.relay`).
 
-Wire form, msgpack: ``[1, {peer: [flags, rtt_ms]}]`` or ``[flags, rtt_ms, relay]`` for a relayed peer;
-flags bit 0 = direct up, bit 1 = unreachable (no route). Peers without a verdict yet are left out.
-Keys are sorted so an unchanged vector encodes to identical bytes (gossip drops an unchanged value).
-The gossip value's own version orders updates; the leading 1 is the format version.
+Wire form (:data:`REACH`, framed by :mod:`gossip.codec`), msgpack: ``[1, {peer: [flags, rtt_ms]}]``
+or ``[flags, rtt_ms, relay]`` for a relayed peer; flags bit 0 = direct up, bit 1 = unreachable (no
+route). Peers without a verdict yet are left out. Keys are sorted so an unchanged vector encodes to
+identical bytes (gossip drops an unchanged value). The gossip value's own version orders updates; the
+leading 1 is the format version.
 
 Publishing every RTT wobble would make every machine re-gossip its vector every second, so
 :class:`VectorPublisher` sends state and route changes at once (the relay switch depends on them) and
@@ -24,8 +25,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import msgpack
-
+from gossip.codec import Codec, Framing, WireError
 from transit.pathmon import PathState, PathStatus
 
 REACH_KEY = "transit.reach"
@@ -35,10 +35,6 @@ MAX_PEERS = 4096
 MAX_NAME = 255
 _FLAG_UP = 1
 _FLAG_UNREACHABLE = 2
-
-
-class ReachError(ValueError):
-    """A published vector that does not follow the format."""
 
 
 class RouteKind(StrEnum):
@@ -110,57 +106,55 @@ def vector_from_paths(paths: Mapping[str, PathStatus], routes: Mapping[str, Reac
     return ReachVector(entries)
 
 
-def encode_vector(vector: ReachVector) -> bytes:
+def _vector_body(vector: ReachVector) -> list[Any]:
     body: dict[str, list[Any]] = {}
     for peer in sorted(vector.entries):
         e = vector.entries[peer]
         unreachable = e.route.kind is RouteKind.UNREACHABLE
         flags = (_FLAG_UP if e.up else 0) | (_FLAG_UNREACHABLE if unreachable else 0)
         body[peer] = [flags, e.rtt_ms] if e.route.relay is None else [flags, e.rtt_ms, e.route.relay]
-    return bytes(msgpack.packb([REACH_VERSION, body], use_bin_type=True))
+    return [body]
 
 
 def _int(value: Any, what: str, hi: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= hi:
-        raise ReachError(f"{what}: expected an integer in 0..{hi}")
+        raise WireError(f"{what}: expected an integer in 0..{hi}")
     return value
 
 
 def _name(value: Any, what: str) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME:
-        raise ReachError(f"{what}: expected a name of 1..{MAX_NAME} characters")
+        raise WireError(f"{what}: expected a name of 1..{MAX_NAME} characters")
     return value
 
 
-def decode_vector(data: bytes) -> ReachVector:
-    """Parse a peer's vector; raises :class:`ReachError` on any deviation (peers are not trusted)."""
-    try:
-        raw = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
-    except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise ReachError(f"not msgpack: {exc}") from None
-    if not isinstance(raw, list) or len(raw) != 2:
-        raise ReachError("expected [version, entries]")
-    if raw[0] != REACH_VERSION or isinstance(raw[0], bool):
-        raise ReachError(f"unsupported reachability format {raw[0]!r} (this agent reads {REACH_VERSION})")
-    body = raw[1]
+def _vector_from_body(fields: list[Any]) -> ReachVector:
+    """A peer's vector; any deviation raises :class:`WireError` (peers are not trusted)."""
+    if len(fields) != 1:
+        raise WireError("expected [version, entries]")
+    body = fields[0]
     if not isinstance(body, dict) or len(body) > MAX_PEERS:
-        raise ReachError(f"entries: expected a map of at most {MAX_PEERS} peers")
+        raise WireError(f"entries: expected a map of at most {MAX_PEERS} peers")
     entries: dict[str, PeerReach] = {}
     for key, item in body.items():
         peer = _name(key, "peer")
         if not isinstance(item, list) or len(item) not in (2, 3):
-            raise ReachError(f"{peer}: expected [flags, rtt_ms] or [flags, rtt_ms, relay]")
+            raise WireError(f"{peer}: expected [flags, rtt_ms] or [flags, rtt_ms, relay]")
         flags = _int(item[0], f"{peer}: flags", _FLAG_UP | _FLAG_UNREACHABLE)
         rtt = _int(item[1], f"{peer}: rtt_ms", MAX_RTT_MS)
         if len(item) == 3:
             relay = _name(item[2], f"{peer}: relay")
             if flags & _FLAG_UNREACHABLE or relay == peer:
-                raise ReachError(f"{peer}: a relay route cannot be unreachable or via the peer itself")
+                raise WireError(f"{peer}: a relay route cannot be unreachable or via the peer itself")
             route = ReachRoute.via(relay)
         else:
             route = UNREACHABLE if flags & _FLAG_UNREACHABLE else DIRECT
         entries[peer] = PeerReach(bool(flags & _FLAG_UP), rtt, route)
     return ReachVector(entries)
+
+
+# The ``transit.reach`` value; declared with the agent's other published values in agent.published.
+REACH = Codec(REACH_KEY, REACH_VERSION, Framing.ARRAY, _vector_body, _vector_from_body, strict_map_key=False)
 
 
 @dataclass(frozen=True)
@@ -198,23 +192,21 @@ class VectorPublisher:
             if now - self._last_at < self.config.rtt_interval or not self._rtt_moved(last, vector):
                 return None
         self._last, self._last_at = vector, now
-        return encode_vector(vector)
+        return REACH.encode(vector)
 
 
 __all__ = [
     "DIRECT",
+    "REACH",
     "REACH_KEY",
     "REACH_VERSION",
     "UNREACHABLE",
     "PeerReach",
     "PublishConfig",
-    "ReachError",
     "ReachRoute",
     "ReachVector",
     "RouteKind",
     "VectorPublisher",
-    "decode_vector",
-    "encode_vector",
     "rtt_to_ms",
     "vector_from_paths",
 ]

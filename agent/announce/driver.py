@@ -5,8 +5,8 @@ Every ``interval`` seconds, on every gossip event (a peer's ``health`` changed, 
 suspect, ...), on every local verdict change and on every store change, it builds a
 :class:`PlanInput` (objects from the store, this machine's settings, the local verdicts from the
 :class:`HealthRunner`, and each peer's gossip state and published verdicts), plans, keeps the
-:class:`PlanState` for next time, and publishes ``planner.to_wire(decisions, now)`` as the node-local
-gossip value ``announce`` (msgpack), when it differs from the last one published.
+:class:`PlanState` for next time, and publishes the decisions as the node-local gossip value
+``announce`` (:data:`agent.published.ANNOUNCE`), when it differs from the last one published.
 
 A peer verdict's ``received_at`` is when this node first saw that version of the peer's ``health``
 value (on this node's Trio clock): peers republish on every check result, so a verdict that stops
@@ -26,7 +26,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import msgpack
 import trio
 
 from agent.announce.planner import (
@@ -39,20 +38,19 @@ from agent.announce.planner import (
     PeerView,
     PlanInput,
     PlanState,
-    WireError,
-    from_wire,
+    announced,
+    decisions_from,
     plan,
-    to_wire,
 )
 from agent.cluster.objects import Kind, MachineSettings, Route, Vip
 from agent.cluster.store import NotFound, ObjectStore
-from agent.health.runner import HEALTH_KEY, decode_health
 from agent.health.verdict import Verdict
+from agent.published import ANNOUNCE, ANNOUNCE_KEY, HEALTH, HEALTH_KEY
+from gossip.codec import Refusals
 from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
 
 log = logging.getLogger("wiremesh.announce")
 
-ANNOUNCE_KEY = "announce"
 PLAN_INTERVAL = 0.5
 UNKNOWN = "unknown"
 
@@ -77,17 +75,8 @@ class LocalHealth(Protocol):
 class _Seen:
     version: int
     received_at: float
-    verdicts: dict[str, Verdict]
+    verdicts: Mapping[str, Verdict]
     passed_at: dict[str, float]
-
-
-def _unpack(data: bytes | None) -> object:
-    if data is None:
-        return None
-    try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except Exception:
-        return None
 
 
 class Announcer:
@@ -114,6 +103,7 @@ class Announcer:
         # left at publication, so they are converted against arrival, not against whenever they are read.
         self._announce_at: dict[str, float] = {}
         self._published: bytes | None = None
+        self._refusals = Refusals(log)  # peers' announce and health values refused, each logged once
         self._wake = trio.Event()
         health.on_change(self._poke)
         store.on_change(lambda _record: self._poke())
@@ -130,11 +120,14 @@ class Announcer:
             return True
         return not isinstance(settings, MachineSettings) or settings.enabled
 
-    def _peer_verdicts(self, member: MemberInfo, now: float) -> dict[str, Verdict]:
+    def _decode_health(self, sender: str, value: bytes | None) -> Mapping[str, Verdict]:
+        return HEALTH.decode(value, sender, self._refusals) or {}
+
+    def _peer_verdicts(self, member: MemberInfo, now: float) -> Mapping[str, Verdict]:
         version, value = member.kv.get(HEALTH_KEY, (0, None))
         seen = self._health_seen.get(member.name)
         if seen is None or seen.version != version:
-            verdicts = decode_health(value)
+            verdicts = self._decode_health(member.name, value)
             passed_at: dict[str, float] = {}
             for key, v in verdicts.items():
                 if not v.last_ok:
@@ -197,7 +190,7 @@ class Announcer:
                 )
         self.state = result.state
         self.decisions = dict(result.decisions)
-        packed: bytes = msgpack.packb(to_wire(self.decisions, now), use_bin_type=True)
+        packed = ANNOUNCE.encode({key: announced(d, now) for key, d in self.decisions.items()})
         if packed != self._published:
             await self.node.set_kv(ANNOUNCE_KEY, packed)
             self._published = packed
@@ -243,13 +236,9 @@ class Announcer:
             if member.name == self.machine:
                 continue
             _version, value = member.kv.get(ANNOUNCE_KEY, (0, None))
-            data = _unpack(value)
-            if data is None:
-                continue
-            try:
-                out[member.name] = from_wire(data, self._announce_at.get(member.name, now))
-            except WireError:
-                continue
+            summary = ANNOUNCE.decode(value, member.name, self._refusals)
+            if summary is not None:
+                out[member.name] = decisions_from(summary, self._announce_at.get(member.name, now))
         out[self.machine] = self.decisions
         return out
 
@@ -277,7 +266,7 @@ class Announcer:
             for member in self.node.members():
                 if member.name == machine:
                     _version, value = member.kv.get(HEALTH_KEY, (0, None))
-                    verdict = decode_health(value).get(key)
+                    verdict = self._decode_health(member.name, value).get(key)
                     break
         return UNKNOWN if verdict is None else verdict.state
 
@@ -292,7 +281,7 @@ class Announcer:
             if member.name == self.machine:
                 continue
             _version, value = member.kv.get(HEALTH_KEY, (0, None))
-            verdicts = decode_health(value)
+            verdicts = self._decode_health(member.name, value)
             if verdicts:
                 out[member.name] = verdicts
         out[self.machine] = self.checks.verdicts()

@@ -63,9 +63,13 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from agent.cluster.objects import Route, Vip
+from agent.published import ANNOUNCE
+from agent.wirevalues import ANNOUNCING as ANNOUNCING
+from agent.wirevalues import Announced
+from agent.wirevalues import Reason as Reason
+from gossip.codec import WireError as WireError
 from gossip.events import MemberState
 
-WIRE_VERSION = 1
 DEFAULT_STALE_FACTOR = 3.0
 DEFAULT_CONFIRM_DELAY = 0.5
 
@@ -74,22 +78,6 @@ class Health(StrEnum):
     UNKNOWN = "unknown"
     HEALTHY = "healthy"
     UNHEALTHY = "unhealthy"
-
-
-class Reason(StrEnum):
-    HEALTHY = "healthy"
-    NO_CHECK = "no_check"
-    HELD = "held"
-    WITHDRAWN_UNHEALTHY = "withdrawn_unhealthy"
-    WITHDRAWN_UNKNOWN = "withdrawn_unknown"
-    WITHDRAWN_DISABLED = "withdrawn_disabled"
-    WITHDRAWN_MACHINE_DISABLED = "withdrawn_machine_disabled"
-    WITHDRAWN_NOT_ASSIGNED = "withdrawn_not_assigned"
-    WITHDRAWN_HOLDOFF_EXPIRED = "withdrawn_holdoff_expired"
-    WITHDRAWN_PEER_HEALTHY = "withdrawn_peer_healthy"
-
-
-ANNOUNCING = frozenset({Reason.HEALTHY, Reason.NO_CHECK, Reason.HELD})
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,47 +308,30 @@ def explain(decision: Decision, now: float | None = None) -> str:
     return _EXPLAIN[decision.reason]
 
 
-class WireError(ValueError):
-    """A peer's announcement summary that cannot be decoded."""
-
-
 def to_wire(decisions: Mapping[str, Decision], now: float) -> dict[str, Any]:
-    """The per-machine announcement summary for gossip (msgpack-able). A hold travels as the seconds it
-    has left, since the clocks of two machines are not comparable: ``{"v": 1, "objects": {key:
-    [announce, reason, seconds_left_or_None, peers]}}``."""
-    objects: dict[str, list[Any]] = {}
-    for key, d in decisions.items():
-        left = None if d.held_until is None else max(0.0, d.held_until - now)
-        objects[key] = [d.announce, d.reason.value, left, list(d.peers)]
-    return {"v": WIRE_VERSION, "objects": objects}
+    """The per-machine ``announce`` summary, before packing (:data:`agent.published.ANNOUNCE`). A hold
+    travels as the seconds it has left, since the clocks of two machines are not comparable: ``{"v": 1,
+    "objects": {key: [announce, reason, seconds_left_or_None, peers]}}``."""
+    summary = {key: announced(d, now) for key, d in decisions.items()}
+    wire: dict[str, Any] = ANNOUNCE.to_object(summary)
+    return wire
 
 
 def from_wire(data: object, now: float) -> dict[str, Decision]:
-    """Decode :func:`to_wire`'s output, with holds converted to this machine's clock (``now``)."""
-    if not isinstance(data, dict) or data.get("v") != WIRE_VERSION:
-        raise WireError(f"not an announcement summary v{WIRE_VERSION}")
-    objects = data.get("objects")
-    if not isinstance(objects, dict):
-        raise WireError("objects: expected a map")
-    out: dict[str, Decision] = {}
-    for key, item in objects.items():
-        if not isinstance(key, str) or not isinstance(item, list | tuple) or len(item) != 4:
-            raise WireError(f"objects[{key!r}]: expected [announce, reason, seconds_left, peers]")
-        announce, reason, left, peers = item
-        if not isinstance(peers, list | tuple) or not all(isinstance(p, str) for p in peers):
-            raise WireError(f"objects[{key!r}]: peers must be a list of machine names")
-        try:
-            parsed = Reason(reason)
-        except ValueError:
-            raise WireError(f"objects[{key!r}]: unknown reason {reason!r}") from None
-        if not isinstance(announce, bool) or announce != (parsed in ANNOUNCING):
-            raise WireError(f"objects[{key!r}]: announce does not match reason {parsed.value}")
-        if parsed is Reason.HELD:
-            if isinstance(left, bool) or not isinstance(left, int | float) or not 0 <= left < math.inf:
-                raise WireError(f"objects[{key!r}]: a hold needs its seconds left")
-            out[key] = Decision(True, parsed, now + left, tuple(peers))
-        elif left is not None:
-            raise WireError(f"objects[{key!r}]: only a hold has seconds left")
-        else:
-            out[key] = Decision(announce, parsed, None, tuple(peers))
-    return out
+    """Decode :func:`to_wire`'s output, with holds converted to this machine's clock (``now``); raises
+    :class:`WireError`."""
+    return decisions_from(ANNOUNCE.from_object(data), now)
+
+
+def announced(decision: Decision, now: float) -> Announced:
+    """``decision`` as published at ``now``."""
+    left = None if decision.held_until is None else max(0.0, decision.held_until - now)
+    return Announced(decision.announce, decision.reason, left, decision.peers)
+
+
+def decisions_from(summary: Mapping[str, Announced], now: float) -> dict[str, Decision]:
+    """A peer's published decisions, with holds on this machine's clock (``now``: when they arrived)."""
+    return {
+        key: Decision(a.announce, a.reason, None if a.seconds_left is None else now + a.seconds_left, a.peers)
+        for key, a in summary.items()
+    }

@@ -1,7 +1,7 @@
 """Who this machine peers with, without I/O: every live mesh member that runs a speaker, plus the
 external routers of the config file.
 
-A machine running the speaker publishes a node-local gossip value ``bgp`` (:class:`SpeakerInfo`):
+A machine running the speaker publishes a node-local gossip value ``bgp`` (:data:`agent.published.BGP`):
 its ASN, router id, underlay (gossip advertise) address, its mesh address when it has one, and the
 object keys it has on the wire. A member without it runs no speaker (BGP off in its config), so it
 gets no session: no half-configured neighbor sits in ``connect`` forever. Its ASN comes from there in
@@ -31,64 +31,16 @@ import ipaddress
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
-
-import msgpack
 
 from agent.bgp.config import Neighbor, external_neighbor, mesh_neighbor
 from agent.config.bgp import AsnPlan, BgpSettings, MeshAsnMode
+from agent.published import BGP, BGP_KEY, SpeakerInfo
+from gossip.codec import Refusals
 from gossip.events import MemberInfo, MemberState
 
 log = logging.getLogger("wiremesh.bgp.mesh")
 
-BGP_KEY = "bgp"
-WIRE_VERSION = 1
 PEERING_STATES = frozenset({MemberState.ALIVE, MemberState.SUSPECT})
-
-
-@dataclass(frozen=True, slots=True)
-class SpeakerInfo:
-    """What a machine's speaker publishes about itself. ``sent``: the ``vip/NAME`` / ``route/NAME``
-    keys whose routes it has on the wire to at least one established session (``announced_by`` in
-    VIP status). ``mesh``: this machine's mesh address while it is up (absent without WireGuard); an
-    optional key, so agents that do not know it still read the rest."""
-
-    asn: int
-    router_id: str
-    address: str
-    sent: tuple[str, ...] = ()
-    mesh: str | None = None
-
-    def encode(self) -> bytes:
-        body: dict[str, Any] = {"v": WIRE_VERSION, "asn": self.asn, "rid": self.router_id,
-                                "addr": self.address, "sent": sorted(self.sent)}  # fmt: skip
-        if self.mesh is not None:
-            body["mesh"] = self.mesh
-        packed: bytes = msgpack.packb(body, use_bin_type=True)
-        return packed
-
-
-def decode_info(data: bytes | None) -> SpeakerInfo | None:
-    """A peer's ``bgp`` value, or ``None`` if absent or not understood (a newer wire version)."""
-    if data is None:
-        return None
-    try:
-        raw: Any = msgpack.unpackb(data, raw=False)
-        if not isinstance(raw, dict) or raw.get("v") != WIRE_VERSION:
-            return None
-        asn, rid, addr, sent = raw["asn"], raw["rid"], raw["addr"], raw.get("sent", [])
-        if not isinstance(asn, int) or not 1 <= asn < 1 << 32:
-            return None
-        ipaddress.IPv4Address(rid)
-        addr = str(ipaddress.ip_address(addr))
-        if not isinstance(sent, list) or not all(isinstance(k, str) for k in sent):
-            return None
-        mesh = raw.get("mesh")
-        if mesh is not None:
-            mesh = str(ipaddress.ip_address(mesh))
-        return SpeakerInfo(asn, str(rid), addr, tuple(sent), mesh)
-    except Exception:
-        return None
 
 
 def session_addresses(own: SpeakerInfo, peer: SpeakerInfo) -> tuple[str, str] | None:
@@ -128,17 +80,19 @@ def mesh_peers(
     plan: AsnPlan,
     own_asn: int,
     own: SpeakerInfo | None = None,
+    *,
+    refusals: Refusals,
 ) -> dict[str, MeshPeer]:
     """Live members that publish speaker info, by their session address (:func:`session_addresses`
     with ``own``, our own published info; without it, the underlay addresses). In shared mode every
     machine's ASN is the plan's; a member publishing another one is misconfigured and gets our ASN as
     its peer AS, so the session's OPEN fails visibly (``bgp neighbors`` shows the error) instead of
-    silently becoming eBGP."""
+    silently becoming eBGP. A ``bgp`` value this agent cannot read is reported to ``refusals``."""
     out: dict[str, MeshPeer] = {}
     for member in members:
         if member.name == own_name or member.state not in PEERING_STATES:
             continue
-        info = decode_info(member.kv.get(BGP_KEY, (0, None))[1])
+        info = BGP.decode(member.kv.get(BGP_KEY, (0, None))[1], member.name, refusals)
         if info is None:
             continue
         asn = own_asn if plan.mode is MeshAsnMode.SHARED else info.asn

@@ -46,7 +46,6 @@ from typing import Protocol
 
 import trio
 
-from agent.announce.driver import ANNOUNCE_KEY
 from agent.announce.planner import Decision
 from agent.announce.status import Decisions, StatusProvider
 from agent.bgp.adjout import AdjRibOut
@@ -62,15 +61,7 @@ from agent.bgp.export import (
 )
 from agent.bgp.ingest import Ingest
 from agent.bgp.lifecycle import ReloadReason, Resync
-from agent.bgp.mesh import (
-    BGP_KEY,
-    PEERING_STATES,
-    MeshPeer,
-    SpeakerInfo,
-    decode_info,
-    mesh_peers,
-    neighbors,
-)
+from agent.bgp.mesh import PEERING_STATES, MeshPeer, mesh_peers, neighbors
 from agent.bgp.status import NeighborStatus, SessionTable
 from agent.bgp.supervisor import (
     CommandFailed,
@@ -88,8 +79,10 @@ from agent.config.bgp import BgpSettings
 from agent.health.verdict import Verdict
 from agent.kernel.fib import FibOp, FibState, NextHops
 from agent.kernel.loopback import desired_addresses
+from agent.published import ANNOUNCE_KEY, BGP, BGP_KEY, SpeakerInfo
 from agent.routing import Attributes, DecisionOptions, PolicyChain, Prefix, Rib
 from common.address import IPAddress
+from gossip.codec import Refusals
 from gossip.events import EventKind, MemberEvent, MemberInfo
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -191,6 +184,7 @@ class BgpSpeaker:
         )
         self.sessions = SessionTable()
         self._mesh: dict[str, MeshPeer] = {}  # by peering address
+        self.refusals = Refusals(log)  # members' ``bgp`` values refused, each logged once
         # WireGuard on: the mesh address once it is up (None: refused, or off); nothing is published and
         # no mesh session configured until then (``_settled``), so no session starts on the underlay.
         self.mesh_address: str | None = None
@@ -277,7 +271,9 @@ class BgpSpeaker:
             self._mesh = {}
             return
         own = self._own_info()
-        self._mesh = mesh_peers(self._members(), self.machine, self.settings.plan, self.asn, own)
+        self._mesh = mesh_peers(
+            self._members(), self.machine, self.settings.plan, self.asn, own, refusals=self.refusals
+        )
 
     def set_mesh_address(self, address: str | None) -> None:
         """The transit driver's word on this machine's mesh address: up (sessions to members that have
@@ -402,7 +398,7 @@ class BgpSpeaker:
         self.sent_keys = self._sent()
         if not self._settled:
             return
-        packed = self._own_info().encode()
+        packed = BGP.encode(self._own_info())
         if packed != self._published:
             self._published = packed
             await self.node.set_kv(BGP_KEY, packed)
@@ -707,7 +703,7 @@ class WireStatus:
             if member.name == self.speaker.machine:
                 continue
             raw = member.kv.get(BGP_KEY, (0, None))[1]
-            info = decode_info(raw)
+            info = BGP.decode(raw, member.name, self.speaker.refusals)
             if info is None:
                 if member.name in decided:
                     out.add(member.name)

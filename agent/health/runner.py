@@ -11,8 +11,8 @@ edit does not reset a healthy verdict to unknown).
 
 Clocks: the check states run on the Trio clock (what the planner compares holds against); what is
 published is converted to wall-clock seconds, since a monotonic time means nothing on another machine.
-All local verdicts go out as ONE node-local gossip value, ``health`` = msgpack ``{key:
-Verdict.to_wire()}``, at most every ``publish_interval`` seconds and only when something changed.
+All local verdicts go out as ONE node-local gossip value, ``health`` (:data:`agent.published.HEALTH`:
+``{key: Verdict.to_wire()}``), at most every ``publish_interval`` seconds and only when something changed.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-import msgpack
 import trio
 
 from agent.announce.planner import Health, LocalVerdict
@@ -33,10 +32,10 @@ from agent.cluster.store import ObjectStore
 from agent.health.execpolicy import ExecPolicy
 from agent.health.probes import CheckResult, TlsContexts, run_check
 from agent.health.verdict import CheckState, Verdict, first_delay, next_run
+from agent.published import HEALTH, HEALTH_KEY
 
 log = logging.getLogger("wiremesh.health")
 
-HEALTH_KEY = "health"
 PUBLISH_INTERVAL = 0.2
 RESCAN_INTERVAL = 1.0
 LATENESS_KEEP = 1024  # start-lateness samples kept per runner (the most recent ones)
@@ -233,10 +232,8 @@ class HealthRunner:
                 listener()
 
     def encode(self) -> bytes:
-        """The ``health`` gossip value: msgpack ``{key: verdict.to_wire()}``."""
-        wire = {key: v.to_wire() for key, v in sorted(self.verdicts().items())}
-        packed: bytes = msgpack.packb(wire, use_bin_type=True)
-        return packed
+        """The ``health`` gossip value (:data:`agent.published.HEALTH`)."""
+        return HEALTH.encode(self.verdicts())
 
     async def _publisher(self) -> None:
         """Publish at most every ``publish_interval`` seconds, only when something changed."""
@@ -252,25 +249,4 @@ class HealthRunner:
             await trio.sleep(self.publish_interval)
 
 
-def decode_health(data: bytes | None) -> dict[str, Verdict]:
-    """A peer's ``health`` value; malformed entries are skipped (a peer is not trusted)."""
-    if data is None:
-        return {}
-    try:
-        raw = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except Exception:
-        return {}
-    if not isinstance(raw, Mapping):
-        return {}
-    out: dict[str, Verdict] = {}
-    for key, item in raw.items():
-        if not isinstance(key, str):
-            continue
-        try:
-            out[key] = Verdict.from_wire(item)
-        except ValueError:
-            continue
-    return out
-
-
-__all__ = ["HEALTH_KEY", "HealthRunner", "decode_health", "local_checks", "object_key"]
+__all__ = ["HealthRunner", "local_checks", "object_key"]

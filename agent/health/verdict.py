@@ -14,79 +14,8 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
-from typing import Any, Literal, cast
 
-State = Literal["unknown", "healthy", "unhealthy"]
-STATES: tuple[State, ...] = ("unknown", "healthy", "unhealthy")
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """What a machine publishes about one check: small, so hundreds fit in a gossip message.
-
-    ``consecutive`` counts the latest results that agree with ``last_ok`` (passes if it passed, failures
-    if not), so a peer can tell "healthy, but failing 2 of 3" from "healthy and steady". ``checked_at``
-    is when the latest result came in (``None`` before the first), for staleness."""
-
-    state: State
-    since: float
-    consecutive: int = 0
-    last_ok: bool | None = None
-    latency: float | None = None
-    error: str | None = None
-    checked_at: float | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        """A msgpack-able dict with one-letter keys (the keys repeat once per check per gossip message)."""
-        return {
-            "s": self.state,
-            "t": self.since,
-            "n": self.consecutive,
-            "o": self.last_ok,
-            "l": self.latency,
-            "e": self.error,
-            "c": self.checked_at,
-        }
-
-    @classmethod
-    def from_wire(cls, data: object) -> Verdict:
-        """Parse what a peer sent; anything malformed raises ``ValueError`` (a peer is not trusted to be
-        the same version, or correct)."""
-        if not isinstance(data, dict):
-            raise ValueError(f"verdict must be a map, got {type(data).__name__}")
-        state = data.get("s")
-        if state not in STATES:
-            raise ValueError(f"bad verdict state {state!r}")
-        since = _number(data.get("t"), "since")
-        if since is None:
-            raise ValueError("verdict has no since")
-        consecutive = data.get("n", 0)
-        if not isinstance(consecutive, int) or isinstance(consecutive, bool) or consecutive < 0:
-            raise ValueError(f"bad consecutive count {consecutive!r}")
-        last_ok = data.get("o")
-        if last_ok is not None and not isinstance(last_ok, bool):
-            raise ValueError(f"bad last_ok {last_ok!r}")
-        error = data.get("e")
-        if error is not None and not isinstance(error, str):
-            raise ValueError(f"bad error {error!r}")
-        return cls(
-            state=cast(State, state),
-            since=since,
-            consecutive=consecutive,
-            last_ok=last_ok,
-            latency=_number(data.get("l"), "latency"),
-            error=error,
-            checked_at=_number(data.get("c"), "checked_at"),
-        )
-
-
-def _number(value: object, what: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"bad {what} {value!r}")
-    return float(value)
+from agent.wirevalues import STATES, State, Verdict
 
 
 class CheckState:
@@ -161,3 +90,7 @@ def next_run(prev_start: float, interval: float, now: float) -> float:
         k += 1
         slot = prev_start + k * interval
     return slot
+
+
+# Verdict (what is published) lives in agent.wirevalues, below agent.published; it is re-exported here.
+__all__ = ["STATES", "CheckState", "State", "Verdict", "first_delay", "next_run"]

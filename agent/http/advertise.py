@@ -3,7 +3,7 @@
 ``/v1/machines/{name}/rib`` is served by the agent the caller talks to, which fetches the answer from
 the named machine's own API (:mod:`agent.http.bgp`). For that it needs the machine's API address, which
 each agent publishes as a node-local gossip value ``api`` (like ``bgp`` and ``transit.reach``: the
-metadata blob is transit's), msgpack ``{"v": 1, "addr": "host:port"}``.
+metadata blob is transit's), :data:`agent.published.API`: msgpack ``{"v": 1, "addr": "host:port"}``.
 
 Which address (:func:`api_address`):
 
@@ -18,14 +18,8 @@ Which address (:func:`api_address`):
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
-
-import msgpack
 
 from common.address import format_address
-
-API_KEY = "api"
-API_VERSION = 1
 
 
 def api_address(listen_host: str, port: int, *, advertise_host: str, mesh_address: str | None) -> str | None:
@@ -45,30 +39,4 @@ def api_address(listen_host: str, port: int, *, advertise_host: str, mesh_addres
     return format_address((host, port))
 
 
-def encode_api(address: str) -> bytes:
-    packed: bytes = msgpack.packb({"v": API_VERSION, "addr": address}, use_bin_type=True)
-    return packed
-
-
-def decode_api(data: bytes | None) -> str | None:
-    """A member's published API address, or ``None`` if absent or not understood."""
-    if data is None:
-        return None
-    try:
-        raw: Any = msgpack.unpackb(data, raw=False)
-    except Exception:  # msgpack raises several unrelated types for bad input
-        return None
-    if not isinstance(raw, dict) or raw.get("v") != API_VERSION or not isinstance(raw.get("addr"), str):
-        return None
-    addr: str = raw["addr"]
-    host, _, port = addr.rpartition(":")
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        return None
-    return addr
-
-
-__all__ = ["API_KEY", "api_address", "decode_api", "encode_api"]
+__all__ = ["api_address"]

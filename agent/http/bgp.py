@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 import ipaddress
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
@@ -33,16 +34,18 @@ import trio
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ValidationError
 
-from agent.bgp.mesh import BGP_KEY
-from agent.http.advertise import API_KEY, decode_api
 from agent.kernel.fib import FibState
 from agent.logs import rfc3339
+from agent.published import API, API_KEY, BGP_KEY
 from agent.routing import PeerKind, Prefix, Rib
 from agent.routing.decision import Ranked
+from gossip.codec import Refusals
 from gossip.events import MemberInfo, MemberState
 
 if TYPE_CHECKING:
     from agent.bgp.speaker import NeighborView
+
+log = logging.getLogger("wiremesh.api")
 
 MAX_LIMIT = 1_000_000
 PROXY_TIMEOUT = 5.0  # seconds for another machine's API to answer /v1/machines/{name}/rib
@@ -196,13 +199,13 @@ def _error_text(response: httpx.Response) -> str:
     return str(body)[:200]
 
 
-def proxy_target(members: list[MemberInfo], name: str) -> str:
+def proxy_target(members: list[MemberInfo], name: str, refusals: Refusals) -> str:
     """The API address of machine ``name`` for a proxied request, or the HTTPException that says why
     there is none (see the module docstring)."""
     member = next((m for m in members if m.name == name), None)
     if member is None:
         raise HTTPException(404, f"no machine named {name!r} in the cluster")
-    address = decode_api(member.kv.get(API_KEY, (0, None))[1])
+    address = API.decode(member.kv.get(API_KEY, (0, None))[1], member.name, refusals)
     where = f" (API at {address})" if address else f" (gossip address {member.addr[0]})"
     if member.state in (MemberState.DEAD, MemberState.LEFT):
         raise HTTPException(502, f"machine {name} is {member.state.value}{where}")
@@ -230,6 +233,7 @@ def create_bgp_router(
     """``machine`` (this agent's name) and ``members`` (gossip) enable ``/v1/machines/{name}/rib``;
     ``proxy_transport`` replaces the network in tests."""
     router = APIRouter()
+    refusals = Refusals(log)  # members' ``api`` values refused, each logged once
 
     def speaker() -> SpeakerView:
         if view is None:
@@ -271,7 +275,7 @@ def create_bgp_router(
             return await rib(prefix, limit)
         if members is None:
             raise HTTPException(404, "this agent cannot reach other machines' APIs")
-        address = proxy_target(members(), name)
+        address = proxy_target(members(), name, refusals)
         params: dict[str, str | int] = {"limit": limit}
         if prefix is not None:
             params["prefix"] = prefix

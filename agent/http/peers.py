@@ -17,8 +17,9 @@ from pydantic import BaseModel
 
 from agent.http.errors import ErrorBody
 from agent.logs import rfc3339
+from gossip.codec import WireError
 from gossip.events import MemberInfo
-from transit.reachability import REACH_KEY, ReachError, decode_vector
+from transit.reachability import REACH, REACH_KEY
 from transit.report import PeerReport, TransitReport
 
 
@@ -130,8 +131,8 @@ def reachability(member: MemberInfo) -> dict[str, Any] | None:
     if entry is None or entry[1] is None:
         return None
     try:
-        vector = decode_vector(entry[1])
-    except ReachError as exc:
+        vector = REACH.parse(entry[1])
+    except WireError as exc:
         return {"error": str(exc)}
     return {
         peer: {"direct": "up" if e.up else "down", "rtt_ms": e.rtt_ms, "route": str(e.route)}
