@@ -1,1 +1,91 @@
-"""gossip"""
+"""SWIM gossip: membership, failure detection and dissemination, sans-I/O core plus a Trio driver.
+
+This is what other packages may import; the modules behind it are gossip's own business. The names
+resolve lazily, on first use, so that ``from gossip import MemberInfo`` costs what importing
+:mod:`gossip.events` costs and does not load Trio, msgpack and cryptography for a data type. Modules
+inside ``gossip`` import each other by module path, never through this face, so it cannot cause an
+import cycle.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gossip.config import GossipConfig
+    from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
+    from gossip.keyring import KEY_SIZE, Keyring, KeyringError, Sealer, generate_key, parse_key
+    from gossip.memnet import MemoryNetwork, MemoryTransport
+    from gossip.node import GossipNode
+    from gossip.shared import SharedState
+    from gossip.sim import Simulation
+    from gossip.swim import StreamRequest, Swim, app_digest
+    from gossip.transport import Transport, open_udp_tcp_transport
+    from gossip.wire import MAX_NAME_LEN
+
+__all__ = [
+    "KEY_SIZE",
+    "MAX_NAME_LEN",
+    "EventKind",
+    "GossipConfig",
+    "GossipNode",
+    "Keyring",
+    "KeyringError",
+    "MemberEvent",
+    "MemberInfo",
+    "MemberState",
+    "MemoryNetwork",
+    "MemoryTransport",
+    "Sealer",
+    "SharedState",
+    "Simulation",
+    "StreamRequest",
+    "Swim",
+    "Transport",
+    "app_digest",
+    "generate_key",
+    "open_udp_tcp_transport",
+    "parse_key",
+]
+
+# Where each public name lives. Read-only: the face is fixed when the package is written.
+_HOME = MappingProxyType(
+    {
+        "GossipConfig": "gossip.config",
+        "EventKind": "gossip.events",
+        "MemberEvent": "gossip.events",
+        "MemberInfo": "gossip.events",
+        "MemberState": "gossip.events",
+        "KEY_SIZE": "gossip.keyring",
+        "Keyring": "gossip.keyring",
+        "KeyringError": "gossip.keyring",
+        "Sealer": "gossip.keyring",
+        "generate_key": "gossip.keyring",
+        "parse_key": "gossip.keyring",
+        "MemoryNetwork": "gossip.memnet",
+        "MemoryTransport": "gossip.memnet",
+        "GossipNode": "gossip.node",
+        "SharedState": "gossip.shared",
+        "Simulation": "gossip.sim",
+        "StreamRequest": "gossip.swim",
+        "Swim": "gossip.swim",
+        "app_digest": "gossip.swim",
+        "Transport": "gossip.transport",
+        "open_udp_tcp_transport": "gossip.transport",
+        "MAX_NAME_LEN": "gossip.wire",
+    }
+)
+
+
+if not TYPE_CHECKING:  # hidden from type checkers, so a misspelt import from gossip still fails there
+
+    def __getattr__(name: str) -> Any:
+        home = _HOME.get(name)
+        if home is None:
+            raise AttributeError(f"module 'gossip' has no attribute {name!r}")
+        return getattr(importlib.import_module(home), name)
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})

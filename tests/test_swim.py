@@ -684,6 +684,31 @@ def test_large_value_travels_as_notice_and_is_pulled_over_a_stream() -> None:
     assert all([e.key for e in h.events(o, EventKind.KV, "a")] == ["blob"] for o in "bc")
 
 
+def test_a_failed_kv_pull_frees_the_key_for_the_next_notice() -> None:
+    a = lone(["b"])
+    notice = seal([KvNotice("b", "blob", 1)])
+    a.receive_datagram(node_addr(2), notice, 100.0)
+    a.receive_datagram(node_addr(2), notice, 100.0)
+    [pull] = a.take_stream_requests()  # one pull per key at a time
+    a.stream_result(pull.id, None, 101.0)
+    assert a.stats.stream_failures == 1
+    a.receive_datagram(node_addr(2), notice, 102.0)
+    [again] = a.take_stream_requests()
+    assert decode_frame(make_sealer(None, "b").open(again.data)) == KvPull("b", "blob")
+
+
+def test_a_stream_reply_of_the_wrong_kind_is_ignored() -> None:
+    a = lone(["b"])
+    a.receive_datagram(node_addr(2), seal([KvNotice("b", "blob", 1)]), 100.0)
+    [pull] = a.take_stream_requests()
+    wrong = make_sealer(None, "b").seal(encode_frame(Ack(7)))
+    a.stream_result(pull.id, wrong, 101.0)
+    assert a.stats.ignored == 1 and a.stats.stream_failures == 0
+    assert "blob" not in info(a, "b").kv
+    a.stream_result(pull.id, wrong, 101.0)  # an answered request is forgotten
+    assert a.stats.ignored == 1
+
+
 def test_restarted_node_supersedes_its_old_kv_versions() -> None:
     h = Harness()
     h.cluster("a", "b", "c")
