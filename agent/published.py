@@ -37,9 +37,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.wirevalues import ANNOUNCING, Announced, Reason, SpeakerInfo, Verdict
-from gossip.codec import Codec, Framing, WireError
-from transit.meta import META, TransitMeta
-from transit.reachability import REACH, ReachVector
+from gossip import Codec, Framing, WireError
+from transit import META, REACH, ReachVector, TransitMeta
 
 API_KEY = "api"
 ANNOUNCE_KEY = "announce"

@@ -40,12 +40,8 @@ from agent.http.app import create_app, serve_api
 from agent.http.auth import load_or_create_token
 from agent.published import API, API_KEY
 from common.address import Address, format_address
-from gossip.events import MemberInfo
-from gossip.keyring import Sealer
-from gossip.node import GossipNode
-from gossip.swim import Swim
-from gossip.transport import open_udp_tcp_transport
-from transit.driver import TransitDriver
+from gossip import GossipNode, MemberInfo, Sealer, Swim, open_udp_tcp_transport
+from transit import TransitDriver
 
 log = logging.getLogger("wiremesh.agent")
 

@@ -9,12 +9,14 @@ import cycle.
 
 from __future__ import annotations
 
-import importlib
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from common.face import lazy_face
 
 if TYPE_CHECKING:
-    from gossip.config import GossipConfig
+    from gossip.codec import Codec, Framing, NewerVersion, Refusals, WireError
+    from gossip.config import PROFILES, GossipConfig
     from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
     from gossip.keyring import KEY_SIZE, Keyring, KeyringError, Sealer, generate_key, parse_key
     from gossip.memnet import MemoryNetwork, MemoryTransport
@@ -28,7 +30,10 @@ if TYPE_CHECKING:
 __all__ = [
     "KEY_SIZE",
     "MAX_NAME_LEN",
+    "PROFILES",
+    "Codec",
     "EventKind",
+    "Framing",
     "GossipConfig",
     "GossipNode",
     "Keyring",
@@ -38,12 +43,15 @@ __all__ = [
     "MemberState",
     "MemoryNetwork",
     "MemoryTransport",
+    "NewerVersion",
+    "Refusals",
     "Sealer",
     "SharedState",
     "Simulation",
     "StreamRequest",
     "Swim",
     "Transport",
+    "WireError",
     "app_digest",
     "generate_key",
     "open_udp_tcp_transport",
@@ -53,7 +61,13 @@ __all__ = [
 # Where each public name lives. Read-only: the face is fixed when the package is written.
 _HOME = MappingProxyType(
     {
+        "Codec": "gossip.codec",
+        "Framing": "gossip.codec",
+        "NewerVersion": "gossip.codec",
+        "Refusals": "gossip.codec",
+        "WireError": "gossip.codec",
         "GossipConfig": "gossip.config",
+        "PROFILES": "gossip.config",
         "EventKind": "gossip.events",
         "MemberEvent": "gossip.events",
         "MemberInfo": "gossip.events",
@@ -80,12 +94,4 @@ _HOME = MappingProxyType(
 
 
 if not TYPE_CHECKING:  # hidden from type checkers, so a misspelt import from gossip still fails there
-
-    def __getattr__(name: str) -> Any:
-        home = _HOME.get(name)
-        if home is None:
-            raise AttributeError(f"module 'gossip' has no attribute {name!r}")
-        return getattr(importlib.import_module(home), name)
-
-    def __dir__() -> list[str]:
-        return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = lazy_face(__name__, _HOME)

@@ -17,8 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gossip.events import EventKind
-from gossip.sim import Simulation
+from gossip import EventKind, Simulation
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -62,12 +62,16 @@ from agent.cluster.store import ObjectStore
 from agent.health.execpolicy import ExecPolicy
 from agent.health.runner import HealthRunner
 from agent.published import ANNOUNCE_KEY
-from gossip.config import GossipConfig
-from gossip.events import MemberEvent, MemberInfo
-from gossip.keyring import Keyring, Sealer
-from gossip.node import GossipNode
-from gossip.swim import Swim
-from gossip.transport import open_udp_tcp_transport
+from gossip import (
+    GossipConfig,
+    GossipNode,
+    Keyring,
+    MemberEvent,
+    MemberInfo,
+    Sealer,
+    Swim,
+    open_udp_tcp_transport,
+)
 from labs.localcluster import process_usage
 
 ME = "bench"

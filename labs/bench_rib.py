@@ -42,8 +42,8 @@ from agent.routing import (
     PolicyChain,
     Prefix,
     Rib,
+    split_communities,
 )
-from agent.routing.path import split_communities
 
 RESULTS = FsPath(__file__).parent / "results"
 TARGET_PATHS_PER_S = 50_000

@@ -51,7 +51,7 @@ from typing import Any, TypeVar
 import httpx
 
 from common.process import signal_pid
-from gossip.keyring import generate_key
+from gossip import generate_key
 from labs.bgplab import in_netns, toml_value
 
 T = TypeVar("T")

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from common.process import signal_group
-from gossip.keyring import generate_key
+from gossip import generate_key
 
 LOOPBACK = "127.0.0.1"
 

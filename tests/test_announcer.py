@@ -14,7 +14,7 @@ import trio
 import trio.testing
 
 from agent.announce.driver import Announcer
-from agent.announce.planner import Health, LocalVerdict, PeerVerdict, Reason, from_wire
+from agent.announce.planner import PeerVerdict, Reason, from_wire
 from agent.cluster.objects import HealthCheck, Kind
 from agent.cluster.replication import ObjectReplicator, wall_ms
 from agent.cluster.storage import SqliteObjectStorage
@@ -22,7 +22,7 @@ from agent.cluster.store import ObjectStore
 from agent.health.execpolicy import ExecPolicy
 from agent.health.probes import CheckResult
 from agent.health.runner import HealthRunner
-from agent.health.verdict import Verdict
+from agent.health.verdict import Health, LocalVerdict, Verdict
 from agent.published import ANNOUNCE_KEY, HEALTH_KEY
 from gossip.config import GossipConfig
 from gossip.events import MemberEvent, MemberInfo, MemberState

@@ -13,10 +13,10 @@ import trio
 import trio.testing
 
 from agent.announce.driver import Announcer
-from agent.announce.planner import Decision, Health, LocalVerdict, Reason, to_wire
+from agent.announce.planner import Decision, Reason, to_wire
 from agent.cluster.objects import Kind
 from agent.cluster.store import ObjectStore
-from agent.health.verdict import Verdict
+from agent.health.verdict import Health, LocalVerdict, Verdict
 from agent.published import ANNOUNCE_KEY, HEALTH_KEY
 from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
 from tests.swimkit import node_addr

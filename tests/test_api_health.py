@@ -19,11 +19,11 @@ import trio
 import trio.testing
 
 from agent.announce.driver import Announcer
-from agent.announce.planner import Decision, Health, LocalVerdict, Reason, explain, to_wire
+from agent.announce.planner import Decision, Reason, explain, to_wire
 from agent.cluster.objects import Kind
 from agent.cluster.replication import wall_ms
 from agent.cluster.store import ObjectStore
-from agent.health.verdict import Verdict
+from agent.health.verdict import Health, LocalVerdict, Verdict
 from agent.http.app import create_app
 from agent.logs import rfc3339
 from agent.published import ANNOUNCE_KEY, HEALTH_KEY

@@ -15,8 +15,6 @@ from agent.announce.planner import (
     ANNOUNCING,
     DEFAULT_CONFIRM_DELAY,
     Decision,
-    Health,
-    LocalVerdict,
     ObjectSpec,
     PeerVerdict,
     PeerView,
@@ -31,6 +29,7 @@ from agent.announce.planner import (
     to_wire,
 )
 from agent.cluster.objects import HealthCheck, Route, Vip
+from agent.health.verdict import Health, LocalVerdict
 from gossip.events import MemberState
 
 MACHINES = ("a", "b", "c")

@@ -58,8 +58,7 @@ import trio
 
 from common.address import IPAddress, IPNetwork
 from common.netlink import pyroute2
-from gossip.codec import Refusals
-from gossip.events import EventKind, MemberEvent, MemberInfo
+from gossip import EventKind, MemberEvent, MemberInfo, Refusals
 from transit.claimfile import load_or_record_claim
 from transit.config import PROBE_PORT, Backend, TransitConfig
 from transit.desired import (

@@ -34,8 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.address import IPAddress
-from gossip.codec import Codec, Framing, WireError
-from gossip.events import MemberInfo, MemberState
+from gossip import Codec, Framing, MemberInfo, MemberState, WireError
 from transit.endpoint import Endpoint
 from transit.keys import KEY_LEN, PublicKey
 

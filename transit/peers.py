@@ -27,7 +27,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from gossip.events import MemberInfo
+from gossip import MemberInfo
 from transit.endpoint import Endpoint
 from transit.keys import PublicKey
 from transit.meta import ClaimConflict, MeshView, TransitMeta, mesh_view

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from gossip.codec import Codec, Framing, WireError
+from gossip import Codec, Framing, WireError
 from transit.pathmon import PathState, PathStatus
 
 REACH_KEY = "transit.reach"

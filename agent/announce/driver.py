@@ -31,8 +31,6 @@ import trio
 from agent.announce.planner import (
     DEFAULT_CONFIRM_DELAY,
     Decision,
-    Health,
-    LocalVerdict,
     ObjectSpec,
     PeerVerdict,
     PeerView,
@@ -44,10 +42,9 @@ from agent.announce.planner import (
 )
 from agent.cluster.objects import Kind, MachineSettings, Route, Vip
 from agent.cluster.store import NotFound, ObjectStore
-from agent.health.verdict import Verdict
+from agent.health.verdict import Health, LocalVerdict, Verdict
 from agent.published import ANNOUNCE, ANNOUNCE_KEY, HEALTH, HEALTH_KEY
-from gossip.codec import Refusals
-from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
+from gossip import EventKind, MemberEvent, MemberInfo, MemberState, Refusals
 
 log = logging.getLogger("wiremesh.announce")
 

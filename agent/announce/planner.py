@@ -59,25 +59,19 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Literal
 
 from agent.cluster.objects import Route, Vip
+from agent.health.verdict import Health, LocalVerdict
 from agent.published import ANNOUNCE
 from agent.wirevalues import ANNOUNCING as ANNOUNCING
 from agent.wirevalues import Announced
 from agent.wirevalues import Reason as Reason
-from gossip.codec import WireError as WireError
-from gossip.events import MemberState
+from gossip import MemberState
+from gossip import WireError as WireError
 
 DEFAULT_STALE_FACTOR = 3.0
 DEFAULT_CONFIRM_DELAY = 0.5
-
-
-class Health(StrEnum):
-    UNKNOWN = "unknown"
-    HEALTHY = "healthy"
-    UNHEALTHY = "unhealthy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,17 +104,6 @@ class ObjectSpec:
             holdoff=obj.holdoff if isinstance(obj, Vip) else 0.0,
             stale_after=stale_factor * check.interval if check is not None else math.inf,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class LocalVerdict:
-    """This machine's check verdict for one object; ``since`` is when it entered ``state``;
-    ``failing_since`` (while unhealthy) when the failures that made it unhealthy began, ``since`` if
-    not given."""
-
-    state: Health
-    since: float
-    failing_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,8 +35,7 @@ from dataclasses import dataclass, replace
 from agent.bgp.config import Neighbor, external_neighbor, mesh_neighbor
 from agent.config.bgp import AsnPlan, BgpSettings, MeshAsnMode
 from agent.published import BGP, BGP_KEY, SpeakerInfo
-from gossip.codec import Refusals
-from gossip.events import MemberInfo, MemberState
+from gossip import MemberInfo, MemberState, Refusals
 
 log = logging.getLogger("wiremesh.bgp.mesh")
 

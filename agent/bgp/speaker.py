@@ -82,8 +82,7 @@ from agent.kernel.loopback import desired_addresses
 from agent.published import ANNOUNCE_KEY, BGP, BGP_KEY, SpeakerInfo
 from agent.routing import Attributes, DecisionOptions, PolicyChain, Prefix, Rib
 from common.address import IPAddress
-from gossip.codec import Refusals
-from gossip.events import EventKind, MemberEvent, MemberInfo
+from gossip import EventKind, MemberEvent, MemberInfo, Refusals
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 RoutedPrefixes = Mapping[IPAddress, frozenset[IPNetwork]]

@@ -20,7 +20,7 @@ from agent.cli import bgp as cli_bgp
 from agent.cli import lab as cli_lab
 from agent.cli import peers as cli_peers
 from agent.config.loader import LOG_FORMATS, LOG_LEVELS, ConfigError, flag_for, load_config, load_keyring
-from gossip.keyring import Sealer, generate_key
+from gossip import Sealer, generate_key
 
 PROG = "wiremesh"
 DEFAULT_API = client.DEFAULT_API

@@ -19,7 +19,7 @@ import trio
 from agent.cluster.objects import Kind
 from agent.cluster.storage import SqliteObjectStorage
 from agent.cluster.store import ObjectStore, Record, RecordDecodeError, decode_record, encode_record
-from gossip.swim import app_digest
+from gossip import app_digest
 
 log = logging.getLogger("wiremesh.objects")
 

@@ -43,7 +43,7 @@ from agent.config.model import (
     LogLevel,
 )
 from common.address import split_hostport
-from gossip.keyring import Keyring, KeyringError
+from gossip import Keyring, KeyringError
 
 COMMAND_LINE = "command line"
 LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)

@@ -22,9 +22,8 @@ from agent.config.base import HostPort, NonEmpty, Section, Text, address, core_r
 from agent.config.bgp import BgpSection, BgpSettings
 from agent.config.errors import Loc
 from agent.config.wireguard import WireguardSection
-from gossip.config import PROFILES, GossipConfig
-from gossip.wire import MAX_NAME_LEN
-from transit.config import TransitConfig
+from gossip import MAX_NAME_LEN, PROFILES, GossipConfig
+from transit import TransitConfig
 
 DEFAULT_GOSSIP_PORT = 7946
 DEFAULT_BIND = f"0.0.0.0:{DEFAULT_GOSSIP_PORT}"

@@ -26,10 +26,7 @@ from agent.config.base import (
     parse_address,
 )
 from agent.config.errors import Loc
-from transit.config import DEFAULT_LISTEN_PORT, TransitConfig, check_ifname
-from transit.endpoint import Endpoint
-from transit.pathmon import PathConfig
-from transit.relay import SelectorConfig
+from transit import DEFAULT_LISTEN_PORT, Endpoint, PathConfig, SelectorConfig, TransitConfig, check_ifname
 
 
 def _mesh_address(text: str) -> str:

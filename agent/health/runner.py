@@ -26,12 +26,11 @@ from dataclasses import dataclass, replace
 
 import trio
 
-from agent.announce.planner import Health, LocalVerdict
 from agent.cluster.objects import HealthCheck, Kind, Route, Vip
 from agent.cluster.store import ObjectStore
 from agent.health.execpolicy import ExecPolicy
 from agent.health.probes import CheckResult, TlsContexts, run_check
-from agent.health.verdict import CheckState, Verdict, first_delay, next_run
+from agent.health.verdict import CheckState, Health, LocalVerdict, Verdict, first_delay, next_run
 from agent.published import HEALTH, HEALTH_KEY
 
 log = logging.getLogger("wiremesh.health")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
+from enum import StrEnum
 
 from agent.wirevalues import STATES, State, Verdict
 
@@ -92,5 +94,27 @@ def next_run(prev_start: float, interval: float, now: float) -> float:
     return slot
 
 
+# --- what the announcement planner is told of this machine's own checks ---------------------------
+
+
+class Health(StrEnum):
+    """A check's state as the planner weighs it."""
+
+    UNKNOWN = "unknown"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalVerdict:
+    """This machine's check verdict for one object; ``since`` is when it entered ``state``;
+    ``failing_since`` (while unhealthy) when the failures that made it unhealthy began, ``since`` if
+    not given."""
+
+    state: Health
+    since: float
+    failing_since: float | None = None
+
+
 # Verdict (what is published) lives in agent.wirevalues, below agent.published; it is re-exported here.
-__all__ = ["STATES", "CheckState", "State", "Verdict", "first_delay", "next_run"]
+__all__ = ["STATES", "CheckState", "Health", "LocalVerdict", "State", "Verdict", "first_delay", "next_run"]

@@ -49,7 +49,7 @@ from agent.http.peers import PeersSource, create_peers_router, with_reachability
 from agent.http.ui import UiSessionMiddleware, create_ui_router, ui_open_paths
 from agent.logs import rfc3339
 from common.address import format_address
-from gossip.events import MemberInfo
+from gossip import MemberInfo
 
 log = logging.getLogger("wiremesh.api")
 

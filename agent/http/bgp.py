@@ -37,10 +37,8 @@ from pydantic import BaseModel, ValidationError
 from agent.kernel.fib import FibState
 from agent.logs import rfc3339
 from agent.published import API, API_KEY, BGP_KEY
-from agent.routing import PeerKind, Prefix, Rib
-from agent.routing.decision import Ranked
-from gossip.codec import Refusals
-from gossip.events import MemberInfo, MemberState
+from agent.routing import PeerKind, Prefix, Ranked, Rib
+from gossip import MemberInfo, MemberState, Refusals
 
 if TYPE_CHECKING:
     from agent.bgp.speaker import NeighborView

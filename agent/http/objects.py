@@ -61,7 +61,7 @@ from agent.health.verdict import Verdict
 from agent.http.errors import ERROR_RESPONSES, ErrorDetail, error_response, problems_detail
 from agent.logs import rfc3339
 from common.address import format_address
-from gossip.events import MemberInfo
+from gossip import MemberInfo
 
 log = logging.getLogger("wiremesh.api")
 

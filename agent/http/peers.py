@@ -17,10 +17,8 @@ from pydantic import BaseModel
 
 from agent.http.errors import ErrorBody
 from agent.logs import rfc3339
-from gossip.codec import WireError
-from gossip.events import MemberInfo
-from transit.reachability import REACH, REACH_KEY
-from transit.report import PeerReport, TransitReport
+from gossip import MemberInfo, WireError
+from transit import REACH, REACH_KEY, PeerReport, TransitReport
 
 
 class PeersSource(Protocol):

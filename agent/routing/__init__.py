@@ -18,6 +18,7 @@ from agent.routing.path import (
     SegmentType,
     format_community,
     parse_community,
+    split_communities,
 )
 from agent.routing.policy import CompiledPolicySet, Explanation, PolicyChain, explain
 from agent.routing.rib import Change, Destination, Diff, Rib
@@ -51,4 +52,5 @@ __all__ = [
     "parse_community",
     "rank",
     "select",
+    "split_communities",
 ]

@@ -45,7 +45,7 @@ from agent.http.ui.session import (
     safe_next,
     set_cookie_header,
 )
-from gossip.events import MemberInfo
+from gossip import MemberInfo
 
 TEMPLATES = Path(__file__).parent / "templates"
 RIB_LIMIT = 500
