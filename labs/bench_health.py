@@ -67,7 +67,7 @@ from gossip.keyring import Keyring, Sealer
 from gossip.node import GossipNode
 from gossip.swim import Swim
 from gossip.transport import open_udp_tcp_transport
-from labs.localcluster import process_usage
+from labs.kit.localcluster import process_usage
 
 ME = "bench"
 HOST = "127.0.0.1"

@@ -176,3 +176,26 @@ def test_tombstone_keep_flag_is_validated_like_the_file(capsys: pytest.CaptureFi
     assert cli.main(["agent", "--insecure", "--name", "a", "--tombstone-keep", "-1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--tombstone-keep" in err[0]
+
+
+def test_lab_runs_the_scenario_as_its_own_process(capfd: pytest.CaptureFixture[str]) -> None:
+    """From a checkout: the scenario runs as ``python -m labs.NAME`` with our remaining arguments, and
+    the CLI never imports it (the labs are not part of the package)."""
+    before = set(sys.modules)
+    assert cli.main(["lab", "holdoff", "--help"]) == 0
+    assert "usage: python -m labs.holdoff" in capfd.readouterr().out
+    assert cli.main(["lab", "holdoff", "--no-such-option"]) == 2  # the scenario's own parser said no
+    assert "unrecognized arguments: --no-such-option" in capfd.readouterr().err
+    assert not {m for m in set(sys.modules) - before if m == "labs" or m.startswith("labs.")}
+
+
+def test_lab_without_the_source_tree_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert cli.main(["lab", "demo"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("wiremesh: error: the labs ship with the source tree") and err.count("\n") == 1
