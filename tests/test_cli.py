@@ -9,7 +9,6 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -18,6 +17,7 @@ from agent.cli import main as cli
 from agent.http.app import create_app, serve_api
 from gossip.events import MemberInfo, MemberState
 from gossip.keyring import KEY_SIZE, parse_key
+from tests.fakes import FakeNode
 
 REPO = Path(__file__).resolve().parent.parent
 BAD_CONFIG = "name = 'a'\ninsecure = true\nbind = '127.0.0.1:7946'\n[gossip]\nprobe_timeout = 5.0\n"
@@ -88,18 +88,15 @@ def test_taken_http_port_exits_1_with_one_line(tmp_path: Path, capsys: pytest.Ca
     )
 
 
-class FakeNode:
-    name = "a"
-
-    def members(self) -> list[MemberInfo]:
+def fake_node() -> FakeNode:
+    def members() -> list[MemberInfo]:
         now = trio.current_time()
         return [
             MemberInfo("alpha-long-name", ("127.0.0.1", 7946), 12, MemberState.ALIVE, now - 3725, b""),
             MemberInfo("b", ("::1", 7000), 0, MemberState.DEAD, now - 5, b""),
         ]
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"name": "a", "incarnation": 12, "members": []}
+    return FakeNode("a", snap={"name": "a", "incarnation": 12, "members": []}, members_at=members)
 
 
 TOKEN = "cli-test-token"
@@ -109,7 +106,7 @@ TOKEN = "cli-test-token"
 async def api_url(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
     monkeypatch.setenv("WIREMESH_TOKEN", TOKEN)
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(serve_api, create_app(FakeNode(), token=TOKEN), "127.0.0.1:0")
+        port = await nursery.start(serve_api, create_app(fake_node(), token=TOKEN), "127.0.0.1:0")
         yield f"http://127.0.0.1:{port}"
         nursery.cancel_scope.cancel()
 
@@ -146,7 +143,7 @@ async def test_members_json_and_env_default(
 
 async def test_debug_gossip(api_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert await run_cli("debug", "gossip", "--api", api_url) == 0
-    assert json.loads(capsys.readouterr().out) == FakeNode().snapshot()
+    assert json.loads(capsys.readouterr().out) == fake_node().snapshot()
 
 
 def free_port() -> int:

@@ -27,13 +27,10 @@ namespace, also on failure.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -46,6 +43,7 @@ import pytest
 
 from labs.kit.meshlab import API, Machine, MeshLab
 from labs.kit.netns import in_netns
+from labs.kit.proc import kill, sh
 from labs.kit.wait import eventually_blocking
 
 pytestmark = pytest.mark.integration
@@ -82,14 +80,10 @@ class BgpMeshLab(MeshLab):
     def cleanup(self) -> None:
         pids: set[int] = set()
         for m in self.machines.values():
-            out = subprocess.run(
-                ["ip", "netns", "pids", m.netns], capture_output=True, text=True, check=False
-            )
-            pids.update(int(p) for p in out.stdout.split())
+            pids.update(int(p) for p in sh("ip", "netns", "pids", m.netns, check=False).split())
         super().cleanup()
         for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            kill(pid)
 
     def call(self, name: str, method: str, path: str, body: Any = None) -> httpx.Response:
         def go() -> httpx.Response:
