@@ -315,15 +315,15 @@ template bgp machine {{
             "local_address": m.address,
             "hold_time": self.hold_time,
         }
-        config: dict[str, Any] = {
-            **top,
-            "bgp": {"enabled": True, "asn": MESH_AS, "drain_time": 1.0, "peers": [peer]},
-        }
+        tables: dict[str, Any] = {}
         if self.gossip:
-            config["gossip"] = self.gossip
+            tables["gossip"] = self.gossip
         if self.wireguard:
-            config["wireguard"] = {"enabled": True, "interface": m.wg_ifname, "mesh_address": m.mesh}
-        return tomli_w.dumps(config) + extra
+            tables["wireguard"] = {"enabled": True, "interface": m.wg_ifname, "mesh_address": m.mesh}
+        # The router as an array-of-tables entry (not tomli_w's inline array), so ``extra`` may add peers.
+        text = tomli_w.dumps({**top, "bgp": {"enabled": True, "asn": MESH_AS, "drain_time": 1.0}})
+        text += "\n[[bgp.peers]]\n" + tomli_w.dumps(peer)
+        return text + ("\n" + tomli_w.dumps(tables) if tables else "") + extra
 
     def start_agents(self, names: Sequence[str] | None = None, extra: str = "") -> None:
         for name in names or list(self.machines):
