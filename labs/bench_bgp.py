@@ -1,4 +1,4 @@
-"""BGP speaker figures with a real agent and BIRD 2 in network namespaces (``labs.bgplab``).
+"""BGP speaker figures with a real agent and BIRD 2 in network namespaces (``labs.kit.netns``).
 
 1. **Decision to BIRD**: a VIP without a health check is disabled and enabled again ``--toggles``
    times through the API. Each enable makes the planner decide "announce" (the agent logs it, wall
@@ -28,7 +28,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from labs.bgplab import Agent, Bird, NetnsLab, bird_edge_conf, exabgp_pid, sh, wait_until
+from labs.kit.bird import Bird, bird_edge_conf
+from labs.kit.netns import Agent, NetnsLab, exabgp_pid
+from labs.kit.proc import sh
+from labs.kit.wait import eventually_blocking
 
 ROUTER, EDGE = "198.18.0.1", "198.18.0.10"
 ROUTER_AS, MESH_AS = 65000, 64512
@@ -120,26 +123,29 @@ def summary(values: list[float]) -> dict[str, float]:
 def toggles(lab: NetnsLab, agent: Agent, bird: Bird, count: int) -> dict[str, Any]:
     prefix = f"{VIP}/32"
     lab.call(agent, "POST", "/v1/vips", {"name": "web", "address": VIP, "machines": ["edge1"]})
-    wait_until("the VIP in BIRD", lambda: bird.route(prefix), timeout=30)
+    eventually_blocking(lambda: bird.route(prefix), what="the VIP in BIRD", timeout=30)
     announce: list[float] = []
     withdraw: list[float] = []
     for _ in range(count):
         lab.call(agent, "PATCH", "/v1/vips/web", {"enabled": False})
-        gone = wait_until(
-            "the withdrawal in BIRD", lambda: not bird.route(prefix) and time.time(), timeout=10, poll=0.005
+        gone = eventually_blocking(
+            lambda: not bird.route(prefix) and time.time(),
+            what="the withdrawal in BIRD",
+            timeout=10,
+            poll=0.005,
         )
         decided = decisions(agent, "vip/web", "withdraw")[-1]
         withdraw.append(gone - decided)
         time.sleep(0.2)
         lab.call(agent, "PATCH", "/v1/vips/web", {"enabled": True})
-        learned = wait_until(
-            "the route in BIRD", lambda: bird_learned_at(bird, prefix), timeout=10, poll=0.01
+        learned = eventually_blocking(
+            lambda: bird_learned_at(bird, prefix), what="the route in BIRD", timeout=10, poll=0.01
         )
         decided = decisions(agent, "vip/web", "announce")[-1]
         announce.append(learned - decided)
         time.sleep(0.2)
     lab.call(agent, "DELETE", "/v1/vips/web")  # the full-table part counts received routes only
-    wait_until("the VIP gone from the RIB", lambda: rib_count(lab, agent) == 0, timeout=10)
+    eventually_blocking(lambda: rib_count(lab, agent) == 0, what="the VIP gone from the RIB", timeout=10)
     return {"announce": summary(announce), "withdraw": summary(withdraw)}
 
 
@@ -153,16 +159,16 @@ def full_table(lab: NetnsLab, agent: Agent, ns: str, prefixes: int) -> dict[str,
                 return parse_wall(f"{parts[4]} {parts[5]}")
         return None
 
-    up = wait_until("the session with BIRD", established, timeout=60, poll=0.05)
-    rib_at = wait_until(
-        f"{prefixes} prefixes in the RIB",
+    up = eventually_blocking(established, what="the session with BIRD", timeout=60, poll=0.05)
+    rib_at = eventually_blocking(
         lambda: rib_count(lab, agent) >= prefixes and time.time(),
+        what=f"{prefixes} prefixes in the RIB",
         timeout=600,
         poll=0.25,
     )
-    kernel_at = wait_until(
-        f"{prefixes} routes in the kernel",
+    kernel_at = eventually_blocking(
         lambda: kernel_count(ns) >= prefixes and time.time(),
+        what=f"{prefixes} routes in the kernel",
         timeout=600,
         poll=0.25,
     )
@@ -172,11 +178,11 @@ def full_table(lab: NetnsLab, agent: Agent, ns: str, prefixes: int) -> dict[str,
     rss_exabgp = rss_kib(exa) if exa is not None else 0
     stopped = time.time()
     lab.stop(bird.proc)
-    rib_empty = wait_until(
-        "an empty RIB", lambda: rib_count(lab, agent) == 0 and time.time(), timeout=600, poll=0.25
+    rib_empty = eventually_blocking(
+        lambda: rib_count(lab, agent) == 0 and time.time(), what="an empty RIB", timeout=600, poll=0.25
     )
-    kernel_empty = wait_until(
-        "an empty kernel table", lambda: kernel_count(ns) == 0 and time.time(), timeout=600, poll=0.25
+    kernel_empty = eventually_blocking(
+        lambda: kernel_count(ns) == 0 and time.time(), what="an empty kernel table", timeout=600, poll=0.25
     )
     return {
         "prefixes": prefixes,

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from labs.localcluster import LocalCluster, process_usage
+from labs.kit.localcluster import LocalCluster, process_usage
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -72,7 +72,7 @@ from gossip import (
     Swim,
     open_udp_tcp_transport,
 )
-from labs.localcluster import process_usage
+from labs.kit.localcluster import process_usage
 
 ME = "bench"
 HOST = "127.0.0.1"

@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from labs import report
-from labs.bgplab import sh, wait_until
+from labs.kit.netns import require_root_and_tools
+from labs.kit.proc import sh
+from labs.kit.wait import eventually_blocking
 from labs.report import NONE_LABEL, Timeline
-from labs.site import FAST_GOSSIP, Site, require_root_and_tools, sampler
+from labs.site import FAST_GOSSIP, Site, sampler
 
 NAME = "crash"
 OWN_VIP = "100.96.1.1"
@@ -52,10 +54,12 @@ def run(
         site.start_agents()
         site.wait_mesh()
         site.call("POST", "/v1/vips", {"name": "own-m1", "address": OWN_VIP, "machines": ["m1"]})
-        wait_until("BIRD to learn m1's VIP", lambda: site.bird_paths(f"{OWN_VIP}/32")[0] == "m1", timeout=60)
-        wait_until(
-            "m2 and m3 to install m1's VIP",
+        eventually_blocking(
+            lambda: site.bird_paths(f"{OWN_VIP}/32")[0] == "m1", what="BIRD to learn m1's VIP", timeout=60
+        )
+        eventually_blocking(
             lambda: kernel_has(site, "m2") and kernel_has(site, "m3"),
+            what="m2 and m3 to install m1's VIP",
             timeout=60,
         )
         tl.say(f"m1 announces {OWN_VIP}: BIRD routes to it, m2 and m3 have it in their kernels")
@@ -71,16 +75,16 @@ def run(
             time.sleep(1.0)
             t_crash = site.crash("m1")
             tl.say("m1 crashed: link down, every process in it killed (no FIN, no RST)", t_crash)
-            wait_until(
-                "the mesh to drop m1's route",
+            eventually_blocking(
                 lambda: not kernel_has(site, "m2") and not kernel_has(site, "m3"),
+                what="the mesh to drop m1's route",
                 timeout=120,
                 poll=0.05,
             )
             tl.say("m2 and m3 no longer route to m1")
-            wait_until(
-                "BIRD to drop m1's route",
+            eventually_blocking(
                 lambda: site.bird_paths(f"{OWN_VIP}/32")[0] is None,
+                what="BIRD to drop m1's route",
                 timeout=hold_time + 30,
                 poll=0.05,
             )

@@ -22,7 +22,8 @@ import textwrap
 from typing import Any
 
 from labs import holdoff, report, vip_failover
-from labs.site import EXA_VIP, VIP, VRRP_VIP, Check, require_root_and_tools
+from labs.kit.netns import require_root_and_tools
+from labs.site import EXA_VIP, VIP, VRRP_VIP, Check
 
 
 def say(text: str) -> None:

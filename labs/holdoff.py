@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from labs import report
+from labs.kit.netns import require_root_and_tools
 from labs.report import NONE_LABEL, Timeline
-from labs.site import EXA_VIP, VIP, VRRP_VIP, Check, Site, require_root_and_tools, sampler
+from labs.site import EXA_VIP, VIP, VRRP_VIP, Check, Site, sampler
 from labs.vip_failover import bird_lanes, lanes_from, setup, url, wait_all_paths
 
 NAME = "holdoff"

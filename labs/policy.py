@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from labs import report
-from labs.bgplab import bird_statics
+from labs.kit.bird import bird_statics
+from labs.kit.netns import require_root_and_tools
 from labs.report import NONE_LABEL, Timeline
-from labs.site import MESH_AS, VIP, Site, require_root_and_tools, sampler
+from labs.site import MESH_AS, VIP, Site, sampler
 
 NAME = "policy"
 WATCHER = "m4"  # announces nothing; the import policy is set on it

@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from labs import report
-from labs.bgplab import Agent
+from labs.kit.netns import Agent, require_root_and_tools
 from labs.report import Timeline
-from labs.site import Machine, Site, require_root_and_tools
+from labs.site import Machine, Site
 
 NAME = "scale"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

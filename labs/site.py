@@ -17,7 +17,7 @@ same service with the same interval, rise and fall.
 The NAT variant puts machines in pairs of "sites" that cannot reach each other directly: in each NATed
 machine's own namespace, iptables drops the UDP to the other side and MASQUERADEs what goes out.
 
-Mininet hosts are unnamed namespaces; :meth:`labs.bgplab.NetnsLab.adopt` names them, so the bgplab
+Mininet hosts are unnamed namespaces; :meth:`labs.kit.netns.NetnsLab.adopt` names them, so the kit's
 helpers (``ip netns exec``, API requests through ``setns``) work unchanged. Mininet is built without
 ``Mininet.init`` (which raises the machine's global sysctls and limits): the lab needs none of it.
 Everything is removed on exit, also on failure and Ctrl-C: processes by pid, then mininet (its bridge
@@ -46,7 +46,12 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-from labs.bgplab import Agent, Bird, NetnsLab, Proc, sh, toml_value, wait_until
+import tomli_w
+
+from labs.kit.bird import Bird
+from labs.kit.netns import Agent, NetnsLab
+from labs.kit.proc import Proc, sh
+from labs.kit.wait import eventually_blocking
 
 ROUTER, CLIENT_GW, CLIENT = "198.18.0.1", "198.18.1.1", "198.18.1.10"
 CLIENT_NET, VIP_NET = "198.18.1.0/24", "100.96.0.0/16"
@@ -159,10 +164,6 @@ class Machine:
     @property
     def mesh(self) -> str:
         return mesh_address(self.index)
-
-
-def _table(name: str, values: dict[str, Any]) -> str:
-    return f"\n[{name}]\n" + "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items())
 
 
 @dataclass
@@ -300,7 +301,7 @@ template bgp machine {{
     # --- agents ---------------------------------------------------------------------------------
 
     def agent_config(self, m: Machine, extra: str = "") -> str:
-        """The machine's config after bgplab's basics: join m1, BGP with the router, maybe WireGuard."""
+        """The machine's config after the kit's basics: join m1, BGP with the router, maybe WireGuard."""
         seeds = [f"{o.address}:7946" for o in self.machines.values() if o is not m][:3]
         top = {
             "join": seeds,
@@ -308,22 +309,21 @@ template bgp machine {{
             "join_retry_interval": 0.5,
             "cluster": f"site-{self.token}",
         }
-        text = "".join(f"{k} = {toml_value(v)}\n" for k, v in top.items())
-        text += _table("bgp", {"enabled": True, "asn": MESH_AS, "drain_time": 1.0})
-        text += _table(
-            "[bgp.peers]",
-            {
-                "address": ROUTER,
-                "peer_asn": ROUTER_AS,
-                "local_address": m.address,
-                "hold_time": self.hold_time,
-            },
-        )
+        peer = {
+            "address": ROUTER,
+            "peer_asn": ROUTER_AS,
+            "local_address": m.address,
+            "hold_time": self.hold_time,
+        }
+        tables: dict[str, Any] = {}
         if self.gossip:
-            text += _table("gossip", self.gossip)
+            tables["gossip"] = self.gossip
         if self.wireguard:
-            text += _table("wireguard", {"enabled": True, "interface": m.wg_ifname, "mesh_address": m.mesh})
-        return text + extra
+            tables["wireguard"] = {"enabled": True, "interface": m.wg_ifname, "mesh_address": m.mesh}
+        # The router as an array-of-tables entry (not tomli_w's inline array), so ``extra`` may add peers.
+        text = tomli_w.dumps({**top, "bgp": {"enabled": True, "asn": MESH_AS, "drain_time": 1.0}})
+        text += "\n[[bgp.peers]]\n" + tomli_w.dumps(peer)
+        return text + ("\n" + tomli_w.dumps(tables) if tables else "") + extra
 
     def start_agents(self, names: Sequence[str] | None = None, extra: str = "") -> None:
         for name in names or list(self.machines):
@@ -369,8 +369,12 @@ template bgp machine {{
                     return False
             return True
 
-        wait_until("every agent to see every other alive", members_ok, timeout=timeout, poll=0.3)
-        wait_until("BIRD's sessions with every agent", self.sessions_up, timeout=timeout, poll=0.3)
+        eventually_blocking(
+            members_ok, what="every agent to see every other alive", timeout=timeout, poll=0.3
+        )
+        eventually_blocking(
+            self.sessions_up, what="BIRD's sessions with every agent", timeout=timeout, poll=0.3
+        )
 
     def cli(self, name: str, *args: str) -> str:
         """``wiremesh ARGS`` run inside machine ``name``'s namespace against its own API, as an operator
@@ -399,9 +403,9 @@ template bgp machine {{
             m.ns,
             [sys.executable, "-c", SERVICE, name, str(SERVICE_PORT), str(self.state_file(name))],
         )
-        wait_until(
-            f"{name}'s service to listen",
+        eventually_blocking(
             lambda: f":{SERVICE_PORT} " in sh("ip", "netns", "exec", m.ns, "ss", "-Htln"),
+            what=f"{name}'s service to listen",
             timeout=15,
             poll=0.05,
         )
@@ -633,17 +637,3 @@ def sampler(fn: Callable[[], Any], every: float = 0.1) -> Iterator[list[tuple[fl
     finally:
         stop.set()
         thread.join(timeout=10)
-
-
-def require_root_and_tools(*tools: str) -> str | None:
-    """Why the labs cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "needs root: network namespaces, mininet"
-    for tool in ("mnexec", "bird", "birdc", "brctl", "iptables", "curl", *tools):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed: run `make deps`"
-    try:
-        import mininet.net  # type: ignore[import-untyped]  # noqa: F401
-    except ImportError:
-        return "the mininet Python package is missing: pip install -e '.[test]'"
-    return None

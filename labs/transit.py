@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from labs import report
-from labs.bgplab import Proc, wait_until
+from labs.kit.netns import require_root_and_tools
+from labs.kit.proc import Proc
+from labs.kit.wait import eventually_blocking
 from labs.report import NONE_LABEL, Timeline
-from labs.site import Site, require_root_and_tools, sampler
+from labs.site import Site, sampler
 
 NAME = "transit"
 PING = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from [\d.]+: icmp_seq=(\d+) ttl=(\d+)")
@@ -77,7 +79,9 @@ def run(
         tl.say("site up: 3 machines on a Linux bridge (mininet), agents with WireGuard (wireguard-go)")
         site.start_agents()
         site.wait_mesh()
-        wait_until("every WireGuard path direct", lambda: all_direct(site), timeout=60, poll=0.5)
+        eventually_blocking(
+            lambda: all_direct(site), what="every WireGuard path direct", timeout=60, poll=0.5
+        )
         tl.say("the mesh is up: every pair of machines direct")
         m2 = site.machines["m2"]
         count = int((hold + 120) / 0.2)  # bounded: more than the scenario can last
@@ -91,9 +95,9 @@ def run(
             t_nat = time.time()
             site.nat("m1", "m2")
             tl.say("m1 and m2 are now behind NAT: no UDP between them, MASQUERADE on the way out", t_nat)
-            wait_until(
-                "m1 and m2 to route through m3",
+            eventually_blocking(
                 lambda: pair(site, "m1", "m2") == ("transit via m3", "transit via m3"),
+                what="m1 and m2 to route through m3",
                 timeout=60,
                 poll=0.2,
             )
@@ -102,9 +106,9 @@ def run(
             time.sleep(hold)
             t_lift = site.lift_nat()
             tl.say("NAT lifted", t_lift)
-            wait_until(
-                "m1 and m2 to fail back to direct",
+            eventually_blocking(
                 lambda: pair(site, "m1", "m2") == ("direct", "direct"),
+                what="m1 and m2 to fail back to direct",
                 timeout=90,
                 poll=0.2,
             )

@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from labs import report
-from labs.bgplab import wait_until
+from labs.kit.netns import require_root_and_tools
+from labs.kit.wait import eventually_blocking
 from labs.report import NONE_LABEL, Timeline
-from labs.site import EXA_VIP, SERVICE_PORT, VIP, VRRP_VIP, Check, Site, require_root_and_tools, sampler
+from labs.site import EXA_VIP, SERVICE_PORT, VIP, VRRP_VIP, Check, Site, sampler
 
 NAME = "vip_failover"
 
@@ -78,32 +79,34 @@ def setup(site: Site, tl: Timeline, holdoff: float, baselines: bool, keepalived:
 
 def wait_all_paths(site: Site, baselines: bool, keepalived: bool, timeout: float = 60) -> None:
     n = len(site.machines)
-    wait_until(
-        "every machine's path to the VIP in BIRD",
+    eventually_blocking(
         lambda: len(site.bird_paths(f"{VIP}/32")[1]) == n,
+        what="every machine's path to the VIP in BIRD",
         timeout=timeout,
     )
     if baselines:
-        wait_until(
-            "every baseline path in BIRD",
+        eventually_blocking(
             lambda: len(site.bird_paths(f"{EXA_VIP}/32")[1]) == n,
+            what="every baseline path in BIRD",
             timeout=timeout,
         )
     if keepalived:
-        wait_until("a VRRP master", site.vrrp_master, timeout=timeout)
+        eventually_blocking(site.vrrp_master, what="a VRRP master", timeout=timeout)
 
 
 def same_active(site: Site, active: str, baselines: bool, keepalived: bool, timeout: float = 30) -> None:
     """Until every contender serves from ``active`` (VRRP preempts back a few seconds after recovery),
     so that one fault hits all of them."""
     if baselines:
-        wait_until(
-            f"the ExaBGP baseline's best path via {active}",
+        eventually_blocking(
             lambda: machine_of(site.bird_paths(f"{EXA_VIP}/32")[0]) == active,
+            what=f"the ExaBGP baseline's best path via {active}",
             timeout=timeout,
         )
     if keepalived:
-        wait_until(f"{active} to be the VRRP master", lambda: site.vrrp_master() == active, timeout=timeout)
+        eventually_blocking(
+            lambda: site.vrrp_master() == active, what=f"{active} to be the VRRP master", timeout=timeout
+        )
 
 
 def bird_lanes(site: Site, baselines: bool) -> Callable[[], dict[str, str]]:

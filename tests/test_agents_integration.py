@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from labs.localcluster import LocalCluster
+from labs.kit.localcluster import API_ERRORS, LocalCluster
+from labs.kit.wait import eventually_blocking
 
 pytestmark = pytest.mark.integration
 
@@ -33,10 +34,11 @@ def test_five_agents_converge_detect_a_kill_and_see_a_leave(cluster: LocalCluste
     victim = names[2]
     killed = cluster.kill(victim, signal.SIGKILL)
     survivors = [n for n in names if n != victim]
-    cluster.wait_until(
-        f"everyone marks {victim} dead",
+    eventually_blocking(
         lambda: all(cluster.states(s)[victim] == "dead" for s in survivors),
+        what=f"everyone marks {victim} dead",
         timeout=60,
+        ignore=API_ERRORS,
     )
     # Every survivor logged the death as a structured JSON event, after the kill.
     deaths = {e.observer for e in cluster.all_events() if e.member == victim and e.event == "dead"}
@@ -47,10 +49,11 @@ def test_five_agents_converge_detect_a_kill_and_see_a_leave(cluster: LocalCluste
     cluster.kill(leaver, signal.SIGTERM)
     assert cluster.wait_exit(leaver, timeout=15) == 0
     rest = [n for n in survivors if n != leaver]
-    cluster.wait_until(
-        f"everyone marks {leaver} left",
+    eventually_blocking(
         lambda: all(cluster.states(s)[leaver] == "left" for s in rest),
+        what=f"everyone marks {leaver} left",
         timeout=30,
+        ignore=API_ERRORS,
     )
     # Left is not dead: nobody suspected or killed the member that said goodbye.
     assert not [e for e in cluster.all_events() if e.member == leaver and e.event in ("suspect", "dead")]
@@ -70,7 +73,12 @@ def test_restarted_agent_rejoins_alive_with_a_higher_incarnation(cluster: LocalC
     victim = names[3]
     cluster.kill(victim, signal.SIGKILL)
     cluster.wait_exit(victim)
-    cluster.wait_until(f"{victim} dead", lambda: cluster.states(names[0])[victim] == "dead", timeout=60)
+    eventually_blocking(
+        lambda: cluster.states(names[0])[victim] == "dead",
+        what=f"{victim} dead",
+        timeout=60,
+        ignore=API_ERRORS,
+    )
     cluster.start(victim)
     cluster.wait_converged(timeout=60)
     incarnations = {m["name"]: m["incarnation"] for m in cluster.members(names[0])}
@@ -85,7 +93,12 @@ def test_agent_with_another_key_is_refused(cluster: LocalCluster, tmp_path: Path
         1, tmp_path / "stranger", cluster="itest", gossip=FAST, prefix="stranger", seed_port=seed_port
     ) as stranger:  # same cluster name, its own keyring
         stranger.start_all()
-        stranger.wait_until("the stranger is up", lambda: stranger.states("stranger1") != {}, timeout=30)
+        eventually_blocking(
+            lambda: stranger.states("stranger1") != {},
+            what="the stranger is up",
+            timeout=30,
+            ignore=API_ERRORS,
+        )
 
         def refused() -> bool:
             seed = cluster.seed.name
@@ -94,7 +107,9 @@ def test_agent_with_another_key_is_refused(cluster: LocalCluster, tmp_path: Path
             ).json()
             return bool(snapshot["traffic"]["auth_failures"] > 0)
 
-        cluster.wait_until("the seed refused the stranger's traffic", refused, timeout=30)
+        eventually_blocking(
+            refused, what="the seed refused the stranger's traffic", timeout=30, ignore=API_ERRORS
+        )
         assert set(stranger.states("stranger1")) == {"stranger1"}
     assert set(cluster.states(names[0])) == set(names)
 
@@ -132,7 +147,9 @@ def test_a_vip_created_on_one_agent_is_on_every_agent_and_survives_a_restart(clu
         response = httpx.get(agent.api + "/v1/vips/web", headers=cluster.api_headers(name), timeout=5)
         return response.json() if response.status_code == 200 else None
 
-    cluster.wait_until("every agent has the VIP", lambda: all(vip_on(n) for n in names), timeout=30)
+    eventually_blocking(
+        lambda: all(vip_on(n) for n in names), what="every agent has the VIP", timeout=30, ignore=API_ERRORS
+    )
     view = vip_on(names[4])
     assert view is not None and view["address"] == "100.96.0.10" and view["machines"] == names[1:3]
 
@@ -149,4 +166,6 @@ def test_a_vip_created_on_one_agent_is_on_every_agent_and_survives_a_restart(clu
     cluster.wait_exit(victim)
     cluster.start(victim)
     # After a restart the VIP is there again (its own disk; test_replication checks that alone).
-    cluster.wait_until(f"{victim} answers", lambda: vip_on(victim) is not None, timeout=30)
+    eventually_blocking(
+        lambda: vip_on(victim) is not None, what=f"{victim} answers", timeout=30, ignore=API_ERRORS
+    )

@@ -19,25 +19,10 @@ from agent.cluster.store import ObjectStore
 from agent.health.verdict import Health, LocalVerdict, Verdict
 from agent.published import ANNOUNCE_KEY, HEALTH_KEY
 from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
+from tests.fakes import FakeNode
 from tests.swimkit import node_addr
 
 ME = "m1"
-
-
-class FakeNode:
-    def __init__(self) -> None:
-        self.send, self.recv = trio.open_memory_channel[MemberEvent](100)
-        self.values: dict[str, bytes | None] = {}
-        self.peers: list[MemberInfo] = []  # set by the test
-
-    def members(self) -> list[MemberInfo]:
-        return list(self.peers)
-
-    def subscribe(self, max_buffer: int = 1024) -> trio.MemoryReceiveChannel[MemberEvent]:
-        return self.recv
-
-    async def set_kv(self, key: str, value: bytes | None) -> None:
-        self.values[key] = value
 
 
 class FakeHealth:
@@ -160,7 +145,7 @@ async def test_a_peers_hold_is_read_against_when_its_announcement_arrived(
             now = trio.current_time()
             packed = msgpack.packb(to_wire({"vip/web": Decision(True, Reason.HELD, held_until)}, now))
             kv = {ANNOUNCE_KEY: (version, packed)}
-            gossip.peers = [MemberInfo("m2", peer, 1, MemberState.ALIVE, 0.0, b"", kv)]
+            gossip.member_list = [MemberInfo("m2", peer, 1, MemberState.ALIVE, 0.0, b"", kv)]
 
         # Published with 20 s left before this machine saw it arrive: converted from now (the fallback).
         publish(1, trio.current_time() + 20.0)

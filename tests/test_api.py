@@ -21,23 +21,16 @@ from agent.http.app import create_app, serve_api
 from agent.logs import JsonFormatter, TextFormatter, configure_logging
 from agent.runner import AgentInfo, run_agent
 from gossip.events import MemberInfo, MemberState
+from labs.kit.wait import eventually
+from tests.fakes import FakeNode
 
 
-class FakeNode:
-    name = "node-a"
-
-    def __init__(self) -> None:
-        self.member_list = [
-            MemberInfo("node-b", ("::1", 7001), 4, MemberState.SUSPECT, 90.0, b"\x00\xffmeta"),
-            MemberInfo("node-a", ("127.0.0.1", 7000), 1, MemberState.ALIVE, 40.0, b""),
-        ]
-        self.snap: dict[str, Any] = {"name": "node-a", "members": [{"name": "node-b"}], "health_score": 2}
-
-    def members(self) -> list[MemberInfo]:
-        return list(self.member_list)
-
-    def snapshot(self) -> dict[str, Any]:
-        return self.snap
+def fake_node() -> FakeNode:
+    members = [
+        MemberInfo("node-b", ("::1", 7001), 4, MemberState.SUSPECT, 90.0, b"\x00\xffmeta"),
+        MemberInfo("node-a", ("127.0.0.1", 7000), 1, MemberState.ALIVE, 40.0, b""),
+    ]
+    return FakeNode("node-a", members, {"name": "node-a", "members": [{"name": "node-b"}], "health_score": 2})
 
 
 TOKEN = "test-token"
@@ -50,7 +43,7 @@ def asgi_client(node: FakeNode) -> httpx.AsyncClient:
 
 
 async def test_members_endpoint() -> None:
-    async with asgi_client(FakeNode()) as client:
+    async with asgi_client(fake_node()) as client:
         response = await client.get("/v1/members")
     assert response.status_code == 200
     assert response.json() == [
@@ -76,7 +69,7 @@ async def test_members_endpoint() -> None:
 
 
 async def test_debug_and_health_endpoints() -> None:
-    node = FakeNode()
+    node = fake_node()
     async with asgi_client(node) as client:
         debug = await client.get("/debug/gossip")
         node.snap = {"changed": True}
@@ -88,7 +81,7 @@ async def test_debug_and_health_endpoints() -> None:
 
 
 async def test_real_server_on_ephemeral_port_and_clean_shutdown() -> None:
-    node = FakeNode()
+    node = fake_node()
     async with trio.open_nursery() as nursery:
         port = await nursery.start(serve_api, create_app(node, token=TOKEN), "127.0.0.1:0")
         assert port > 0
@@ -110,7 +103,7 @@ async def test_taken_port_is_a_plain_error_naming_the_address() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(OSError, match=rf"cannot listen on 127\.0\.0\.1:{port} for the HTTP API"):
-            await serve_api(create_app(FakeNode(), token=TOKEN), f"127.0.0.1:{port}")
+            await serve_api(create_app(fake_node(), token=TOKEN), f"127.0.0.1:{port}")
 
 
 def make_record(**extra: Any) -> logging.LogRecord:
@@ -175,11 +168,12 @@ def test_configure_logging_json_end_to_end() -> None:
 async def wait_for_states(port: int, want: dict[str, str], token: str) -> list[dict[str, Any]]:
     headers = {"authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers) as client:
-        while True:
-            members: list[dict[str, Any]] = (await client.get("/v1/members")).json()
-            if {m["name"]: m["state"] for m in members} == want:
-                return members
-            await trio.sleep(0.05)
+
+        async def members() -> list[dict[str, Any]] | None:
+            found: list[dict[str, Any]] = (await client.get("/v1/members")).json()
+            return found if {m["name"]: m["state"] for m in found} == want else None
+
+        return await eventually(members, what=f"members {want}", timeout=30.0, poll=0.05)
 
 
 async def test_two_agents_join_and_leave_on_sigterm(tmp_path: Any) -> None:

@@ -19,6 +19,7 @@ from agent.cluster.store import ObjectStore
 from agent.health.verdict import Verdict
 from agent.http.app import create_app
 from gossip.events import MemberInfo, MemberState
+from tests.fakes import FakeNode
 
 TOKEN = "objects-test-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -27,21 +28,13 @@ CHECK = {"type": "tcp", "target": ":6443", "interval": 5, "timeout": 1}
 NO_DETAIL = {"assigned": True, "check": None, "decision": None}  # FakeStatus has no verdicts or decisions
 
 
-class FakeNode:
-    name = "node-a"
-
-    def __init__(self) -> None:
-        self.member_list = [
-            MemberInfo("node-a", ("127.0.0.1", 7000), 3, MemberState.ALIVE, 10.0, b""),
-            MemberInfo("node-b", ("127.0.0.1", 7001), 1, MemberState.SUSPECT, 10.0, b""),
-            MemberInfo("node-c", ("127.0.0.1", 7002), 5, MemberState.DEAD, 10.0, b""),
-        ]
-
-    def members(self) -> list[MemberInfo]:
-        return list(self.member_list)
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"traffic": {"datagrams_in": 7}}
+def fake_node() -> FakeNode:
+    members = [
+        MemberInfo("node-a", ("127.0.0.1", 7000), 3, MemberState.ALIVE, 10.0, b""),
+        MemberInfo("node-b", ("127.0.0.1", 7001), 1, MemberState.SUSPECT, 10.0, b""),
+        MemberInfo("node-c", ("127.0.0.1", 7002), 5, MemberState.DEAD, 10.0, b""),
+    ]
+    return FakeNode("node-a", members, {"traffic": {"datagrams_in": 7}})
 
 
 @dataclass
@@ -75,7 +68,7 @@ def make_store(node: FakeNode) -> ObjectStore:
 
 @pytest.fixture
 async def env() -> AsyncIterator[Env]:
-    node, status = FakeNode(), FakeStatus()
+    node, status = fake_node(), FakeStatus()
     store = make_store(node)
     app = create_app(
         node, token=TOKEN, store=lambda: store, status=status, clock=lambda: 100.0, wall_clock=lambda: WALL
@@ -350,7 +343,7 @@ class BrokenStore:
 
 
 async def test_a_bug_is_a_logged_clean_500(caplog: pytest.LogCaptureFixture) -> None:
-    app = create_app(FakeNode(), token=TOKEN, store=lambda: BrokenStore(), clock=lambda: 1.0)  # type: ignore[arg-type, return-value]
+    app = create_app(fake_node(), token=TOKEN, store=lambda: BrokenStore(), clock=lambda: 1.0)  # type: ignore[arg-type, return-value]
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://agent", headers=AUTH) as client:
         with caplog.at_level(logging.ERROR, "wiremesh.api"):
@@ -409,7 +402,7 @@ METHODS = st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE"])
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(requests=st.lists(st.tuples(METHODS, PATHS, BODIES), min_size=1, max_size=6))
 async def test_random_requests_never_500(requests: list[tuple[str, str, Any]]) -> None:
-    node = FakeNode()
+    node = fake_node()
     store = make_store(node)
     app = create_app(node, token=TOKEN, store=lambda: store, clock=lambda: 1.0, wall_clock=lambda: WALL)
     transport = httpx.ASGITransport(app=app)

@@ -10,26 +10,22 @@ from hypothesis import HealthCheck, settings
 from agent.cluster.store import ObjectStore
 from agent.http.app import create_app
 from gossip.events import MemberInfo, MemberState
+from tests.fakes import FakeNode
 
 TOKEN = "schema-test-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 
-class FakeNode:
-    name = "node-a"
-
-    def members(self) -> list[MemberInfo]:
-        return [
-            MemberInfo("node-a", ("127.0.0.1", 7000), 1, MemberState.ALIVE, 0.0, b""),
-            MemberInfo("node-b", ("::1", 7001), 2, MemberState.DEAD, 0.0, b"\x01"),
-        ]
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"traffic": {"datagrams_in": 1}}
+def fake_node() -> FakeNode:
+    members = [
+        MemberInfo("node-a", ("127.0.0.1", 7000), 1, MemberState.ALIVE, 0.0, b""),
+        MemberInfo("node-b", ("::1", 7001), 2, MemberState.DEAD, 0.0, b"\x01"),
+    ]
+    return FakeNode("node-a", members, {"traffic": {"datagrams_in": 1}})
 
 
 def _app() -> Any:
-    node = FakeNode()
+    node = fake_node()
     store = ObjectStore("node-a", lambda: frozenset({"node-a", "node-b"}))
     # One app for the whole run, so generated writes pile up and later requests meet existing objects.
     return create_app(node, token=TOKEN, store=lambda: store, clock=lambda: 1.0, wall_clock=lambda: 1.7e9)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -12,19 +11,13 @@ import pytest
 from agent.cluster.store import ObjectStore
 from agent.http.app import create_app
 from agent.http.auth import TokenError, bearer_from_headers, load_or_create_token, read_token, token_matches
-from gossip.events import MemberInfo
+from tests.fakes import FakeNode
 
 TOKEN = "auth-test-token"
 
 
-class FakeNode:
-    name = "node-a"
-
-    def members(self) -> list[MemberInfo]:
-        return []
-
-    def snapshot(self) -> dict[str, Any]:
-        return {}
+def fake_node() -> FakeNode:
+    return FakeNode("node-a")
 
 
 def test_token_is_created_once_private_and_reused(tmp_path: Path) -> None:
@@ -74,7 +67,7 @@ def test_header_parsing_and_compare() -> None:
 
 def client(**headers: str) -> httpx.AsyncClient:
     store = ObjectStore("node-a", lambda: frozenset({"node-a"}))
-    app = create_app(FakeNode(), token=TOKEN, store=lambda: store, clock=lambda: 1.0)
+    app = create_app(fake_node(), token=TOKEN, store=lambda: store, clock=lambda: 1.0)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://agent", headers=headers)
 
 

@@ -1,6 +1,6 @@
 """The agent's BGP speaker end to end: a real agent process (``python -m agent agent``) with BGP on in
 one network namespace, BIRD 2 in another as two external routers (two BGP protocols on two addresses,
-ASes 65000 and 65010), all on a bridge in a third (``labs.bgplab``; 198.18.0.0/24, no route out).
+ASes 65000 and 65010), all on a bridge in a third (``labs.kit.netns``; 198.18.0.0/24, no route out).
 
 Shows, in order:
 
@@ -33,7 +33,10 @@ from typing import Any
 
 import pytest
 
-from labs.bgplab import Agent, Bird, NetnsLab, Proc, bird_edge_conf, exabgp_pid, sh, wait_until
+from labs.kit.bird import Bird, bird_edge_conf
+from labs.kit.netns import Agent, NetnsLab, exabgp_pid
+from labs.kit.proc import Proc, sh
+from labs.kit.wait import eventually_blocking
 
 pytestmark = [
     pytest.mark.integration,
@@ -200,7 +203,7 @@ def test_agent_speaks_bgp_with_bird(lab: NetnsLab) -> None:
 
     def until(what: str, check: Any, timeout: float = WAIT) -> Any:
         try:
-            return wait_until(what, check, timeout=timeout, poll=0.2, failing=failing)
+            return eventually_blocking(check, what=what, timeout=timeout, poll=0.2, failing=failing)
         except AssertionError as exc:
             protocols = bird.birdc("show", "protocols", "all")
             raise AssertionError(f"{exc}\n{protocols}\n--- agent log ---\n{lab.tail(agent)}") from None
@@ -331,7 +334,7 @@ def test_three_agents_peer_automatically_and_drop_a_dead_member_fast(lab: NetnsL
 
     def until(what: str, check: Any, timeout: float = WAIT, poll: float = 0.2) -> Any:
         try:
-            return wait_until(what, check, timeout=timeout, poll=poll)
+            return eventually_blocking(check, what=what, timeout=timeout, poll=poll)
         except AssertionError as exc:
             logs = "\n".join(f"--- {n} ---\n{lab.tail(a, 25)}" for n, a in agents.items())
             raise AssertionError(f"{exc}\n{logs}") from None

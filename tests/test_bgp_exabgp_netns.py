@@ -8,19 +8,17 @@ and that killing ExaBGP by pid makes the supervisor restart it and the owner's r
 back. The IPv4 session uses a TCP-MD5 password.
 
 Needs root and Debian's ``bird2`` (``make deps`` installs it). Everything started here is stopped by
-pid, and both namespaces are deleted, also when the test fails.
+pid, and both namespaces are deleted, also when the test fails (``labs.kit.netns.NetnsLab``).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 import signal
-import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +37,10 @@ from agent.bgp.supervisor import (
     SupervisorOptions,
     default_exabgp_argv,
 )
+from labs.kit.bird import Bird
+from labs.kit.netns import NetnsLab
+from labs.kit.proc import sh, terminate
+from labs.kit.wait import eventually
 
 pytestmark = [
     pytest.mark.integration,
@@ -78,24 +80,15 @@ protocol bgp mesh6 from exa {{
 """
 
 
-def sh(*args: str) -> str:
-    return subprocess.run(args, check=True, capture_output=True, text=True, timeout=30).stdout
-
-
 @dataclass
 class Lab:
     ns_exabgp: str
-    bird_socket: Path
-    bird_log: Path
+    bird: Bird
 
-
-def _kill(pid: int) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
+    def diagnostics(self) -> str:
+        """What to read when a wait fails: BIRD's view of its sessions and the tail of its log."""
+        protocols = self.bird.birdc("show", "protocols", "all")
+        return f"{protocols}\n{self.bird.proc.log.read_text()[-3000:]}"
 
 
 @pytest.fixture
@@ -103,78 +96,29 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     assert shutil.which("bird") and shutil.which("birdc"), (
         "BIRD 2 is missing: apt-get install bird2 (make deps)"
     )
-    token = secrets.token_hex(3)
-    ns_bird, ns_exabgp = f"wm-bird-{os.getpid()}-{token}", f"wm-exa-{os.getpid()}-{token}"
-    created: list[str] = []
-    bird: subprocess.Popen[bytes] | None = None
-    bird_log = tmp_path / "bird.log"
-    try:
-        for ns in (ns_bird, ns_exabgp):
-            sh("ip", "netns", "add", ns)
-            created.append(ns)
-        veth_b, veth_e = f"wb{token}", f"we{token}"
-        sh(
-            "ip",
-            "link",
-            "add",
-            veth_b,
-            "netns",
-            ns_bird,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            veth_e,
-            "netns",
-            ns_exabgp,
-        )
+    with NetnsLab(tmp_path / "lab", bridge=False) as net:
+        ns_bird, ns_exabgp = net.namespace("bird"), net.namespace("exa")
+        veth_b, veth_e = f"wb{net.token}", f"we{net.token}"
+        net.veth("bird", veth_b, "exa", veth_e)
         for ns, dev, v4, v6 in ((ns_bird, veth_b, BIRD4, BIRD6), (ns_exabgp, veth_e, EXA4, EXA6)):
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
             sh("ip", "-n", ns, "addr", "add", f"{v4}/30", "dev", dev)
             sh("ip", "-n", ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
             sh("ip", "-n", ns, "link", "set", dev, "up")
-        conf = tmp_path / "bird.conf"
-        conf.write_text(
-            BIRD_CONF.format(
-                bird4=BIRD4,
-                bird6=BIRD6,
-                exa4=EXA4,
-                exa6=EXA6,
-                bird_as=BIRD_AS,
-                local_as=LOCAL_AS,
-                password=PASSWORD,
-            )
+        conf = BIRD_CONF.format(
+            bird4=BIRD4,
+            bird6=BIRD6,
+            exa4=EXA4,
+            exa6=EXA6,
+            bird_as=BIRD_AS,
+            local_as=LOCAL_AS,
+            password=PASSWORD,
         )
-        socket_path = tmp_path / "bird.ctl"
-        with bird_log.open("wb") as out:  # -f: stays our child, so we stop it by its pid
-            bird = subprocess.Popen(
-                ["ip", "netns", "exec", ns_bird, "bird", "-f", "-c", str(conf), "-s", str(socket_path)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 10
-        while subprocess.run(
-            ["birdc", "-s", str(socket_path), "show", "status"], capture_output=True
-        ).returncode:
-            assert bird.poll() is None, bird_log.read_text()
-            assert time.monotonic() < deadline, "BIRD did not open its control socket"
-            time.sleep(0.1)
-        yield Lab(ns_exabgp, socket_path, bird_log)
-    finally:
-        if bird is not None:
-            _kill(bird.pid)
-            bird.wait(timeout=10)
-        for ns in created:
-            for pid in subprocess.run(
-                ["ip", "netns", "pids", ns], capture_output=True, text=True
-            ).stdout.split():
-                _kill(int(pid))  # anything still in a namespace we made is ours
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        yield Lab(ns_exabgp, net.start_bird("bird", conf))
 
 
 async def birdc(lab: Lab, *args: str) -> str:
     result = await trio.run_process(
-        ["birdc", "-s", str(lab.bird_socket), *args], capture_stdout=True, check=False
+        ["birdc", "-s", str(lab.bird.socket), *args], capture_stdout=True, check=False
     )
     return result.stdout.decode()
 
@@ -183,15 +127,6 @@ async def route_block(lab: Lab, prefix: str) -> str:
     """``show route all`` for one prefix; empty when BIRD does not have it."""
     text = await birdc(lab, "show", "route", "all", "for", prefix)
     return text if prefix.split("/")[0] in text and "BGP.origin" in text else ""
-
-
-async def eventually(what: str, check: Callable[[], Awaitable[bool]], lab: Lab) -> None:
-    with trio.move_on_after(WAIT):
-        while not await check():
-            await trio.sleep(0.2)
-        return
-    protocols = await birdc(lab, "show", "protocols", "all")
-    pytest.fail(f"timed out waiting for {what}\n{protocols}\n{lab.bird_log.read_text()[-3000:]}")
 
 
 @dataclass
@@ -266,13 +201,25 @@ async def test_exabgp_with_bird(lab: Lab, tmp_path: Path) -> None:
                     )
                 )
 
-            await eventually("BIRD to learn the /32 with its attributes", vip4_with_attributes, lab)
+            await eventually(
+                vip4_with_attributes,
+                what="BIRD to learn the /32 with its attributes",
+                timeout=WAIT,
+                poll=0.2,
+                detail=lab.diagnostics,
+            )
 
             async def vip6_with_attributes() -> bool:
                 block = await route_block(lab, VIP6)
                 return "BGP.community: (65001,6)" in block and "BGP.as_path: 65001" in block
 
-            await eventually("BIRD to learn the /128", vip6_with_attributes, lab)
+            await eventually(
+                vip6_with_attributes,
+                what="BIRD to learn the /128",
+                timeout=WAIT,
+                poll=0.2,
+                detail=lab.diagnostics,
+            )
             assert owner.resyncs[0].reason is ReloadReason.START
 
             # 2. BIRD's own prefixes reach us as parsed updates.
@@ -282,7 +229,13 @@ async def test_exabgp_with_bird(lab: Lab, tmp_path: Path) -> None:
             async def both_learned() -> bool:
                 return {"203.0.113.0/24", "2001:db8:100::/48"} <= learned().keys()
 
-            await eventually("BIRD's prefixes as update events", both_learned, lab)
+            await eventually(
+                both_learned,
+                what="BIRD's prefixes as update events",
+                timeout=WAIT,
+                poll=0.2,
+                detail=lab.diagnostics,
+            )
             ext = learned()["203.0.113.0/24"]
             assert ext.peer.address == BIRD4 and ext.peer.asn == BIRD_AS
             route = next(r for r in ext.announced if r.prefix == "203.0.113.0/24")
@@ -298,17 +251,29 @@ async def test_exabgp_with_bird(lab: Lab, tmp_path: Path) -> None:
             async def gshut() -> bool:
                 return "(65535,0)" in await route_block(lab, VIP4)
 
-            await eventually("the GRACEFUL_SHUTDOWN community on the route", gshut, lab)
+            await eventually(
+                gshut,
+                what="the GRACEFUL_SHUTDOWN community on the route",
+                timeout=WAIT,
+                poll=0.2,
+                detail=lab.diagnostics,
+            )
             await owner.apply(owner.rib.withdraw_all())
 
             async def withdrawn() -> bool:
                 return not await route_block(lab, VIP4) and not await route_block(lab, VIP6)
 
-            await eventually("the withdrawal", withdrawn, lab)
+            await eventually(withdrawn, what="the withdrawal", timeout=WAIT, poll=0.2, detail=lab.diagnostics)
 
             # 4. ExaBGP killed by its pid: restarted, and the owner's resync puts the route back.
             await owner.apply(owner.rib.announce(BIRD4, VIP4, VIP_ATTRS))
-            await eventually("the route to come back before the kill", vip4_with_attributes, lab)
+            await eventually(
+                vip4_with_attributes,
+                what="the route to come back before the kill",
+                timeout=WAIT,
+                poll=0.2,
+                detail=lab.diagnostics,
+            )
             learned_at = re.search(r"\[mesh4 ([0-9:.]+)\]", await route_block(lab, VIP4))
             assert learned_at is not None
             first = sup.pid
@@ -318,7 +283,13 @@ async def test_exabgp_with_bird(lab: Lab, tmp_path: Path) -> None:
             async def restarted() -> bool:
                 return len(owner.resyncs) >= 2 and sup.pid not in (None, first) and sup.connected
 
-            await eventually("the supervisor to restart ExaBGP", restarted, lab)
+            await eventually(
+                restarted,
+                what="the supervisor to restart ExaBGP",
+                timeout=WAIT,
+                poll=0.2,
+                detail=lab.diagnostics,
+            )
             assert owner.resyncs[1].reason is ReloadReason.RESTART
             down = next(e for e in owner.events if isinstance(e, SpeakerDown))
             assert "-9" in down.reason
@@ -327,13 +298,19 @@ async def test_exabgp_with_bird(lab: Lab, tmp_path: Path) -> None:
                 block = await route_block(lab, VIP4)
                 return await vip4_with_attributes() and f"[mesh4 {learned_at[1]}]" not in block
 
-            await eventually("BIRD to learn the /32 again after the restart", relearned, lab)
+            await eventually(
+                relearned,
+                what="BIRD to learn the /32 again after the restart",
+                timeout=WAIT,
+                poll=0.2,
+                detail=lab.diagnostics,
+            )
             assert not await route_block(lab, VIP6)  # withdrawn before the kill: stays withdrawn
 
             nursery.cancel_scope.cancel()
     finally:
         for pid in pids:  # the supervisor stops ExaBGP itself; this only covers a bug in that
-            _kill(pid)
+            terminate(pid)
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

@@ -10,7 +10,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from agent.bgp.supervisor import (
     SupervisorOptions,
     _descends_from,
 )
+from labs.kit.wait import eventually_blocking
 
 FAKE = Path(__file__).parent / "fixtures" / "exabgp" / "fake_exabgp.py"
 TIMEOUT = 20.0
@@ -235,17 +235,19 @@ def test_exabgp_dies_with_a_killed_agent(tmp_path: Path) -> None:
         os.kill(exabgp, 0)  # running
         agent.kill()
         agent.wait(timeout=TIMEOUT)
-        for _ in range(int(TIMEOUT / 0.05)):
+        pid = exabgp
+
+        def gone() -> bool:
             try:
-                os.kill(exabgp, 0)
+                os.kill(pid, 0)
             except ProcessLookupError:
-                break
+                return True
             # Reaped by init once it exits; until then it may linger as a zombie, which counts as gone.
-            if Path(f"/proc/{exabgp}/stat").read_text().split(") ")[1].startswith("Z"):
-                break
-            time.sleep(0.05)
-        else:
-            raise AssertionError(f"ExaBGP (pid {exabgp}) still runs after its agent was killed")
+            return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+
+        eventually_blocking(
+            gone, what=f"ExaBGP (pid {exabgp}) to exit after its agent was killed", timeout=TIMEOUT, poll=0.05
+        )
     finally:
         if agent.poll() is None:
             agent.kill()

@@ -28,6 +28,7 @@ from agent.cluster.objects import HealthCheck
 from agent.health.execpolicy import ExecPolicy
 from agent.health.probes import OUTPUT_LIMIT, CheckResult, TlsContexts, run_check
 from common.address import split_hostport
+from labs.kit.wait import eventually_blocking
 
 ALLOW = ExecPolicy(allowed=True)
 TIMEOUT = 0.5
@@ -294,15 +295,6 @@ def gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
-def wait_gone(pid: int, limit: float = 2.0) -> bool:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if gone(pid):
-            return True
-        time.sleep(0.01)
-    return gone(pid)
-
-
 async def test_exec_true_passes_false_fails() -> None:
     assert (await run(check("exec", "true"))).ok
     result = await run(check("exec", "false"))
@@ -331,7 +323,12 @@ async def test_exec_hang_times_out_and_kills_the_process_group() -> None:
     assert not result.ok and result.error == "timed out after 0.5 s"
     assert TIMEOUT <= elapsed < TIMEOUT + 0.5
     grandchild = int(result.output.split()[0])  # printed before the hang, kept through the timeout
-    assert wait_gone(grandchild), f"pid {grandchild} survived the check"
+    assert eventually_blocking(
+        lambda: gone(grandchild),
+        what=f"pid {grandchild} gone (it survived the check)",
+        timeout=2.0,
+        poll=0.01,
+    )
 
 
 async def test_exec_leftover_children_are_killed_when_it_exits() -> None:
@@ -339,7 +336,8 @@ async def test_exec_leftover_children_are_killed_when_it_exits() -> None:
     result = await run(check("exec", "sh -c 'sleep 30 & echo $!'"))
     assert result.ok, result.error
     assert time.monotonic() - t0 < TIMEOUT  # not held open by the child's copy of the pipe
-    assert wait_gone(int(result.output.split()[0]))
+    pid = int(result.output.split()[0])
+    assert eventually_blocking(lambda: gone(pid), what=f"pid {pid} gone", timeout=2.0, poll=0.01)
 
 
 async def test_exec_missing_executable_fails() -> None:

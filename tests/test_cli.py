@@ -9,7 +9,6 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -18,6 +17,7 @@ from agent.cli import main as cli
 from agent.http.app import create_app, serve_api
 from gossip.events import MemberInfo, MemberState
 from gossip.keyring import KEY_SIZE, parse_key
+from tests.fakes import FakeNode
 
 REPO = Path(__file__).resolve().parent.parent
 BAD_CONFIG = "name = 'a'\ninsecure = true\nbind = '127.0.0.1:7946'\n[gossip]\nprobe_timeout = 5.0\n"
@@ -88,18 +88,15 @@ def test_taken_http_port_exits_1_with_one_line(tmp_path: Path, capsys: pytest.Ca
     )
 
 
-class FakeNode:
-    name = "a"
-
-    def members(self) -> list[MemberInfo]:
+def fake_node() -> FakeNode:
+    def members() -> list[MemberInfo]:
         now = trio.current_time()
         return [
             MemberInfo("alpha-long-name", ("127.0.0.1", 7946), 12, MemberState.ALIVE, now - 3725, b""),
             MemberInfo("b", ("::1", 7000), 0, MemberState.DEAD, now - 5, b""),
         ]
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"name": "a", "incarnation": 12, "members": []}
+    return FakeNode("a", snap={"name": "a", "incarnation": 12, "members": []}, members_at=members)
 
 
 TOKEN = "cli-test-token"
@@ -109,7 +106,7 @@ TOKEN = "cli-test-token"
 async def api_url(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
     monkeypatch.setenv("WIREMESH_TOKEN", TOKEN)
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(serve_api, create_app(FakeNode(), token=TOKEN), "127.0.0.1:0")
+        port = await nursery.start(serve_api, create_app(fake_node(), token=TOKEN), "127.0.0.1:0")
         yield f"http://127.0.0.1:{port}"
         nursery.cancel_scope.cancel()
 
@@ -146,7 +143,7 @@ async def test_members_json_and_env_default(
 
 async def test_debug_gossip(api_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert await run_cli("debug", "gossip", "--api", api_url) == 0
-    assert json.loads(capsys.readouterr().out) == FakeNode().snapshot()
+    assert json.loads(capsys.readouterr().out) == fake_node().snapshot()
 
 
 def free_port() -> int:
@@ -190,3 +187,26 @@ def test_every_config_problem_is_a_line_and_exit_2(
         f"wiremesh: error: {path}: gossip.gossip_nods: unknown key (did you mean 'gossip.gossip_nodes'?)",
         f"wiremesh: error: {path}: wireguard.listen_port: out of range: 0 (must be 1-65535)",
     ]
+
+
+def test_lab_runs_the_scenario_as_its_own_process(capfd: pytest.CaptureFixture[str]) -> None:
+    """From a checkout: the scenario runs as ``python -m labs.NAME`` with our remaining arguments, and
+    the CLI never imports it (the labs are not part of the package)."""
+    before = set(sys.modules)
+    assert cli.main(["lab", "holdoff", "--help"]) == 0
+    assert "usage: python -m labs.holdoff" in capfd.readouterr().out
+    assert cli.main(["lab", "holdoff", "--no-such-option"]) == 2  # the scenario's own parser said no
+    assert "unrecognized arguments: --no-such-option" in capfd.readouterr().err
+    assert not {m for m in set(sys.modules) - before if m == "labs" or m.startswith("labs.")}
+
+
+def test_lab_without_the_source_tree_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert cli.main(["lab", "demo"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("wiremesh: error: the labs ship with the source tree") and err.count("\n") == 1

@@ -6,7 +6,6 @@ import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -16,22 +15,18 @@ from agent.cli.client import resolve_token
 from agent.cluster.store import ObjectStore
 from agent.http.app import create_app, serve_api
 from gossip.events import MemberInfo, MemberState
+from tests.fakes import FakeNode
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "cli-objects-token"
 
 
-class FakeNode:
-    name = "node-a"
-
-    def members(self) -> list[MemberInfo]:
-        return [
-            MemberInfo("node-a", ("127.0.0.1", 7000), 1, MemberState.ALIVE, 0.0, b""),
-            MemberInfo("node-b", ("127.0.0.1", 7001), 1, MemberState.ALIVE, 0.0, b""),
-        ]
-
-    def snapshot(self) -> dict[str, Any]:
-        return {}
+def fake_node() -> FakeNode:
+    members = [
+        MemberInfo("node-a", ("127.0.0.1", 7000), 1, MemberState.ALIVE, 0.0, b""),
+        MemberInfo("node-b", ("127.0.0.1", 7001), 1, MemberState.ALIVE, 0.0, b""),
+    ]
+    return FakeNode("node-a", members)
 
 
 @pytest.fixture
@@ -42,7 +37,7 @@ async def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[
     monkeypatch.delenv("WIREMESH_TOKEN", raising=False)
     monkeypatch.delenv("WIREMESH_TOKEN_FILE", raising=False)
     store = ObjectStore("node-a", lambda: frozenset({"node-a", "node-b"}))
-    app = create_app(FakeNode(), token=TOKEN, store=lambda: store)
+    app = create_app(fake_node(), token=TOKEN, store=lambda: store)
     async with trio.open_nursery() as nursery:
         port = await nursery.start(serve_api, app, "127.0.0.1:0")
         yield ["--api", f"127.0.0.1:{port}", "--token-file", str(token_file)]

@@ -23,6 +23,7 @@ from gossip.keyring import Keyring, Sealer
 from gossip.memnet import MemoryNetwork
 from gossip.node import GossipNode
 from gossip.swim import Swim
+from labs.kit.wait import eventually
 
 KEY = b"\x11" * 32
 
@@ -99,12 +100,6 @@ async def cluster_of(
         nursery.cancel_scope.cancel()
 
 
-async def wait_for(predicate: object, timeout: float, step: float = 0.5) -> None:
-    with trio.fail_after(timeout):
-        while not predicate():  # type: ignore[operator]
-            await trio.sleep(step)
-
-
 def detection_bound(config: GossipConfig, n: int) -> float:
     """Every member probes every other once per pass, so some member probes the victim within one
     pass of ``n - 1`` (awareness-stretched) intervals; then at most the longest suspicion; then the
@@ -118,7 +113,7 @@ async def test_200_members_at_10_percent_loss_never_declare_a_live_member_dead(
     clock: trio.testing.MockClock,
 ) -> None:
     async with cluster_of(200, loss=0.10) as c:
-        await wait_for(lambda: min(c.live_views()) == 200, timeout=300)
+        await eventually(lambda: min(c.live_views()) == 200, timeout=300, poll=0.5)
         start = trio.current_time()
         await trio.sleep(600)  # ten simulated minutes
         deaths = [(t, who, e) for t, who, e in c.seen if e.kind is EventKind.DEAD and t >= start]
@@ -132,12 +127,14 @@ async def test_killed_member_is_declared_dead_by_everyone_within_the_bound(
 ) -> None:
     n = 30
     async with cluster_of(n) as c:
-        await wait_for(lambda: min(c.live_views()) == n, timeout=120)
+        await eventually(lambda: min(c.live_views()) == n, timeout=120, poll=0.5)
         c.kill("n13")
         killed = trio.current_time()
         bound = detection_bound(c.config, n)
         survivors = [name for name in c.nodes if name != "n13"]
-        await wait_for(lambda: all(c.states(s)["n13"] is MemberState.DEAD for s in survivors), timeout=bound)
+        await eventually(
+            lambda: all(c.states(s)["n13"] is MemberState.DEAD for s in survivors), timeout=bound, poll=0.5
+        )
         deaths = {who: t - killed for t, who, e in c.seen if e.kind is EventKind.DEAD and e.name == "n13"}
         assert set(deaths) == set(survivors)
         assert max(deaths.values()) <= bound
@@ -148,16 +145,16 @@ async def test_partition_into_two_halves_heals_into_one_membership(
 ) -> None:
     n = 20
     async with cluster_of(n) as c:
-        await wait_for(lambda: min(c.live_views()) == n, timeout=120)
+        await eventually(lambda: min(c.live_views()) == n, timeout=120, poll=0.5)
         left = {c.addr(f"n{i}") for i in range(n // 2)}
         right = {c.addr(f"n{i}") for i in range(n // 2, n)}
         c.net.partition([left, right])
-        await wait_for(lambda: max(c.live_views()) == n // 2, timeout=300)
+        await eventually(lambda: max(c.live_views()) == n // 2, timeout=300, poll=0.5)
         assert c.states("n0")["n15"] is MemberState.DEAD
         # Long past gossip_to_the_dead_time: only the periodic reconnect can bring the halves together.
         await trio.sleep(4 * c.config.gossip_to_the_dead_time)
         c.net.heal()
-        await wait_for(lambda: min(c.live_views()) == n, timeout=600)
+        await eventually(lambda: min(c.live_views()) == n, timeout=600, poll=0.5)
         for name in c.nodes:
             assert set(c.states(name).values()) == {MemberState.ALIVE}
 
@@ -166,7 +163,7 @@ async def test_node_with_a_wrong_key_never_joins_and_changes_nothing(
     clock: trio.testing.MockClock,
 ) -> None:
     async with cluster_of(5) as c:
-        await wait_for(lambda: min(c.live_views()) == 5, timeout=60)
+        await eventually(lambda: min(c.live_views()) == 5, timeout=60, poll=0.5)
         before = {
             name: sorted((m.name, m.state, m.incarnation) for m in node.members())
             for name, node in c.nodes.items()
@@ -187,7 +184,7 @@ async def test_node_with_a_wrong_key_never_joins_and_changes_nothing(
 
 async def test_other_cluster_name_with_the_same_key_is_refused(clock: trio.testing.MockClock) -> None:
     async with cluster_of(3) as c:
-        await wait_for(lambda: min(c.live_views()) == 3, timeout=60)
+        await eventually(lambda: min(c.live_views()) == 3, timeout=60, poll=0.5)
         stranger = await c.add("stranger", 98, cluster="other")
         assert not await stranger.join([c.addr("n0")], attempts=2, retry_interval=1.0)
         assert all("stranger" not in c.states(name) for name in ("n0", "n1", "n2"))

@@ -72,6 +72,7 @@ from gossip.keyring import Keyring
 from gossip.memnet import MemoryNetwork
 from gossip.node import GossipNode
 from gossip.swim import Swim
+from labs.kit.wait import eventually
 from tests.conftest import watchdog
 from tests.swimkit import make_sealer, node_addr
 
@@ -242,12 +243,6 @@ class Cluster:
     def __iter__(self) -> Iterator[Machine]:
         return iter(self.machines.values())
 
-    async def wait_until(self, predicate: Callable[[], bool], within: float) -> None:
-        deadline = trio.current_time() + within
-        while not predicate():
-            assert trio.current_time() < deadline, f"still waiting after {within} s"
-            await trio.sleep(0.01)
-
     def everyone_sees(self, reason: Reason, names: tuple[str, ...] = NAMES) -> bool:
         """Each of ``names`` decided ``reason``, and every other machine has received it."""
         for m in self:
@@ -277,7 +272,9 @@ class Cluster:
             "holdoff": holdoff,
         }
         self["m1"].store.create(Kind.VIP, body, wall_ms())
-        await self.wait_until(lambda: self.everyone_sees(Reason.HEALTHY), within=30.0)
+        await eventually(
+            lambda: self.everyone_sees(Reason.HEALTHY), what="every machine healthy", timeout=30.0, poll=0.01
+        )
 
     def quiet_time(self, after: float) -> float:
         """The first time from ``after`` on that is at least 0.1 s from every check slot, so that what a
@@ -682,9 +679,11 @@ async def test_a_disabled_machine_withdraws_and_does_not_count_as_a_healthy_peer
         await c.create_vip()
         since = trio.current_time()
         c["m1"].store.patch(Kind.MACHINE, "m3", {"enabled": False}, wall_ms())
-        await c.wait_until(
+        await eventually(
             lambda: all(any(r.kind is Kind.MACHINE and r.name == "m3" for _t, r in m.records) for m in c),
-            within=10.0,
+            what="m3's machine record on every machine",
+            timeout=10.0,
+            poll=0.01,
         )
         await trio.sleep(1.0)
         # m3 withdraws the instant the setting reaches it (over gossip, from m1), and everyone sees it.

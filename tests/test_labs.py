@@ -19,8 +19,8 @@ import os
 import pytest
 
 from labs import policy, transit, vip_failover
-from labs.bgplab import sh
-from labs.site import require_root_and_tools
+from labs.kit.netns import require_root_and_tools
+from labs.kit.proc import sh
 
 pytestmark = pytest.mark.integration
 

@@ -21,6 +21,7 @@ from agent.health.verdict import STATES, Verdict
 from agent.http.app import create_app
 from agent.http.metrics import ApiMetrics, StateCollector
 from gossip.events import MemberInfo, MemberState
+from tests.fakes import FakeNode
 from tests.test_api_health import build_scenario
 from tests.test_healthd import Published
 
@@ -28,29 +29,25 @@ TOKEN = "metrics-test-token"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 
-class FakeNode:
-    name = "node-a"
-
-    def members(self) -> list[MemberInfo]:
-        return [
-            MemberInfo("node-a", ("127.0.0.1", 1), 1, MemberState.ALIVE, 0.0, b""),
-            MemberInfo("node-b", ("127.0.0.1", 2), 1, MemberState.ALIVE, 0.0, b""),
-            MemberInfo("node-c", ("127.0.0.1", 3), 1, MemberState.SUSPECT, 0.0, b""),
-        ]
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "traffic": {
-                "datagrams_in": 12,
-                "datagrams_out": 9,
-                "bytes_in": 1200,
-                "auth_failures": 2,
-                "per_type": {
-                    "in": {"ping": {"messages": 5, "bytes": 300}},
-                    "out": {"ack": {"messages": 4, "bytes": 200}},
-                },
-            }
+def fake_node() -> FakeNode:
+    members = [
+        MemberInfo("node-a", ("127.0.0.1", 1), 1, MemberState.ALIVE, 0.0, b""),
+        MemberInfo("node-b", ("127.0.0.1", 2), 1, MemberState.ALIVE, 0.0, b""),
+        MemberInfo("node-c", ("127.0.0.1", 3), 1, MemberState.SUSPECT, 0.0, b""),
+    ]
+    snapshot = {
+        "traffic": {
+            "datagrams_in": 12,
+            "datagrams_out": 9,
+            "bytes_in": 1200,
+            "auth_failures": 2,
+            "per_type": {
+                "in": {"ping": {"messages": 5, "bytes": 300}},
+                "out": {"ack": {"messages": 4, "bytes": 200}},
+            },
         }
+    }
+    return FakeNode("node-a", members, snapshot)
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -64,7 +61,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 async def test_metrics_text_parses_and_counts() -> None:
     store = ObjectStore("node-a", lambda: frozenset({"node-a", "node-b", "node-c"}))
     app = create_app(
-        FakeNode(), token=TOKEN, store=lambda: store, clock=lambda: 1.0, wall_clock=lambda: 1.7e9
+        fake_node(), token=TOKEN, store=lambda: store, clock=lambda: 1.0, wall_clock=lambda: 1.7e9
     )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://agent", headers=AUTH) as c:
@@ -172,7 +169,7 @@ def scripted_runner(results: list[bool]) -> tuple[ObjectStore, HealthRunner, Any
         Kind.VIP, {"name": "web", "address": "100.96.0.1", "machines": ["node-a"], "health_check": check}, 1
     )
     runner = HealthRunner(store, ExecPolicy(), "node-a", Published(), rng=random.Random(1), probe=probe)
-    app = create_app(FakeNode(), token=TOKEN, store=lambda: store, checks=runner, wall_clock=lambda: 1.7e9)
+    app = create_app(fake_node(), token=TOKEN, store=lambda: store, checks=runner, wall_clock=lambda: 1.7e9)
     return store, runner, app, done
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ from gossip.keyring import Keyring, Sealer
 from gossip.memnet import MemoryNetwork
 from gossip.node import GossipNode
 from gossip.swim import Swim
+from labs.kit.wait import eventually
 
 FAST = GossipConfig(probe_interval=0.2, probe_timeout=0.1, gossip_interval=0.02, push_pull_interval=1.0)
 
@@ -80,20 +81,20 @@ async def _run(
             task_status.started(scope)
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    with trio.fail_after(timeout):
-        while not check():
-            await trio.sleep(0.02)
-
-
 VIP = {"name": "web", "address": "100.96.0.10", "machines": ["a", "b"]}
 
 
 async def test_an_edit_reaches_every_store_and_every_disk(tmp_path: Path) -> None:
     async with agents(tmp_path, ["a", "b", "c"]) as ag:
-        await eventually(lambda: all(x.node.core.alive_count() == 3 for x in ag.values()))
+        await eventually(
+            lambda: all(x.node.core.alive_count() == 3 for x in ag.values()), timeout=5.0, poll=0.02
+        )
         written = ag["b"].store.create(Kind.VIP, VIP, 1_000)
-        await eventually(lambda: all(x.store.get_record(Kind.VIP, "web") == written for x in ag.values()))
+        await eventually(
+            lambda: all(x.store.get_record(Kind.VIP, "web") == written for x in ag.values()),
+            timeout=5.0,
+            poll=0.02,
+        )
         for x in ag.values():
             await x.replicator.flushed()
         for x in ag.values():
@@ -101,16 +102,18 @@ async def test_an_edit_reaches_every_store_and_every_disk(tmp_path: Path) -> Non
                 assert written in storage.load()
 
         ag["c"].store.delete(Kind.VIP, "web", 2_000)
-        await eventually(lambda: all(not x.store.list(Kind.VIP) for x in ag.values()))
+        await eventually(lambda: all(not x.store.list(Kind.VIP) for x in ag.values()), timeout=5.0, poll=0.02)
         tombstone = ag["a"].store.get_record(Kind.VIP, "web")
         assert tombstone is not None and tombstone.tombstone
 
 
 async def test_a_node_that_was_down_catches_up_and_reloads_its_disk(tmp_path: Path) -> None:
     async with agents(tmp_path, ["a", "b"]) as ag:
-        await eventually(lambda: all(x.node.core.alive_count() == 2 for x in ag.values()))
+        await eventually(
+            lambda: all(x.node.core.alive_count() == 2 for x in ag.values()), timeout=5.0, poll=0.02
+        )
         ag["a"].store.create(Kind.VIP, VIP, 1_000)
-        await eventually(lambda: bool(ag["b"].store.list(Kind.VIP)))
+        await eventually(lambda: bool(ag["b"].store.list(Kind.VIP)), timeout=5.0, poll=0.02)
         await ag["b"].replicator.flushed()
     # b comes back with only its disk: the object is there before any gossip.
     with SqliteObjectStorage(tmp_path / "b.db") as storage:

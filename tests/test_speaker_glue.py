@@ -29,6 +29,7 @@ from agent.routing import Prefix
 from common.address import IPAddress
 from gossip.codec import Refusals
 from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
+from labs.kit.wait import eventually
 
 FAKE = Path(__file__).parent / "fixtures" / "exabgp" / "fake_exabgp.py"
 ME, PEER, ROUTER = "198.18.0.10", "198.18.0.11", "198.18.0.1"
@@ -123,15 +124,9 @@ class Harness:
     def commands(self) -> list[str]:
         return self.log.read_text().splitlines() if self.log.exists() else []
 
-    async def wait_for(self, what: str, check: object) -> None:
-        assert callable(check)
-        with trio.move_on_after(WAIT):
-            while not check():
-                await trio.sleep(0.02)
-            return
-        raise AssertionError(
-            f"timed out waiting for {what}; commands: {self.commands()}; fib: {self.fib.routes}"
-        )
+    def diagnostics(self) -> str:
+        """What a failed wait shows: the commands sent to the speaker, and the FIB."""
+        return f"commands: {self.commands()}; fib: {self.fib.routes}"
 
     def decide(self, key: str, announce: bool) -> None:
         self.decisions[key] = Decision(announce, Reason.NO_CHECK if announce else Reason.WITHDRAWN_DISABLED)
@@ -202,7 +197,13 @@ def update(peer_address: str, asn: int, *prefixes: str) -> Update:
 
 async def test_decisions_go_out_through_the_export_policy(tmp_path: Path) -> None:
     async with running(tmp_path) as h:
-        await h.wait_for("both sessions configured", lambda: len(h.speaker.neighbor_views()) == 2)
+        await eventually(
+            lambda: len(h.speaker.neighbor_views()) == 2,
+            what="both sessions configured",
+            timeout=WAIT,
+            poll=0.02,
+            detail=h.diagnostics,
+        )
         assert h.addresses.present == {ipaddress.ip_address("100.96.0.10")}  # assigned: on lo at once
         h.decide("vip/web", True)
         ebgp = (
@@ -213,19 +214,26 @@ async def test_decisions_go_out_through_the_export_policy(tmp_path: Path) -> Non
             f"neighbor {PEER} announce route 100.96.0.10/32 next-hop self origin igp "
             "as-path [ 64512 ] med 50 community [ 64512:100 ]"
         )
-        await h.wait_for("the VIP to both neighbors", lambda: {ebgp, ibgp} <= set(h.commands()))
+        await eventually(
+            lambda: {ebgp, ibgp} <= set(h.commands()),
+            what="the VIP to both neighbors",
+            timeout=WAIT,
+            poll=0.02,
+            detail=h.diagnostics,
+        )
 
         def published() -> bool:
             info = decode_info(h.node.kv.get(BGP_KEY))
             return info is not None and info.sent == ("vip/web",)
 
-        await h.wait_for("the sent keys published", published)
+        await eventually(
+            published, what="the sent keys published", timeout=WAIT, poll=0.02, detail=h.diagnostics
+        )
         status = WireStatus(_Decided(), h.speaker)
         assert status.announced_by(Kind.VIP, "web") == ["m1"]
 
         h.decide("vip/web", False)
-        await h.wait_for(
-            "the withdrawals",
+        await eventually(
             lambda: (
                 {
                     f"neighbor {ROUTER} withdraw route 100.96.0.10/32",
@@ -233,13 +241,29 @@ async def test_decisions_go_out_through_the_export_policy(tmp_path: Path) -> Non
                 }
                 <= set(h.commands())
             ),
+            what="the withdrawals",
+            timeout=WAIT,
+            poll=0.02,
+            detail=h.diagnostics,
         )
         # A policy change alone re-exports: the VIP no longer matches, the default rejects.
         h.decide("vip/web", True)
-        await h.wait_for("announced again", lambda: h.commands().count(ebgp) == 2)
+        await eventually(
+            lambda: h.commands().count(ebgp) == 2,
+            what="announced again",
+            timeout=WAIT,
+            poll=0.02,
+            detail=h.diagnostics,
+        )
         h.store.patch(Kind.MACHINE, "m1", {"export_policies": []}, 10)
         plain = f"neighbor {ROUTER} announce route 100.96.0.10/32 next-hop self origin igp"
-        await h.wait_for("re-announced without the policy's attributes", lambda: plain in h.commands())
+        await eventually(
+            lambda: plain in h.commands(),
+            what="re-announced without the policy's attributes",
+            timeout=WAIT,
+            poll=0.02,
+            detail=h.diagnostics,
+        )
 
 
 class _Decided:
@@ -261,11 +285,19 @@ class _Decided:
 async def test_received_routes_reach_the_fib_and_a_dead_member_leaves_it_at_once(tmp_path: Path) -> None:
     async with running(tmp_path) as h:
         sp = h.speaker
-        await h.wait_for(
-            "the leftover route removed", lambda: Prefix.parse("192.0.2.0/24") not in h.fib.routes
+        await eventually(
+            lambda: Prefix.parse("192.0.2.0/24") not in h.fib.routes,
+            what="the leftover route removed",
+            timeout=WAIT,
+            poll=0.02,
+            detail=h.diagnostics,
         )
-        await h.wait_for(
-            "both sessions up", lambda: [v.status.state for v in sp.neighbor_views()] == ["up", "up"]
+        await eventually(
+            lambda: [v.status.state for v in sp.neighbor_views()] == ["up", "up"],
+            what="both sessions up",
+            timeout=WAIT,
+            poll=0.02,
+            detail=h.diagnostics,
         )  # so that the stand-in's own "up" events cannot arrive after ours and reset the sessions
         now = trio.current_time()
         for event in (
@@ -279,37 +311,63 @@ async def test_received_routes_reach_the_fib_and_a_dead_member_leaves_it_at_once
         peer, router = ipaddress.ip_address(PEER), ipaddress.ip_address(ROUTER)
         want = {Prefix.parse("203.0.113.0/24"): (router,), Prefix.parse("100.96.1.2/32"): (peer,)}
         # 100.96.1.2/32: the mesh path wins at AS Path (0 vs 1); 100.96.0.10/32, our own VIP, never goes in.
-        await h.wait_for("the FIB", lambda: h.fib.routes == want)
+        await eventually(
+            lambda: h.fib.routes == want, what="the FIB", timeout=WAIT, poll=0.02, detail=h.diagnostics
+        )
         assert Prefix.parse("100.96.0.10/32") not in h.fib.routes
 
         sp._apply_event(
             PeerState(ApiPeer(ROUTER, ME, 65000, 64512), SessionState.DOWN, "hold timer expired"), now
         )
         sp._rib_changed()
-        await h.wait_for(
-            "the router's route gone", lambda: h.fib.routes == {Prefix.parse("100.96.1.2/32"): (peer,)}
+        await eventually(
+            lambda: h.fib.routes == {Prefix.parse("100.96.1.2/32"): (peer,)},
+            what="the router's route gone",
+            timeout=WAIT,
+            poll=0.02,
+            detail=h.diagnostics,
         )
 
         killed = trio.current_time()
         h.node.set_member("m2", PEER, MemberState.DEAD)
         h.node.emit(EventKind.DEAD, "m2")
-        await h.wait_for("m2's path gone", lambda: h.fib.routes == {})
+        await eventually(
+            lambda: h.fib.routes == {}, what="m2's path gone", timeout=WAIT, poll=0.02, detail=h.diagnostics
+        )
         assert trio.current_time() - killed < 1.0
         views = {v.address: v for v in sp.neighbor_views()}
         assert views[ROUTER].status.last_error == "hold timer expired"
 
         h.node.set_member("m2", PEER, MemberState.ALIVE)
         h.node.emit(EventKind.ALIVE, "m2")
-        await h.wait_for("m2's path back", lambda: h.fib.routes == {Prefix.parse("100.96.1.2/32"): (peer,)})
+        await eventually(
+            lambda: h.fib.routes == {Prefix.parse("100.96.1.2/32"): (peer,)},
+            what="m2's path back",
+            timeout=WAIT,
+            poll=0.02,
+            detail=h.diagnostics,
+        )
     assert h.fib.routes == {} and h.fib.closed  # removed on exit
     assert h.addresses.present == set()
 
 
 async def test_shutdown_drain_tags_then_withdraws(tmp_path: Path) -> None:
     async with running(tmp_path, drain_time=0.5) as h:
-        await h.wait_for("sessions configured", lambda: len(h.speaker.neighbor_views()) == 2)
+        await eventually(
+            lambda: len(h.speaker.neighbor_views()) == 2,
+            what="sessions configured",
+            timeout=WAIT,
+            poll=0.02,
+            detail=h.diagnostics,
+        )
         h.decide("vip/web", True)
-        await h.wait_for("announced", lambda: any("announce route 100.96.0.10/32" in c for c in h.commands()))
+        await eventually(
+            lambda: any("announce route 100.96.0.10/32" in c for c in h.commands()),
+            what="announced",
+            timeout=WAIT,
+            poll=0.02,
+            detail=h.diagnostics,
+        )
         start = trio.current_time()
         await h.speaker.drain_for_shutdown()
         took = trio.current_time() - start
@@ -324,17 +382,32 @@ async def test_over_the_mesh_nothing_is_published_until_the_mesh_address_is_up(t
     routed: list[RoutedPrefixes] = []
     async with running(tmp_path, routed=routed) as h:
         sp = h.speaker
-        await h.wait_for("the external session configured", lambda: len(sp.neighbor_views()) == 1)
+        await eventually(
+            lambda: len(sp.neighbor_views()) == 1,
+            what="the external session configured",
+            timeout=WAIT,
+            poll=0.02,
+            detail=h.diagnostics,
+        )
         await trio.sleep(0.3)
         assert BGP_KEY not in h.node.kv  # no mesh session may start on the underlay
         assert [v.address for v in sp.neighbor_views()] == [ROUTER]
 
         sp.set_mesh_address(ME_MESH)  # what the transit driver says once the address is up
-        await h.wait_for(
-            "the mesh session configured",
+        await eventually(
             lambda: {v.address for v in sp.neighbor_views()} == {ROUTER, PEER_MESH},
+            what="the mesh session configured",
+            timeout=WAIT,
+            poll=0.02,
+            detail=h.diagnostics,
         )
-        await h.wait_for("published", lambda: decode_info(h.node.kv.get(BGP_KEY)) is not None)
+        await eventually(
+            lambda: decode_info(h.node.kv.get(BGP_KEY)) is not None,
+            what="published",
+            timeout=WAIT,
+            poll=0.02,
+            detail=h.diagnostics,
+        )
         info = decode_info(h.node.kv.get(BGP_KEY))
         assert info is not None and info.mesh == ME_MESH and info.address == ME
         (mesh_neighbor,) = [n for n in sp.supervisor.neighbors if n.address == PEER_MESH]
@@ -352,11 +425,27 @@ async def test_over_the_mesh_nothing_is_published_until_the_mesh_address_is_up(t
             sp._apply_event(event, now)
         sp._rib_changed()
         peer_mesh = ipaddress.ip_address(PEER_MESH)
-        await h.wait_for("the FIB", lambda: h.fib.routes.get(Prefix.parse("100.96.1.2/32")) == (peer_mesh,))
+        await eventually(
+            lambda: h.fib.routes.get(Prefix.parse("100.96.1.2/32")) == (peer_mesh,),
+            what="the FIB",
+            timeout=WAIT,
+            poll=0.02,
+            detail=h.diagnostics,
+        )
         assert routed[-1] == {peer_mesh: frozenset({ipaddress.ip_network("100.96.1.2/32")})}
 
         sp.set_mesh_address(None)  # refused: another machine holds the address; back to the underlay
-        await h.wait_for(
-            "the underlay session", lambda: {n.address for n in sp.supervisor.neighbors} == {ROUTER, PEER}
+        await eventually(
+            lambda: {n.address for n in sp.supervisor.neighbors} == {ROUTER, PEER},
+            what="the underlay session",
+            timeout=WAIT,
+            poll=0.02,
+            detail=h.diagnostics,
         )
-        await h.wait_for("nothing routed over the mesh", lambda: routed[-1] == {})
+        await eventually(
+            lambda: routed[-1] == {},
+            what="nothing routed over the mesh",
+            timeout=WAIT,
+            poll=0.02,
+            detail=h.diagnostics,
+        )

@@ -15,6 +15,7 @@ from agent.cli import main as cli
 from agent.cli.peers import format_bytes, peers_table
 from agent.http.app import create_app, serve_api
 from gossip.events import MemberInfo, MemberState
+from tests.fakes import FakeNode
 from transit.reachability import DIRECT, REACH, REACH_KEY, UNREACHABLE, PeerReach, ReachRoute, ReachVector
 from transit.report import PeerReport, TransitReport, path_text
 
@@ -80,34 +81,27 @@ class FakeTransit:
         return REPORT
 
 
-class FakeNode:
-    name = "a"
-
-    def members(self) -> list[MemberInfo]:
-        vector = ReachVector({"a": PeerReach(False, 0, ReachRoute.via("c")), "c": PeerReach(True, 2)})
-        return [
-            MemberInfo("a", ("198.18.0.1", 7946), 1, MemberState.ALIVE, 0.0, b""),
-            MemberInfo(
-                "b",
-                ("198.18.0.2", 7946),
-                1,
-                MemberState.ALIVE,
-                0.0,
-                b"",
-                {REACH_KEY: (3, REACH.encode(vector))},
-            ),
-            MemberInfo(
-                "x", ("198.18.0.9", 7946), 1, MemberState.ALIVE, 0.0, b"", {REACH_KEY: (1, b"\x01junk")}
-            ),
-        ]
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"members": [{"name": m.name, "kv": {}} for m in self.members()]}
+def fake_node() -> FakeNode:
+    vector = ReachVector({"a": PeerReach(False, 0, ReachRoute.via("c")), "c": PeerReach(True, 2)})
+    members = [
+        MemberInfo("a", ("198.18.0.1", 7946), 1, MemberState.ALIVE, 0.0, b""),
+        MemberInfo(
+            "b",
+            ("198.18.0.2", 7946),
+            1,
+            MemberState.ALIVE,
+            0.0,
+            b"",
+            {REACH_KEY: (3, REACH.encode(vector))},
+        ),
+        MemberInfo("x", ("198.18.0.9", 7946), 1, MemberState.ALIVE, 0.0, b"", {REACH_KEY: (1, b"\x01junk")}),
+    ]
+    return FakeNode("a", members, {"members": [{"name": m.name, "kv": {}} for m in members]})
 
 
 def app(with_transit: bool = True) -> Any:
     return create_app(
-        FakeNode(),
+        fake_node(),
         token=TOKEN,
         peers=FakeTransit() if with_transit else None,
         clock=lambda: 1.0,

@@ -1,5 +1,5 @@
 """BGP over the WireGuard mesh, end to end: real agents with wireguard-go and ExaBGP in network
-namespaces (the lab of :mod:`labs.bench_transit`, with ``[bgp]`` on), faults made with iptables.
+namespaces (the lab of :mod:`labs.kit.meshlab`, with ``[bgp]`` on), faults made with iptables.
 
 Four machines A, B, C, D on one bridge, each announcing a VIP of its own. Shows, in order:
 
@@ -27,13 +27,11 @@ namespace, also on failure.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -44,8 +42,11 @@ from typing import Any
 import httpx
 import pytest
 
-from labs.bench_transit import API, Machine, MeshLab
-from labs.bgplab import in_netns
+from common.process import signal_pid
+from labs.kit.meshlab import API, Machine, MeshLab
+from labs.kit.netns import in_netns
+from labs.kit.proc import sh
+from labs.kit.wait import eventually_blocking
 
 pytestmark = pytest.mark.integration
 
@@ -81,14 +82,10 @@ class BgpMeshLab(MeshLab):
     def cleanup(self) -> None:
         pids: set[int] = set()
         for m in self.machines.values():
-            out = subprocess.run(
-                ["ip", "netns", "pids", m.netns], capture_output=True, text=True, check=False
-            )
-            pids.update(int(p) for p in out.stdout.split())
+            pids.update(int(p) for p in sh("ip", "netns", "pids", m.netns, check=False).split())
         super().cleanup()
         for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            signal_pid(pid, signal.SIGKILL)
 
     def call(self, name: str, method: str, path: str, body: Any = None) -> httpx.Response:
         def go() -> httpx.Response:
@@ -136,7 +133,9 @@ def lab(tmp_path: Path) -> Iterator[BgpMeshLab]:
 def test_bgp_over_the_mesh_survives_relay_switches(lab: BgpMeshLab) -> None:
     started = time.monotonic()
     lab.start_all()
-    lab.wait_until("the mesh converges with every path direct", lab.converged, timeout=90)
+    eventually_blocking(
+        lab.converged, what="the mesh converges with every path direct", timeout=90, poll=0.25
+    )
     for name in lab.machines:  # one VIP per machine, no check: announced at once
         body = {"name": f"vip-{name}", "address": vip(name), "machines": [name]}
         assert lab.call("a", "POST", "/v1/vips", body).status_code == 201
@@ -149,7 +148,9 @@ def test_bgp_over_the_mesh_survives_relay_switches(lab: BgpMeshLab) -> None:
         return up if set(up) == others else None
 
     for name in lab.machines:
-        up = lab.wait_until(f"{name}'s mesh sessions up", partial(sessions_up, name), timeout=60)
+        up = eventually_blocking(
+            partial(sessions_up, name), what=f"{name}'s mesh sessions up", timeout=60, poll=0.25
+        )
         assert {o: n["address"] for o, n in up.items()} == {o: mesh[o] for o in up}  # mesh addresses
 
     # A session is up before the routes it carries are in the kernel: wait for them, then compare.
@@ -157,9 +158,16 @@ def test_bgp_over_the_mesh_survives_relay_switches(lab: BgpMeshLab) -> None:
         kernel = json.loads(lab.ns("a", ["ip", "-j", "route", "show", "proto", "200"]))
         return {r["dst"]: r.get("gateway") for r in kernel}
 
-    lab.wait_until("A's kernel routes to every VIP", lambda: len(kernel_routes()) >= 3, timeout=20)
+    eventually_blocking(
+        lambda: len(kernel_routes()) >= 3, what="A's kernel routes to every VIP", timeout=20, poll=0.25
+    )
     assert kernel_routes() == {vip(o): mesh[o] for o in "bcd"}
-    lab.wait_until("B's VIP answers through the tunnel", lambda: lab.ping_ttls("a", vip("b")) == [64] * 3, 30)
+    eventually_blocking(
+        lambda: lab.ping_ttls("a", vip("b")) == [64] * 3,
+        what="B's VIP answers through the tunnel",
+        timeout=30,
+        poll=0.25,
+    )
     session = lab.neighbors("a")["b"]
     since = session["since"]
 
@@ -170,16 +178,23 @@ def test_bgp_over_the_mesh_survives_relay_switches(lab: BgpMeshLab) -> None:
         ab, ba = lab.path("a", "b"), lab.path("b", "a")
         return ab.removeprefix("transit via ") if ab == ba and ab and ab.startswith("transit via ") else None
 
-    relay = lab.wait_until("A and B route through one relay", relayed, timeout=30)
+    relay = eventually_blocking(relayed, what="A and B route through one relay", timeout=30, poll=0.25)
     switched = time.time() - t_drop
-    lab.wait_until(f"B's VIP answers through {relay}", lambda: lab.ping_ttls("a", vip("b")) == [63] * 3, 30)
+    eventually_blocking(
+        lambda: lab.ping_ttls("a", vip("b")) == [63] * 3,
+        what=f"B's VIP answers through {relay}",
+        timeout=30,
+        poll=0.25,
+    )
     body = {"name": "vip-b2", "address": "100.96.0.22", "machines": ["b"]}
     assert lab.call("b", "POST", "/v1/vips", body).status_code == 201
 
     def learned() -> bool:
         return lab.call("a", "GET", "/v1/rib?prefix=100.96.0.22/32").status_code == 200
 
-    lab.wait_until("an update after the switch reaches A over the relayed session", learned, timeout=30)
+    eventually_blocking(
+        learned, what="an update after the switch reaches A over the relayed session", timeout=30, poll=0.25
+    )
     assert lab.path("a", "b") == f"transit via {relay}"
     after = lab.neighbors("a")["b"]
     assert after["state"] == "up" and after["since"] == since, f"session reset: {session} -> {after}"
@@ -188,9 +203,14 @@ def test_bgp_over_the_mesh_survives_relay_switches(lab: BgpMeshLab) -> None:
     # 3. The relay dies: A-B moves to the other one, the session still the same.
     other = "d" if relay == "c" else "c"
     t_kill = lab.kill(relay)
-    lab.wait_until(f"A-B through {other}", lambda: relayed() == other, timeout=60)
+    eventually_blocking(lambda: relayed() == other, what=f"A-B through {other}", timeout=60, poll=0.25)
     moved = time.time() - t_kill
-    lab.wait_until(f"B's VIP answers through {other}", lambda: lab.ping_ttls("a", vip("b")) == [63] * 3, 30)
+    eventually_blocking(
+        lambda: lab.ping_ttls("a", vip("b")) == [63] * 3,
+        what=f"B's VIP answers through {other}",
+        timeout=30,
+        poll=0.25,
+    )
     after = lab.neighbors("a")["b"]
     assert after["state"] == "up" and after["since"] == since, f"session reset: {session} -> {after}"
     print(f"{relay} killed: A-B via {other} {moved:.1f} s later; BGP session unchanged")

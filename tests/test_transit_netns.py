@@ -1,5 +1,5 @@
 """Transit end to end: real agents with wireguard-go in network namespaces (the lab in
-:mod:`labs.bench_transit`), faults made with iptables.
+:mod:`labs.kit.meshlab`), faults made with iptables.
 
 Three machines A, B, C on one bridge: the mesh comes up direct; with the UDP between A's and B's
 underlay addresses dropped, A and B reach each other through C (ping and a TCP stream that outlives the
@@ -27,7 +27,9 @@ from typing import Any
 
 import pytest
 
-from labs.bench_transit import API, TCP_ECHO, TCP_STREAM, MeshLab, children, read_lines
+from labs.kit.meshlab import API, TCP_ECHO, TCP_STREAM, MeshLab, read_lines
+from labs.kit.proc import children
+from labs.kit.wait import eventually_blocking
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +72,9 @@ def test_relay_through_c_fail_back_and_unreachable(lab: MeshLab, tmp_path: Path)
     for name in lab.machines:  # a locked-down FORWARD chain: the relay must open it for wg-to-wg traffic
         lab.ns(name, ["iptables", "-w", "5", "-P", "FORWARD", "DROP"])
     lab.start_all()
-    lab.wait_until("the mesh converges with every path direct", lab.converged, timeout=60)
+    eventually_blocking(
+        lab.converged, what="the mesh converges with every path direct", timeout=60, poll=0.25
+    )
     for src, dst in (("a", "b"), ("a", "c"), ("b", "c")):
         assert lab.ping(src, dst) == [64, 64, 64], f"{src} -> {dst} direct"
 
@@ -78,23 +82,33 @@ def test_relay_through_c_fail_back_and_unreachable(lab: MeshLab, tmp_path: Path)
     b_mesh = lab.machines["b"].mesh
     echo_out, stream_out = tmp_path / "tcp-echo.out", tmp_path / "tcp-stream.out"
     lab.spawn("b", TCP_ECHO, b_mesh, "9100", out=echo_out)
-    lab.wait_until("the TCP echo server listens", lambda: "ready" in echo_out.read_text(), timeout=20)
+    eventually_blocking(
+        lambda: "ready" in echo_out.read_text(), what="the TCP echo server listens", timeout=20, poll=0.25
+    )
     stream = lab.spawn("a", TCP_STREAM, b_mesh, "9100", "0.1", out=stream_out)
-    lab.wait_until(
-        "the TCP stream flows", lambda: any("seq" in e for e in read_lines(stream_out)), timeout=20
+    eventually_blocking(
+        lambda: any("seq" in e for e in read_lines(stream_out)),
+        what="the TCP stream flows",
+        timeout=20,
+        poll=0.25,
     )
 
     # Drop A-B: both ends move to C, and traffic goes through it (TTL one lower).
     lab.drop_udp("a", "b")
-    lab.wait_until("A and B route to each other through C", lambda: both(lab, VIA_C, VIA_C), timeout=30)
-    lab.wait_until("relayed pings", lambda: lab.ping("a", "b") == [63, 63, 63] or None, timeout=15)
+    eventually_blocking(
+        lambda: both(lab, VIA_C, VIA_C), what="A and B route to each other through C", timeout=30, poll=0.25
+    )
+    eventually_blocking(
+        lambda: lab.ping("a", "b") == [63, 63, 63] or None, what="relayed pings", timeout=15, poll=0.25
+    )
     assert lab.ping("b", "a") == [63, 63, 63]
     assert lab.ping("a", "c") == [64, 64, 64]  # A-C is untouched
     after = time.time()
-    lab.wait_until(
-        "the TCP stream opened before the switch flows through C",
+    eventually_blocking(
         lambda: any(e.get("t", 0) > after for e in read_lines(stream_out)),
+        what="the TCP stream opened before the switch flows through C",
         timeout=30,
+        poll=0.25,
     )
     assert stream.poll() is None, "the TCP connection survived the switch"
 
@@ -118,21 +132,30 @@ def test_relay_through_c_fail_back_and_unreachable(lab: MeshLab, tmp_path: Path)
         debug = {m["name"]: m for m in lab.api("a", "/debug/gossip")["members"]}
         return debug if debug["b"]["reachability"]["a"]["direct"] == "down" else None
 
-    debug = lab.wait_until("A's debug view shows B's vector with A down", vectors, timeout=10)
+    debug = eventually_blocking(
+        vectors, what="A's debug view shows B's vector with A down", timeout=10, poll=0.25
+    )
     assert debug["b"]["reachability"]["a"]["route"] == "via c"
     assert debug["c"]["reachability"]["a"]["direct"] == "up"
 
     # The path returns: both fail back to direct after the hold.
     lab.undrop_udp("a", "b")
-    lab.wait_until("A and B fail back to direct", lambda: both(lab, "direct", "direct"), timeout=60)
-    lab.wait_until("direct pings", lambda: lab.ping("a", "b") == [64, 64, 64] or None, timeout=15)
+    eventually_blocking(
+        lambda: both(lab, "direct", "direct"), what="A and B fail back to direct", timeout=60, poll=0.25
+    )
+    eventually_blocking(
+        lambda: lab.ping("a", "b") == [64, 64, 64] or None, what="direct pings", timeout=15, poll=0.25
+    )
 
     # Drop again, then C dies: nothing can carry A-B.
     lab.drop_udp("a", "b")
-    lab.wait_until("through C again", lambda: both(lab, VIA_C, VIA_C), timeout=30)
+    eventually_blocking(lambda: both(lab, VIA_C, VIA_C), what="through C again", timeout=30, poll=0.25)
     lab.kill("c")
-    lab.wait_until(
-        "A-B unreachable at both ends", lambda: both(lab, "unreachable", "unreachable"), timeout=30
+    eventually_blocking(
+        lambda: both(lab, "unreachable", "unreachable"),
+        what="A-B unreachable at both ends",
+        timeout=30,
+        poll=0.25,
     )
     assert lab.ping("a", "b", count=2) == []
     view = lab.peers("a")
@@ -153,7 +176,12 @@ def test_claims_and_interface_ownership(tmp_path: Path) -> None:
         try:
             lab.start("a")
             lab.start("b")
-            lab.wait_until("A and B see each other direct", lambda: both(lab, "direct", "direct"), timeout=60)
+            eventually_blocking(
+                lambda: both(lab, "direct", "direct"),
+                what="A and B see each other direct",
+                timeout=60,
+                poll=0.25,
+            )
             lab.start("x")  # a copied config: B's address
             x = lab.machines["x"]
 
@@ -168,12 +196,16 @@ def test_claims_and_interface_ownership(tmp_path: Path) -> None:
                     else []
                 )
 
-            (error,) = lab.wait_until("X is told that B holds the address", refused, timeout=60)
+            (error,) = eventually_blocking(
+                refused, what="X is told that B holds the address", timeout=60, poll=0.25
+            )
             assert "give x a different mesh_address" in error
             addrs = lab.ns("x", ["ip", "-4", "addr", "show", "dev", x.ifname])
             assert "100.64.0.2" not in addrs, "the later claimant does not configure the address"
             # A keeps routing the address to B, and knows X claims it in vain.
-            a_view = lab.wait_until("A sees X", lambda: lab.peers("a").get("x"), timeout=30)
+            a_view = eventually_blocking(
+                lambda: lab.peers("a").get("x"), what="A sees X", timeout=30, poll=0.25
+            )
             assert a_view["holds_address"] is False
             assert lab.ping("a", "b") == [64, 64, 64]
             b_errors = lab.api("b", "/v1/peers")["errors"]
@@ -188,11 +220,15 @@ def test_claims_and_interface_ownership(tmp_path: Path) -> None:
             os.kill(a.process.pid, signal.SIGKILL)
             a.process.wait(timeout=10)
             lab.start("a")
-            lab.wait_until("A is back, direct to B", lambda: both(lab, "direct", "direct"), timeout=60)
+            eventually_blocking(
+                lambda: both(lab, "direct", "direct"), what="A is back, direct to B", timeout=60, poll=0.25
+            )
             assert lab.ping("a", "b") == [64, 64, 64]
             log = a.log.read_text()
             assert f'"pid": {orphan}' in log and "left over from an earlier run" in log
-            lab.wait_until("the orphan is gone", lambda: not Path(f"/proc/{orphan}").exists(), timeout=10)
+            eventually_blocking(
+                lambda: not Path(f"/proc/{orphan}").exists(), what="the orphan is gone", timeout=10, poll=0.25
+            )
 
             # Y is configured with B's interface name: refused, B's device untouched.
             y = lab.machines["y"]

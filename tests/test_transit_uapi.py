@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import secrets
@@ -18,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.process import kill_group
+from labs.kit.wait import eventually
 from transit.endpoint import Endpoint, parse_network
 from transit.keys import PrivateKey, PublicKey
 from transit.uapi import (
@@ -377,13 +377,14 @@ async def test_wireguard_go_is_restarted_and_reconciled_after_a_crash(netns: str
                 first.append(await nursery.start(run_wireguard_go, cfg))
                 await reconcile(client, desired)
                 os.kill(first[0], signal.SIGKILL)  # the child dies: the device and its peers go with it
-                for _ in range(200):  # bounded: until the supervisor's new process answers
-                    await trio.sleep(0.05)
-                    with contextlib.suppress(OSError, UapiProtocolError):
-                        state = await client.get()
-                        break
-                else:
-                    raise AssertionError("wireguard-go was not restarted")
+                await trio.sleep(0.05)
+                state = await eventually(  # until the supervisor's new process answers
+                    client.get,
+                    what="wireguard-go restarted",
+                    timeout=10.0,
+                    poll=0.05,
+                    ignore=(OSError, UapiProtocolError),
+                )
                 assert plan(desired, state) is not None  # a fresh device: nothing configured
                 await reconcile(client, desired)
                 assert plan(desired, await client.get()) is None

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from labs.localcluster import LocalCluster
+from labs.kit.localcluster import LocalCluster
 from tests.test_ui_kit import AUTH, RIB_PREFIX, TOKEN, Fakes, serve_in_thread
 
 pytestmark = pytest.mark.integration

@@ -23,6 +23,7 @@ from agent.http.app import create_app, serve_api
 from agent.kernel.fib import FibState
 from agent.routing import AsPath, Attributes, Peer, PeerKind, Prefix, Rib
 from gossip.events import MemberInfo, MemberState
+from tests.fakes import FakeNode
 from transit.report import PeerReport, TransitReport
 
 TOKEN = "ui-test-token"
@@ -33,21 +34,13 @@ RIB_PREFIX = "203.0.113.0/24"
 ASN = 65000
 
 
-class FakeNode:
-    name = LOCAL
-
-    def __init__(self) -> None:
-        self.member_list = [
-            MemberInfo(LOCAL, ("127.0.0.1", 7000), 3, MemberState.ALIVE, 10.0, b""),
-            MemberInfo("node-b", ("127.0.0.1", 7001), 1, MemberState.ALIVE, 10.0, b""),
-            MemberInfo("node-c", ("127.0.0.1", 7002), 2, MemberState.SUSPECT, 10.0, b""),
-        ]
-
-    def members(self) -> list[MemberInfo]:
-        return list(self.member_list)
-
-    def snapshot(self) -> dict[str, Any]:
-        return {}
+def fake_node() -> FakeNode:
+    members = [
+        MemberInfo(LOCAL, ("127.0.0.1", 7000), 3, MemberState.ALIVE, 10.0, b""),
+        MemberInfo("node-b", ("127.0.0.1", 7001), 1, MemberState.ALIVE, 10.0, b""),
+        MemberInfo("node-c", ("127.0.0.1", 7002), 2, MemberState.SUSPECT, 10.0, b""),
+    ]
+    return FakeNode(LOCAL, members)
 
 
 @dataclass
@@ -160,7 +153,7 @@ class FakePeers:
 
 @dataclass
 class Fakes:
-    node: FakeNode = field(default_factory=FakeNode)
+    node: FakeNode = field(default_factory=fake_node)
     status: FakeStatus = field(default_factory=FakeStatus)
     speaker: FakeSpeaker = field(default_factory=FakeSpeaker)
     peers: FakePeers = field(default_factory=FakePeers)

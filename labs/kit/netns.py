@@ -1,4 +1,4 @@
-"""Network-namespace labs for the BGP speaker: real agents and BIRD 2 on one emulated LAN.
+"""Network-namespace labs: real agents and BIRD 2 on one emulated LAN, and entering a namespace.
 
 Every node is a network namespace with a veth into a Linux bridge that lives in a namespace of its
 own, so nothing touches the machine's real network: addresses come from 198.18.0.0/24 (the
@@ -22,26 +22,28 @@ import http.client
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+import tomli_w
+
+from labs.kit.bird import Bird
+from labs.kit.proc import Proc, sh, terminate
+from labs.kit.wait import eventually_blocking
+
 T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
 LAN_PREFIX = 24
-
-
-def sh(*args: str, check: bool = True) -> str:
-    return subprocess.run(args, check=check, capture_output=True, text=True, timeout=60).stdout
 
 
 def exabgp_pid(ns: str) -> int | None:
@@ -91,57 +93,6 @@ def socket_in_netns(ns: str, family: int = socket.AF_INET, kind: int = socket.SO
     return in_netns(ns, lambda: socket.socket(family, kind))
 
 
-def toml_value(value: Any) -> str:
-    """``value`` (bool, number, string or a list of them) as a TOML value, for agent configs."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))
-
-
-def bird_statics(prefixes: Iterable[str], name: str = "ext") -> str:
-    """A BIRD ``protocol static`` holding ``prefixes`` as blackhole routes: what a lab's BIRD exports."""
-    routes = "".join(f"  route {p} blackhole;\n" for p in prefixes)
-    return f"protocol static {name} {{\n  ipv4;\n{routes}}}"
-
-
-def bird_edge_conf(
-    *,
-    router_id: str,
-    local: str,
-    local_as: int,
-    neighbor: str,
-    neighbor_as: int,
-    statics: Iterable[str] = (),
-    export: str = "where source = RTS_STATIC",
-    hold_time: int = 30,
-    log: str = "log stderr { warning, error, fatal };",
-) -> str:
-    """BIRD 2 as one external router: ``statics`` (blackhole routes) exported to one BGP neighbor
-    (``protocol bgp edge``, ``export`` its export clause), everything it sends imported. Times in ``birdc``
-    carry milliseconds; failed sessions are retried within seconds, not BIRD's default minute."""
-    return f"""
-router id {router_id};
-{log}
-timeformat route iso long ms;
-timeformat protocol iso long ms;
-protocol device {{}}
-{bird_statics(statics)}
-protocol bgp edge {{
-  local {local} as {local_as};
-  neighbor {neighbor} as {neighbor_as};
-  hold time {hold_time};
-  connect delay time 1;
-  connect retry time 2;
-  error wait time 1, 2;
-  ipv4 {{ import all; export {export}; }};
-}}
-"""
-
-
 class _NetnsConnection(http.client.HTTPConnection):
     def __init__(self, ns: str, host: str, port: int, timeout: float) -> None:
         super().__init__(host, port, timeout=timeout)
@@ -152,36 +103,6 @@ class _NetnsConnection(http.client.HTTPConnection):
         sock.settimeout(self.timeout)
         sock.connect((self.host, self.port))
         self.sock = sock
-
-
-@dataclass
-class Proc:
-    name: str
-    ns: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-
-@dataclass
-class Bird:
-    proc: Proc
-    socket: Path
-
-    def birdc(self, *args: str) -> str:
-        return sh("birdc", "-s", str(self.socket), *args, check=False)
-
-    def route(self, prefix: str) -> str:
-        """``show route all PREFIX`` (exactly that prefix, every protocol), or ``""`` if BIRD has none."""
-        text = self.birdc("show", "route", "all", prefix)
-        return text if "BGP.origin" in text else ""
 
 
 @dataclass
@@ -228,6 +149,17 @@ class NetnsLab:
         self.namespaces.append(name)
         sh("ip", "-n", name, "link", "set", "lo", "up")
         return name
+
+    def namespace(self, name: str) -> str:
+        """A bare namespace (loopback up, no LAN) known as node ``name``; connect it with :meth:`veth`."""
+        ns = self._netns(name)
+        self.nodes[name] = ns
+        return ns
+
+    def veth(self, a: str, dev_a: str, b: str, dev_b: str) -> None:
+        """A veth pair from node ``a`` (interface ``dev_a``) to node ``b`` (``dev_b``), both down."""
+        peer = ["peer", "name", dev_b, "netns", self.nodes[b]]
+        sh("ip", "link", "add", dev_a, "netns", self.nodes[a], "type", "veth", *peer)
 
     def adopt(self, name: str, pid: int) -> str:
         """Give the network namespace of process ``pid`` (a mininet host's shell) a name, so that every
@@ -285,27 +217,22 @@ class NetnsLab:
         conf.write_text(config)
         sock = self.workdir / f"{node}-bird.ctl"
         proc = self.spawn(f"{node}-bird", self.nodes[node], ["bird", "-f", "-c", str(conf), "-s", str(sock)])
-        bird = Bird(proc, sock)
-        wait_until(
-            "BIRD to open its control socket",
-            lambda: (
-                subprocess.run(["birdc", "-s", str(sock), "show", "status"], capture_output=True).returncode
-                == 0
-            ),
-            timeout=15,
-            failing=lambda: None if proc.running else proc.log.read_text(),
-        )
-        return bird
+        return Bird(proc, sock).wait_ready()
 
     def agent(self, node: str, name: str, address: str, config: str, http_port: int = 7947) -> Agent:
         """Write an agent's config (``config`` is appended after the basics) without starting it."""
         state = self.workdir / f"{name}.state"
         path = self.workdir / f"{name}.toml"
-        path.write_text(
-            f'name = "{name}"\nbind = "{address}:7946"\ninsecure = true\n'
-            f'http_listen = "127.0.0.1:{http_port}"\nstate_dir = "{state}"\nlog_format = "json"\n'
-            f'log_level = "info"\n' + config
-        )
+        basics = {
+            "name": name,
+            "bind": f"{address}:7946",
+            "insecure": True,
+            "http_listen": f"127.0.0.1:{http_port}",
+            "state_dir": str(state),
+            "log_format": "json",
+            "log_level": "info",
+        }
+        path.write_text(tomli_w.dumps(basics) + config)
         return Agent(name, self.nodes[node], address, http_port, state, path)
 
     def start_agent(self, agent: Agent, timeout: float = 30.0) -> Agent:
@@ -325,9 +252,9 @@ class NetnsLab:
             except OSError:
                 return False
 
-        wait_until(
-            f"agent {agent.name} to serve its API",
+        eventually_blocking(
             up,
+            what=f"agent {agent.name} to serve its API",
             timeout=timeout,
             failing=lambda: None if agent.proc is not None and agent.proc.running else self.tail(agent),
         )
@@ -389,34 +316,21 @@ class NetnsLab:
                 self.stop(proc, timeout=10)
         for ns in self.namespaces:  # anything still in a namespace we made is ours
             for pid in sh("ip", "netns", "pids", ns, check=False).split():
-                for sig in (signal.SIGTERM, signal.SIGKILL):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(pid), sig)
-                    time.sleep(0.2)
+                terminate(int(pid))
         for ns in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
         self.namespaces.clear()
 
 
-def wait_until(
-    what: str,
-    check: Callable[[], Any],
-    *,
-    timeout: float,
-    poll: float = 0.1,
-    failing: Callable[[], str | None] | None = None,
-) -> Any:
-    """Poll ``check`` until it returns something truthy (returned); AssertionError after ``timeout``
-    or as soon as ``failing`` returns text (a process died: no point waiting)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if failing is not None:
-            reason = failing()
-            if reason is not None:
-                raise AssertionError(f"while waiting for {what}: {reason}")
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(poll)
+def require_root_and_tools(*tools: str) -> str | None:
+    """Why the mininet labs cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "needs root: network namespaces, mininet"
+    for tool in ("mnexec", "bird", "birdc", "brctl", "iptables", "curl", *tools):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed: run `make deps`"
+    try:
+        import mininet.net  # type: ignore[import-untyped]  # noqa: F401
+    except ImportError:
+        return "the mininet Python package is missing: pip install -e '.[test]'"
+    return None

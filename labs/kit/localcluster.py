@@ -23,11 +23,14 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+import tomli_w
 
 from common.process import signal_group
 from gossip import generate_key
+from labs.kit.wait import eventually_blocking
 
 LOOPBACK = "127.0.0.1"
+API_ERRORS = (httpx.HTTPError, OSError)  # an agent not answering yet: "not yet" to a wait, not a failure
 
 
 def free_port() -> int:
@@ -74,16 +77,6 @@ class Agent:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))
 
 
 class LocalCluster:
@@ -138,7 +131,7 @@ class LocalCluster:
     def _write_config(self, agent: Agent) -> None:
         state_dir = self.state_dir(agent.name)
         state_dir.mkdir(exist_ok=True)
-        top = {
+        top: dict[str, Any] = {
             "name": agent.name,
             "bind": f"{LOOPBACK}:{agent.gossip_port}",
             "join": self._seeds_for(agent),
@@ -151,11 +144,9 @@ class LocalCluster:
             "log_format": "json",
             **self.config,
         }
-        lines = [f"{k} = {_toml_value(v)}" for k, v in top.items()]
         if self.gossip:
-            lines.append("\n[gossip]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in self.gossip.items()]
-        agent.config.write_text("\n".join(lines) + "\n")
+            top["gossip"] = self.gossip
+        agent.config.write_text(tomli_w.dumps(top))
 
     def _seeds_for(self, agent: Agent) -> list[str]:
         if self.seed_port is not None:
@@ -248,19 +239,6 @@ class LocalCluster:
     def states(self, name: str) -> dict[str, str]:
         return {m["name"]: m["state"] for m in self.members(name)}
 
-    def wait_until(self, what: str, check: Any, timeout: float, poll: float = 0.1) -> float:
-        """Poll ``check()`` until true; returns the wall time it became true."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if check():
-                    return time.time()
-            except (httpx.HTTPError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout:.0f}s waiting until {what}")
-            time.sleep(poll)
-
     def wait_converged(self, names: list[str] | None = None, timeout: float = 30.0) -> float:
         """Until every named running agent sees exactly the named agents alive."""
         names = names or [a.name for a in self.agents.values() if a.running]
@@ -273,7 +251,10 @@ class LocalCluster:
                     return False
             return True
 
-        return self.wait_until(f"{len(names)} agents see each other alive", converged, timeout)
+        eventually_blocking(
+            converged, what=f"{len(names)} agents see each other alive", timeout=timeout, ignore=API_ERRORS
+        )
+        return time.time()
 
     def read_events(self) -> list[Seen]:
         """New membership events from every agent's log (incremental), all agents' together."""
