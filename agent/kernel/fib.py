@@ -18,12 +18,12 @@ with :mod:`struct` and sent 256 to a ``send()``, the same routes take a few seco
 for the lo addresses (:mod:`agent.kernel.loopback`), where there are a handful.
 
 Ownership ("own only what you create", docs/architecture.md): every route carries our protocol number;
-deletes name it too, and
-the kernel only deletes a route whose protocol matches. A prefix we do not hold yet is added with
-``NLM_F_EXCL``, never ``NLM_F_REPLACE``, so a route someone else put there (a connected subnet, an
-operator's static route) is left alone and reported instead of overwritten. At start the dump's
-routes with our protocol become the "installed" view, so leftovers of a previous run that are no
-longer desired are deleted by the first reconcile; on exit :meth:`KernelFib.flush` removes ours.
+deletes name it too, and the kernel only deletes a route whose protocol matches. A prefix we do not hold
+yet is added with ``NLM_F_EXCL``, never ``NLM_F_REPLACE``, so a route someone else put there (a
+connected subnet, an operator's static route) is left alone and reported instead of overwritten. At
+start the dump's routes with our protocol become the "installed" view, so leftovers of a previous run
+that are no longer desired are deleted by the first reconcile; on exit :meth:`KernelFib.flush` removes
+ours.
 """
 
 from __future__ import annotations
