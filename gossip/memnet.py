@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import trio
 
 from common.address import Address
-from gossip.transport import StreamHandler
+from gossip.transport import StandingOf, StreamHandler
 
 
 @dataclass(slots=True)
@@ -275,9 +275,14 @@ class MemoryTransport:
         return await self._net._request(self._addr, addr, bytes(data), timeout)
 
     async def serve_streams(
-        self, handler: StreamHandler, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        handler: StreamHandler,
+        *,
+        standing: StandingOf | None = None,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run the handler for each arriving request in a task owned here, as a TCP server would."""
+        """Run the handler for each arriving request in a task owned here, as a TCP server would.
+        ``standing`` is unused: the simulated network has no hostile peers."""
         if self._streams is not None:
             raise RuntimeError(f"{self._addr} is already serving streams")
         send, recv = trio.open_memory_channel[_PendingStream](self._net.stream_backlog)

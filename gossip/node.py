@@ -13,13 +13,14 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import trio
 
 from common.address import Address, format_address
-from gossip.events import EventKind, MemberEvent, MemberInfo
-from gossip.transport import Transport
+from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
+from gossip.transport import Standing, Transport, TransportStats, host_key
 
 # How often leave() re-checks the core besides being woken by every flush.
 LEAVE_POLL_INTERVAL = 0.05
@@ -114,6 +115,8 @@ class GossipNode:
         self._last_tick = -math.inf
         # Replaced after every flush: waiting on it means "wake me when the core may have changed".
         self._progress = trio.Event()
+        # Source host -> standing, for the transport's connection guards; rebuilt on membership events.
+        self._standing: dict[str, Standing] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -128,7 +131,10 @@ class GossipNode:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                await nursery.start(self.transport.serve_streams, self._handle_stream)
+                self._refresh_standing()
+                await nursery.start(
+                    partial(self.transport.serve_streams, self._handle_stream, standing=self.standing)
+                )
                 nursery.start_soon(self._receive_loop)
                 nursery.start_soon(self._timer_loop)
                 await self._flush()  # anything queued before we started (set_meta, set_kv)
@@ -215,7 +221,24 @@ class GossipNode:
         self._subscribers.append(_Subscriber(send))
         return recv
 
+    def standing(self, host: str) -> Standing:
+        """What the transport may assume of a connection from ``host`` before it authenticates."""
+        return self._standing.get(host, Standing.STRANGER)
+
+    def _refresh_standing(self) -> None:
+        standing: dict[str, Standing] = {}
+        for m in self.core.members():
+            if m.name == self.core.name:
+                continue  # our own address would lend the reserve to any local process
+            live = m.state in (MemberState.ALIVE, MemberState.SUSPECT)
+            host = host_key(m.addr[0])
+            best = Standing.LIVE if live else Standing.KNOWN
+            standing[host] = max(standing.get(host, Standing.STRANGER), best)
+        self._standing = standing
+
     def _dispatch(self, events: Sequence[MemberEvent]) -> None:
+        if any(event.kind is not EventKind.KV for event in events):
+            self._refresh_standing()
         for event in events:
             self.stats.events += 1
             self._log_event(event)
@@ -320,7 +343,8 @@ class GossipNode:
         return list(self.core.members())
 
     def snapshot(self) -> dict[str, Any]:
-        """The core's debug snapshot plus the driver's own counters under ``"driver"``."""
+        """The core's debug snapshot, the driver's counters under ``"driver"`` and, on real sockets,
+        the transport's under ``"transport"``."""
         snap = dict(self.core.snapshot(trio.current_time()))
         snap["driver"] = {
             **asdict(self.stats),
@@ -328,4 +352,8 @@ class GossipNode:
             "subscribers": len(self._subscribers),
             "local_addr": format_address(self.transport.local_addr),
         }
+        # The real transport's counters and gauges (connections, guards, buffered bytes).
+        transport_stats = getattr(self.transport, "stats", None)
+        if isinstance(transport_stats, TransportStats):
+            snap["transport"] = transport_stats.as_dict()
         return snap

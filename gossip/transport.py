@@ -4,16 +4,40 @@ The SWIM core only produces and consumes opaque sealed byte strings; a transport
 are fire-and-forget (loss is normal, so sending never raises on network errors). Streams are one
 request frame and at most one reply frame over a fresh TCP connection, each prefixed with a 4-byte
 big-endian length. The same interface is implemented in memory by :mod:`gossip.memnet` for simulations.
+
+Anyone who can reach the port can open TCP connections, so the stream server is guarded by
+:class:`StreamGate`, a sans-I/O object that decides admission and buffering (:class:`StreamLimits`):
+
+- every connection must deliver its whole first frame within ``first_frame_timeout`` (slowloris);
+- at most ``per_source`` concurrent connections per source address;
+- ``member_reserve`` of the ``max_connections`` slots are only for addresses of live members, and when
+  every slot is taken a member's connection evicts the oldest connection of a non-member;
+- a frame is buffered only after its whole announced length has been reserved from one byte budget
+  shared by all connections (``buffer_budget``); a frame that cannot get budget waits until its
+  deadline, then the connection is closed;
+- a frame longer than ``stranger_frame_max`` is accepted only from the address of a known member.
+
+Why the size rule and not an authenticated header: frames are sealed with AES-GCM over the whole frame
+(:mod:`gossip.keyring`), so nothing about a frame is authentic before its last byte. A sealed header
+in front of each frame would change the stream framing for every agent at once; the size rule keeps
+the wire as it is, and a stranger only ever needs small frames (a joining node's push-pull carries
+itself and, usually, a small application state). What a stranger can pin is therefore bounded by
+``(max_connections - member_reserve) x stranger_frame_max``, and everything by ``buffer_budget``.
+The source address is all the server knows of a peer before authentication, so a member address is
+a hint, not a proof: it buys reserve slots and the right to reserve budget for large frames, but the
+frame is still authenticated by the core like any other.
 """
 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import socket as stdlib_socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from enum import IntEnum
 from typing import Protocol
 
 import trio
@@ -23,11 +47,35 @@ from common.address import Address
 MAX_FRAME = 16 * 1024 * 1024
 MAX_DATAGRAM = 65535
 _LENGTH_BYTES = 4
+_CHUNK = 65536
 # accept() failures that mean "out of resources right now": back off instead of crashing the server.
 _ACCEPT_BACKOFF_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 StreamHandler = Callable[[Address, bytes], Awaitable[bytes | None]]
 """Called with (peer address, request frame); returns the reply frame, or None to close without one."""
+
+
+class Standing(IntEnum):
+    """What the server knows of a source address before anything is authenticated."""
+
+    STRANGER = 0
+    KNOWN = 1  # in the member list but not live (dead, left): may send large frames, no reserve slots
+    LIVE = 2  # alive or suspect member: may also use the reserved slots
+
+
+StandingOf = Callable[[str], Standing]
+"""The standing of a source host (as :func:`host_key` spells it)."""
+
+
+def host_key(host: str) -> str:
+    """One spelling per address, so ``::ffff:10.0.0.1`` and ``10.0.0.1`` count as one source."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
 
 
 class Transport(Protocol):
@@ -47,9 +95,16 @@ class Transport(Protocol):
         ...
 
     async def serve_streams(
-        self, handler: StreamHandler, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        handler: StreamHandler,
+        *,
+        standing: StandingOf | None = None,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Accept stream requests until cancelled, each handled in its own task owned by this call."""
+        """Accept stream requests until cancelled, each handled in its own task owned by this call.
+
+        ``standing`` tells members from strangers (see the module docstring); without it every
+        source is a stranger."""
         ...
 
     async def aclose(self) -> None: ...
@@ -67,7 +122,7 @@ async def _receive_exactly(stream: trio.abc.ReceiveStream, n: int) -> bytes | No
     """Exactly ``n`` bytes, or None when the peer closed before sending any of them."""
     buf = bytearray()
     while len(buf) < n:
-        chunk = await stream.receive_some(min(n - len(buf), 65536))
+        chunk = await stream.receive_some(min(n - len(buf), _CHUNK))
         if not chunk:
             if buf:
                 raise FrameError(f"connection closed after {len(buf)} of {n} bytes")
@@ -78,12 +133,23 @@ async def _receive_exactly(stream: trio.abc.ReceiveStream, n: int) -> bytes | No
 
 async def read_frame(stream: trio.abc.ReceiveStream, max_frame: int) -> bytes | None:
     """One length-prefixed frame; None on a clean close before the frame starts."""
+    length = await _read_length(stream, max_frame)
+    if length is None:
+        return None
+    return await _read_body(stream, length)
+
+
+async def _read_length(stream: trio.abc.ReceiveStream, max_frame: int) -> int | None:
     header = await _receive_exactly(stream, _LENGTH_BYTES)
     if header is None:
         return None
     length = int.from_bytes(header, "big")
     if length > max_frame:
         raise FrameError(f"frame of {length} bytes exceeds the {max_frame}-byte limit")
+    return length
+
+
+async def _read_body(stream: trio.abc.ReceiveStream, length: int) -> bytes:
     if length == 0:
         return b""
     body = await _receive_exactly(stream, length)
@@ -98,6 +164,136 @@ def _norm(sockaddr: object) -> Address:
     return (str(sockaddr[0]), int(sockaddr[1]))
 
 
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """What one peer, and all peers together, may hold of the stream server (module docstring)."""
+
+    # The whole exchange of a connection (request and reply; our handler's time aside): tcp_timeout.
+    timeout: float = 10.0
+    # A request frame of at most stranger_frame_max bytes must arrive, header and body, within this
+    # (a member's larger frame gets ``timeout``): a LAN or WAN path moves 64 KiB well inside 2 s, so
+    # this only cuts off peers that trickle bytes to hold a slot.
+    first_frame_timeout: float = 2.0
+    max_frame: int = MAX_FRAME
+    # Inbound connections at once: a node has a handful in flight, 256 is headroom for bursts.
+    max_connections: int = 256
+    # Slots only addresses of live members may take, so members reach each other under a flood.
+    member_reserve: int = 32
+    # Concurrent connections per source address: a member has at most a few requests to us at once.
+    per_source: int = 8
+    # The largest frame taken from a stranger (an address not in the member list): enough for a
+    # joining node's push-pull; larger ones (the full state of a big cluster) only from members.
+    stranger_frame_max: int = 64 * 1024
+    # Bytes all inbound frames together may hold while received and handled: two maximum frames.
+    buffer_budget: int = 2 * MAX_FRAME
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.member_reserve < self.max_connections:
+            raise ValueError("member_reserve must be below max_connections")
+        if self.per_source < 1 or self.max_frame < 0 or self.stranger_frame_max < 0:
+            raise ValueError("per_source must be positive, frame limits not negative")
+        if self.buffer_budget < max(self.stranger_frame_max, 1):
+            raise ValueError("buffer_budget must hold at least one stranger-sized frame")
+        if self.timeout <= 0 or self.first_frame_timeout <= 0:
+            raise ValueError("stream timeouts must be positive")
+
+
+@dataclass(slots=True)
+class Slot:
+    """One admitted connection, as the gate counts it."""
+
+    id: int
+    host: str
+    standing: Standing
+    reserved: int = 0
+    open: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The gate's answer to a new connection: a slot, or the reason for refusing; maybe one to evict."""
+
+    slot: Slot | None
+    reason: str | None = None
+    evict: Slot | None = None
+
+
+class StreamGate:
+    """Sans-I/O bookkeeping of connection slots and the shared byte budget (no sockets, no clock)."""
+
+    def __init__(self, limits: StreamLimits) -> None:
+        self.limits = limits
+        self._slots: dict[int, Slot] = {}  # insertion order: oldest first
+        self._per_host: dict[str, int] = {}
+        self._non_live = 0
+        self._next_id = 0
+        self.buffered = 0
+        self.buffered_peak = 0
+
+    @property
+    def active(self) -> int:
+        return len(self._slots)
+
+    def admit(self, host: str, standing: Standing) -> Admission:
+        lim = self.limits
+        if self._per_host.get(host, 0) >= lim.per_source:
+            return Admission(None, "per_source")
+        evict: Slot | None = None
+        if standing is Standing.LIVE:
+            if self.active >= lim.max_connections:
+                evict = next((s for s in self._slots.values() if s.standing is not Standing.LIVE), None)
+                if evict is None:
+                    return Admission(None, "capacity")
+                self.release(evict)
+        elif self.active >= lim.max_connections or self._non_live >= lim.max_connections - lim.member_reserve:
+            return Admission(None, "capacity")
+        self._next_id += 1
+        slot = Slot(self._next_id, host, standing)
+        self._slots[slot.id] = slot
+        self._per_host[host] = self._per_host.get(host, 0) + 1
+        if standing is not Standing.LIVE:
+            self._non_live += 1
+        return Admission(slot, evict=evict)
+
+    def frame_refusal(self, slot: Slot, length: int) -> str | None:
+        """Why a frame of ``length`` bytes may not be read on ``slot``, or None when it may."""
+        if slot.standing is Standing.STRANGER and length > self.limits.stranger_frame_max:
+            return "oversize"
+        if length > self.limits.buffer_budget:
+            return "budget"
+        return None
+
+    def try_reserve(self, slot: Slot, n: int) -> bool:
+        """Reserve ``n`` more bytes of the shared budget for ``slot``; False when they are not free."""
+        if not slot.open or self.buffered + n > self.limits.buffer_budget:
+            return False
+        slot.reserved += n
+        self.buffered += n
+        self.buffered_peak = max(self.buffered_peak, self.buffered)
+        return True
+
+    def unreserve(self, slot: Slot) -> int:
+        """Give back everything ``slot`` reserved; returns how much that was."""
+        n, slot.reserved = slot.reserved, 0
+        self.buffered -= n
+        return n
+
+    def release(self, slot: Slot) -> None:
+        """The connection is gone (or evicted); idempotent."""
+        self.unreserve(slot)
+        if not slot.open:
+            return
+        slot.open = False
+        del self._slots[slot.id]
+        left = self._per_host[slot.host] - 1
+        if left:
+            self._per_host[slot.host] = left
+        else:
+            del self._per_host[slot.host]
+        if slot.standing is not Standing.LIVE:
+            self._non_live -= 1
+
+
 @dataclass(slots=True)
 class TransportStats:
     datagrams_sent: int = 0
@@ -110,9 +306,26 @@ class TransportStats:
     request_failures: int = 0
     request_timeouts: int = 0
     streams_accepted: int = 0
+    # Every connection closed by a guard, whatever the reason; the reasons follow.
     streams_rejected: int = 0
+    streams_rejected_capacity: int = 0
+    streams_rejected_per_source: int = 0
+    streams_rejected_slow: int = 0  # first frame not complete within first_frame_timeout
+    streams_rejected_oversize: int = 0  # a stranger announced a frame above stranger_frame_max
+    streams_rejected_budget: int = 0  # no room in the shared byte budget before the deadline
+    streams_evicted: int = 0  # a non-member's connection closed to make room for a member's
     stream_errors: int = 0
     stream_timeouts: int = 0
+    # Gauges: open inbound connections, and bytes reserved for frames being received or handled.
+    streams_active: int = 0
+    buffered_bytes: int = 0
+    buffered_bytes_peak: int = 0
+    buffer_budget: int = 0
+
+    def reject(self, reason: str) -> None:
+        self.streams_rejected += 1
+        name = f"streams_rejected_{reason}"
+        setattr(self, name, getattr(self, name) + 1)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -123,6 +336,7 @@ class UdpTcpTransport:
 
     Build it with :func:`open_udp_tcp_transport` (or :func:`bind_udp_tcp_transport`); the constructor
     takes sockets that are already bound, so tests and odd deployments can supply their own.
+    ``stream_timeout``, ``max_frame`` and ``max_connections``, when given, override ``limits``.
     """
 
     def __init__(
@@ -130,20 +344,25 @@ class UdpTcpTransport:
         udp: trio.socket.SocketType,
         tcp: trio.socket.SocketType,
         *,
-        stream_timeout: float = 10.0,
-        max_frame: int = MAX_FRAME,
-        max_connections: int = 256,
+        limits: StreamLimits | None = None,
+        stream_timeout: float | None = None,
+        max_frame: int | None = None,
+        max_connections: int | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
+        limits = _with_overrides(limits, stream_timeout, max_frame, max_connections)
         self._udp = udp
         self._listener = trio.SocketListener(tcp)
         self.local_addr: Address = _norm(udp.getsockname())
-        self.stream_timeout = stream_timeout
-        self.max_frame = max_frame
-        self.max_connections = max_connections
-        self.stats = TransportStats()
+        self.limits = limits
+        self.stream_timeout = limits.timeout
+        self.max_frame = limits.max_frame
+        self.max_connections = limits.max_connections
+        self.stats = TransportStats(buffer_budget=limits.buffer_budget)
+        self._gate = StreamGate(limits)
+        self._scopes: dict[int, trio.CancelScope] = {}
+        self._budget_freed = trio.Event()
         self._log = logger or logging.getLogger("wiremesh.gossip.transport")
-        self._active_streams = 0
         self._closed = False
 
     async def send_datagram(self, addr: Address, data: bytes) -> None:
@@ -192,7 +411,11 @@ class UdpTcpTransport:
         return None
 
     async def serve_streams(
-        self, handler: StreamHandler, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        handler: StreamHandler,
+        *,
+        standing: StandingOf | None = None,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         async with trio.open_nursery() as nursery:
             task_status.started()
@@ -205,44 +428,116 @@ class UdpTcpTransport:
                     self._log.warning("accept failed (%s); backing off", exc)
                     await trio.sleep(0.1)
                     continue
-                if self._active_streams >= self.max_connections:
-                    self.stats.streams_rejected += 1
+                try:
+                    src = _norm(stream.socket.getpeername())
+                except OSError:  # reset before we looked
+                    await trio.aclose_forcefully(stream)
+                    continue
+                host = host_key(src[0])
+                admission = self._gate.admit(host, standing(host) if standing else Standing.STRANGER)
+                if admission.evict is not None:
+                    self.stats.streams_evicted += 1
+                    self._scopes[admission.evict.id].cancel()
+                if admission.slot is None:
+                    self.stats.reject(admission.reason or "capacity")
                     await trio.aclose_forcefully(stream)
                     continue
                 self.stats.streams_accepted += 1
-                self._active_streams += 1
-                nursery.start_soon(self._serve_one, stream, handler)
+                scope = trio.CancelScope()
+                self._scopes[admission.slot.id] = scope
+                self._gauge()
+                nursery.start_soon(self._serve_one, stream, src, admission.slot, scope, handler)
 
-    async def _serve_one(self, stream: trio.SocketStream, handler: StreamHandler) -> None:
-        """Read one frame, answer it, close. The timeout bounds the peer's I/O, not our handler."""
+    def _gauge(self) -> None:
+        self.stats.streams_active = self._gate.active
+        self.stats.buffered_bytes = self._gate.buffered
+        self.stats.buffered_bytes_peak = self._gate.buffered_peak
+
+    def _give_back(self, slot: Slot) -> None:
+        if self._gate.unreserve(slot):
+            self._budget_freed.set()
+            self._budget_freed = trio.Event()
+        self._gauge()
+
+    async def _reserve(self, slot: Slot, n: int) -> None:
+        """Wait (under the caller's deadline) until ``n`` bytes of the shared budget are ours."""
+        while not self._gate.try_reserve(slot, n):
+            await self._budget_freed.wait()
+        self._gauge()
+
+    async def _serve_one(
+        self,
+        stream: trio.SocketStream,
+        src: Address,
+        slot: Slot,
+        scope: trio.CancelScope,
+        handler: StreamHandler,
+    ) -> None:
+        """Read one frame under the guards, answer it, close. Deadlines bound the peer's I/O, not our
+        handler; ``scope`` is cancelled when the connection is evicted."""
+        lim = self.limits
+        start = trio.current_time()
         try:
-            async with stream:
-                deadline = trio.current_time() + self.stream_timeout
-                try:
-                    src = _norm(stream.socket.getpeername())
-                    with trio.CancelScope(deadline=deadline) as scope:
-                        data = await read_frame(stream, self.max_frame)
-                    if scope.cancelled_caught:
-                        self.stats.stream_timeouts += 1
-                        return
-                    if data is None:
-                        return
-                    reply = await handler(src, data)
-                    if reply is None:
-                        return
-                    if len(reply) > self.max_frame:
-                        self._log.warning("reply of %d bytes to %s exceeds the frame limit", len(reply), src)
+            with scope:
+                async with stream:
+                    try:
+                        data = await self._receive_request(stream, slot, start)
+                        if data is None:
+                            return
+                        reply = await handler(src, data)
+                        del data
+                        self._give_back(slot)
+                        if reply is None:
+                            return
+                        if len(reply) > self.max_frame:
+                            self._log.warning("reply of %d bytes to %s over the frame limit", len(reply), src)
+                            self.stats.stream_errors += 1
+                            return
+                        with trio.CancelScope(deadline=start + lim.timeout) as send_scope:
+                            await stream.send_all(_frame(reply))
+                        if send_scope.cancelled_caught:
+                            self.stats.stream_timeouts += 1
+                    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, FrameError) as exc:
                         self.stats.stream_errors += 1
-                        return
-                    with trio.CancelScope(deadline=deadline) as scope:
-                        await stream.send_all(_frame(reply))
-                    if scope.cancelled_caught:
-                        self.stats.stream_timeouts += 1
-                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, FrameError) as exc:
-                    self.stats.stream_errors += 1
-                    self._log.debug("inbound stream dropped: %s", exc)
+                        self._log.debug("inbound stream dropped: %s", exc)
         finally:
-            self._active_streams -= 1
+            self._gate.release(slot)
+            self._scopes.pop(slot.id, None)
+            self._budget_freed.set()
+            self._budget_freed = trio.Event()
+            self._gauge()
+
+    async def _receive_request(self, stream: trio.SocketStream, slot: Slot, start: float) -> bytes | None:
+        """The request frame, or None (closed, or refused by a guard and counted)."""
+        lim = self.limits
+        first_deadline = start + min(lim.first_frame_timeout, lim.timeout)
+        with trio.CancelScope(deadline=first_deadline) as header_scope:
+            length = await _read_length(stream, self.max_frame)
+        if header_scope.cancelled_caught:
+            self._timed_out()
+            return None
+        if length is None:
+            return None
+        refusal = self._gate.frame_refusal(slot, length)
+        if refusal is not None:
+            self.stats.reject(refusal)
+            return None
+        # Small frames are due with the header; a member's large frame may take the whole timeout.
+        deadline = first_deadline if length <= lim.stranger_frame_max else start + lim.timeout
+        with trio.CancelScope(deadline=deadline) as body_scope:
+            await self._reserve(slot, length)
+            data = await _read_body(stream, length)
+        if body_scope.cancelled_caught:
+            if slot.reserved < length:
+                self.stats.reject("budget")
+            else:
+                self._timed_out()
+            return None
+        return data
+
+    def _timed_out(self) -> None:
+        self.stats.stream_timeouts += 1
+        self.stats.reject("slow")
 
     async def aclose(self) -> None:
         if self._closed:
@@ -250,6 +545,22 @@ class UdpTcpTransport:
         self._closed = True
         self._udp.close()
         await self._listener.aclose()
+
+
+def _with_overrides(
+    limits: StreamLimits | None, timeout: float | None, max_frame: int | None, max_connections: int | None
+) -> StreamLimits:
+    """``limits`` with the older keyword arguments applied, kept consistent with each other."""
+    limits = limits or StreamLimits()
+    if timeout is not None:
+        first = min(limits.first_frame_timeout, timeout)
+        limits = replace(limits, timeout=timeout, first_frame_timeout=first)
+    if max_frame is not None:
+        limits = replace(limits, max_frame=max_frame)
+    if max_connections is not None:
+        reserve = min(limits.member_reserve, max_connections // 8)
+        limits = replace(limits, max_connections=max_connections, member_reserve=reserve)
+    return limits
 
 
 async def _bind_pair(
@@ -282,9 +593,10 @@ async def bind_udp_tcp_transport(
     host: str,
     port: int,
     *,
-    stream_timeout: float = 10.0,
-    max_frame: int = MAX_FRAME,
-    max_connections: int = 256,
+    limits: StreamLimits | None = None,
+    stream_timeout: float | None = None,
+    max_frame: int | None = None,
+    max_connections: int | None = None,
     bind_attempts: int = 8,
     logger: logging.Logger | None = None,
 ) -> UdpTcpTransport:
@@ -303,6 +615,7 @@ async def bind_udp_tcp_transport(
             return UdpTcpTransport(
                 udp,
                 tcp,
+                limits=limits,
                 stream_timeout=stream_timeout,
                 max_frame=max_frame,
                 max_connections=max_connections,
@@ -318,15 +631,17 @@ async def open_udp_tcp_transport(
     host: str,
     port: int,
     *,
-    stream_timeout: float = 10.0,
-    max_frame: int = MAX_FRAME,
-    max_connections: int = 256,
+    limits: StreamLimits | None = None,
+    stream_timeout: float | None = None,
+    max_frame: int | None = None,
+    max_connections: int | None = None,
     logger: logging.Logger | None = None,
 ) -> AsyncIterator[UdpTcpTransport]:
     """``async with open_udp_tcp_transport("127.0.0.1", 0) as t:`` binds, yields, and closes."""
     transport = await bind_udp_tcp_transport(
         host,
         port,
+        limits=limits,
         stream_timeout=stream_timeout,
         max_frame=max_frame,
         max_connections=max_connections,
