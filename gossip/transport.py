@@ -437,7 +437,9 @@ class UdpTcpTransport:
                 admission = self._gate.admit(host, standing(host) if standing else Standing.STRANGER)
                 if admission.evict is not None:
                     self.stats.streams_evicted += 1
-                    self._scopes[admission.evict.id].cancel()
+                    evicted = self._scopes.get(admission.evict.id)
+                    if evicted is not None:
+                        evicted.cancel()
                 if admission.slot is None:
                     self.stats.reject(admission.reason or "capacity")
                     await trio.aclose_forcefully(stream)

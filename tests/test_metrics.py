@@ -99,6 +99,27 @@ async def test_metrics_text_parses_and_counts() -> None:
     assert ("wiremesh_api_request_duration_seconds_count", (("method", "POST"), ("route", "/v1/vips"))) in got
 
 
+def test_stream_guards_of_the_transport() -> None:
+    transport = {
+        "streams_rejected": 5,
+        "streams_rejected_capacity": 3,
+        "streams_rejected_slow": 2,
+        "streams_evicted": 1,
+        "streams_active": 4,
+        "buffered_bytes": 1024,
+        "buffer_budget": 4096,
+    }
+    metrics = ApiMetrics()
+    metrics.add_collector(StateCollector(lambda: {"transport": transport}, lambda: []))
+    got = samples(metrics.render().decode())
+    assert got[("wiremesh_gossip_streams_rejected_total", (("reason", "capacity"),))] == 3
+    assert got[("wiremesh_gossip_streams_rejected_total", (("reason", "slow"),))] == 2
+    assert got[("wiremesh_gossip_streams_rejected_total", (("reason", "evicted"),))] == 1
+    assert got[("wiremesh_gossip_stream_connections", ())] == 4
+    assert got[("wiremesh_gossip_stream_buffered_bytes", ())] == 1024
+    assert got[("wiremesh_gossip_stream_buffer_budget_bytes", ())] == 4096
+
+
 def test_registries_are_per_app_and_a_failing_provider_is_skipped() -> None:
     def broken() -> dict[str, Any]:
         raise RuntimeError("no snapshot")

@@ -6,6 +6,10 @@ verdicts, check runs and failures and announcement decisions are not mirrored in
 change: a collector reads them from their owners at scrape time, so they can never drift from what
 ``/debug/gossip`` and the API report.
 
+The gossip stream port's guards (real sockets only): ``wiremesh_gossip_streams_rejected_total{reason}``
+counts connections closed by a guard (capacity, per_source, slow, oversize, budget, evicted), and
+gauges show open connections and the bytes reserved for inbound frames against their cap.
+
 Transit (with WireGuard on): ``wiremesh_transit_peers{path}`` counts peers by the path in use
 (direct, relay, unreachable) and ``wiremesh_transit_relay_switches_total{to}`` counts every change of
 a peer's path since start by the path taken, so a flapping pair shows even between scrapes.
@@ -139,6 +143,7 @@ class StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from _guarded("gossip traffic", self._gossip)
+        yield from _guarded("gossip transport", self._transport)
         yield from _guarded("members", self._members)
         if self.object_counts is not None:
             yield from _guarded("objects", self._objects)
@@ -162,6 +167,32 @@ class StateCollector(Collector):
                 messages.add_metric([direction, kind], counts.get("messages", 0))
                 message_bytes.add_metric([direction, kind], counts.get("bytes", 0))
         return [*metrics, messages, message_bytes]
+
+    def _transport(self) -> list[Metric]:
+        """The stream port's guards (``transport`` section, present on real sockets only)."""
+        stats = self.snapshot().get("transport")
+        if not isinstance(stats, Mapping):
+            return []
+        rejected = CounterMetricFamily(
+            "wiremesh_gossip_streams_rejected",
+            "Inbound gossip TCP connections closed by a guard, by reason",
+            labels=["reason"],
+        )
+        prefix = "streams_rejected_"
+        for key, value in sorted(stats.items()):
+            if key.startswith(prefix) and isinstance(value, int):
+                rejected.add_metric([key.removeprefix(prefix)], value)
+        if isinstance(stats.get("streams_evicted"), int):
+            rejected.add_metric(["evicted"], stats["streams_evicted"])
+        metrics: list[Metric] = [rejected]
+        for key, name, help_text in (
+            ("streams_active", "wiremesh_gossip_stream_connections", "Open inbound gossip TCP connections"),
+            ("buffered_bytes", "wiremesh_gossip_stream_buffered_bytes", "Bytes reserved for inbound frames"),
+            ("buffer_budget", "wiremesh_gossip_stream_buffer_budget_bytes", "Cap on those bytes"),
+        ):
+            if isinstance(stats.get(key), int):
+                metrics.append(GaugeMetricFamily(name, help_text, value=stats[key]))
+        return metrics
 
     def _members(self) -> list[Metric]:
         return [
