@@ -341,29 +341,30 @@ class GossipNode:
         failed write is logged and retried on the next change. Returns when :meth:`run` ends."""
         events = self.subscribe()
         written: list[Remembered] | None = None
+        dirty, allowed_at = False, -math.inf
         task_status.started()
         async with events:
             while True:
-                try:
-                    event = await events.receive()
-                except trio.EndOfChannel:
-                    return
-                if event.kind is EventKind.KV:
+                # Keep draining events (a subscriber that falls behind loses them, counted as drops);
+                # once something changed, write when the rate limit allows.
+                with trio.move_on_at(max(allowed_at, trio.current_time()) if dirty else math.inf):
+                    try:
+                        event = await events.receive()
+                    except trio.EndOfChannel:
+                        return
+                    dirty = dirty or event.kind is not EventKind.KV
                     continue
-                while True:  # whatever else queued up is covered by this one write
-                    try:
-                        events.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
+                dirty, allowed_at = False, trio.current_time() + min_interval
                 remembered = remember(self.core.members(), self.core.name, limit)
-                if remembered != written:
-                    data = encode_snapshot(remembered, time.time())
-                    try:
-                        await trio.to_thread.run_sync(write_file_atomically, path, data)
-                        written = remembered
-                    except OSError as exc:
-                        self._log.warning("cannot write the member snapshot %s: %s", path, exc)
-                await trio.sleep(min_interval)
+                if remembered == written:
+                    continue
+                try:
+                    await trio.to_thread.run_sync(
+                        write_file_atomically, path, encode_snapshot(remembered, time.time())
+                    )
+                    written = remembered
+                except OSError as exc:
+                    self._log.warning("cannot write the member snapshot %s: %s", path, exc)
 
     # --- queries --------------------------------------------------------------------------------
 

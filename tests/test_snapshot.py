@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import stat
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -169,17 +170,27 @@ async def test_the_node_keeps_the_members_it_knows(clock: MockClock, tmp_path: P
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watchdog)
         nursery.start_soon(net.run)
-        a, b = node("a", 1), node("b", 2)
-        await nursery.start(a.run)
-        await nursery.start(b.run)
-        await nursery.start(a.keep_snapshot, path)
+        a, b, c = node("a", 1), node("b", 2), node("c", 3)
+        for n in (a, b, c):
+            await nursery.start(n.run)
+        await nursery.start(partial(a.keep_snapshot, path, min_interval=5.0))
         await trio.sleep(10.0)
         assert not path.exists()  # nothing changed yet: an old snapshot would survive a lonely start
+        joined_at = trio.current_time()
         assert await b.join([a.core.addr])
 
-        async def remembered() -> list[Remembered]:
-            return await read_snapshot(path)
+        async def remembered() -> list[str]:
+            return sorted(r.name for r in await read_snapshot(path))
 
-        assert await eventually(remembered, what="a remembers b") == [Remembered("b", b.core.addr, ALIVE)]
+        assert await eventually(remembered, what="a remembers b", poll=0.1) == ["b"]
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert await c.join([a.core.addr])
+        await trio.sleep_until(joined_at + 4.0)
+        assert await remembered() == ["b"]  # rate-limited: the first write was at most 5 s ago
+
+        async def both() -> bool:
+            return await remembered() == ["b", "c"]
+
+        assert await eventually(both, what="a remembers c too")
+        assert trio.current_time() >= joined_at + 5.0
         nursery.cancel_scope.cancel()
