@@ -108,6 +108,8 @@ async def _join(node: GossipNode, cfg: AgentConfig, own: Address, remembered: Se
     if not seeds:
         log.info("no seeds to join and no members remembered; waiting for other nodes to join us")
         return
+    if remembered:
+        log.info("joining %d member(s) remembered from the last run besides the seeds", len(remembered))
     ok = await node.join(seeds, attempts=cfg.join_attempts, retry_interval=cfg.join_retry_interval)
     if ok:
         log.info("joined the cluster", extra={"seeds": ", ".join(map(format_address, seeds))})
