@@ -7,8 +7,10 @@ GRACEFUL_SHUTDOWN, withdrawn after ``bgp.drain_time``) while the node is still a
 move traffic away before gossip and the sessions say it is gone. A second signal during the drain or
 the leave skips the rest of it.
 
-On disk, under ``cfg.state_dir``: the API token, the cluster objects (SQLite), the WireGuard key and
-mesh-address claim, and ExaBGP's config. Nothing is written anywhere else.
+On disk, under ``cfg.state_dir``: the API token, the cluster objects (SQLite), the members gossip
+knew (``members.json``, joined on the next start besides the seeds, so an agent without seeds finds
+the cluster again after a restart), the WireGuard key and mesh-address claim, and ExaBGP's config.
+Nothing is written anywhere else.
 """
 
 from __future__ import annotations
@@ -40,7 +42,17 @@ from agent.http.app import create_app, serve_api
 from agent.http.auth import load_or_create_token
 from agent.published import API, API_KEY
 from common.address import Address, format_address
-from gossip import GossipNode, MemberInfo, Sealer, Swim, open_udp_tcp_transport
+from gossip import (
+    SNAPSHOT_FILE,
+    GossipNode,
+    MemberInfo,
+    Remembered,
+    Sealer,
+    Swim,
+    join_targets,
+    open_udp_tcp_transport,
+    read_snapshot,
+)
 from transit import TransitDriver
 
 log = logging.getLogger("wiremesh.agent")
@@ -89,11 +101,15 @@ async def resolve_seeds(seeds: Sequence[HostPort], own: Address) -> list[Address
     return resolved
 
 
-async def _join(node: GossipNode, cfg: AgentConfig, own: Address) -> None:
-    seeds = await resolve_seeds(cfg.join, own)
+async def _join(node: GossipNode, cfg: AgentConfig, own: Address, remembered: Sequence[Remembered]) -> None:
+    """Join the configured seeds and the members remembered from the last run: the ones that marked
+    us left never contact us again, so without seeds only the remembered ones lead back."""
+    seeds = join_targets(await resolve_seeds(cfg.join, own), remembered, own)
     if not seeds:
-        log.info("no seeds to join; waiting for other nodes to join us")
+        log.info("no seeds to join and no members remembered; waiting for other nodes to join us")
         return
+    if remembered:
+        log.info("joining %d member(s) remembered from the last run besides the seeds", len(remembered))
     ok = await node.join(seeds, attempts=cfg.join_attempts, retry_interval=cfg.join_retry_interval)
     if ok:
         log.info("joined the cluster", extra={"seeds": ", ".join(map(format_address, seeds))})
@@ -124,6 +140,8 @@ async def run_agent(
             raise OSError(exc.errno, f"cannot bind gossip to {cfg.bind}: {exc.strerror or exc}") from None
         storage = stack.enter_context(await _open_storage(Path(cfg.state_dir) / OBJECTS_DB))
         records = await trio.to_thread.run_sync(storage.load)
+        snapshot_path = Path(cfg.state_dir) / SNAPSHOT_FILE
+        remembered = await read_snapshot(snapshot_path, logger=log)
         bound = transport.local_addr
         advertise = (cfg.advertise.host, cfg.advertise.port or bound[1])
         # Machines "known" to validation: every member gossip has seen, past ones included.
@@ -135,6 +153,7 @@ async def run_agent(
         node = GossipNode(core, transport)
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
+            await nursery.start(partial(node.keep_snapshot, snapshot_path))
             await nursery.start(partial(replicator.run, storage, node, tombstone_keep_s=cfg.tombstone_keep))
             health = HealthRunner(store, ExecPolicy.from_config(cfg), cfg.name, node.set_kv)
             announcer = Announcer(store, node, cfg.name, health)
@@ -160,7 +179,7 @@ async def run_agent(
                 format_address(advertise),
                 format_address((cfg.http_listen.host, api_port)),
             )
-            nursery.start_soon(_join, node, cfg, advertise)
+            nursery.start_soon(_join, node, cfg, advertise, remembered)
             task_status.started(AgentInfo(cfg.name, bound, advertise, api_port))
 
             async for signum in signals:

@@ -20,9 +20,10 @@ if TYPE_CHECKING:
     from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
     from gossip.keyring import KEY_SIZE, Keyring, KeyringError, Sealer, generate_key, parse_key
     from gossip.memnet import MemoryNetwork, MemoryTransport
-    from gossip.node import GossipNode
+    from gossip.node import GossipNode, read_snapshot
     from gossip.shared import SharedState
     from gossip.sim import Simulation
+    from gossip.snapshot import SNAPSHOT_FILE, Remembered, join_targets
     from gossip.swim import StreamRequest, Swim, app_digest
     from gossip.transport import Transport, open_udp_tcp_transport
     from gossip.wire import MAX_NAME_LEN
@@ -31,6 +32,7 @@ __all__ = [
     "KEY_SIZE",
     "MAX_NAME_LEN",
     "PROFILES",
+    "SNAPSHOT_FILE",
     "Codec",
     "EventKind",
     "Framing",
@@ -45,6 +47,7 @@ __all__ = [
     "MemoryTransport",
     "NewerVersion",
     "Refusals",
+    "Remembered",
     "Sealer",
     "SharedState",
     "Simulation",
@@ -54,8 +57,10 @@ __all__ = [
     "WireError",
     "app_digest",
     "generate_key",
+    "join_targets",
     "open_udp_tcp_transport",
     "parse_key",
+    "read_snapshot",
 ]
 
 # Where each public name lives. Read-only: the face is fixed when the package is written.
@@ -81,8 +86,12 @@ _HOME = MappingProxyType(
         "MemoryNetwork": "gossip.memnet",
         "MemoryTransport": "gossip.memnet",
         "GossipNode": "gossip.node",
+        "read_snapshot": "gossip.node",
         "SharedState": "gossip.shared",
         "Simulation": "gossip.sim",
+        "SNAPSHOT_FILE": "gossip.snapshot",
+        "Remembered": "gossip.snapshot",
+        "join_targets": "gossip.snapshot",
         "StreamRequest": "gossip.swim",
         "Swim": "gossip.swim",
         "app_digest": "gossip.swim",

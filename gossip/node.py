@@ -5,25 +5,38 @@ The core decides everything and reads no clock; this driver only feeds it inputs
 every input the driver *flushes*: sends the queued datagrams, starts one owned task per queued stream
 request, fans events out to subscribers, and moves the timer to the core's new deadline. All tasks live
 in the nursery of :meth:`GossipNode.run`, so cancelling ``run`` is a complete shutdown.
+
+The driver also owns the file of remembered members (:mod:`gossip.snapshot` says what is in it):
+:func:`read_snapshot` before joining, :meth:`GossipNode.keep_snapshot` while running.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Protocol
 
 import trio
 
 from common.address import Address, format_address
 from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
+from gossip.snapshot import DEFAULT_LIMIT as SNAPSHOT_LIMIT
+from gossip.snapshot import MAX_FILE_SIZE as SNAPSHOT_MAX_SIZE
+from gossip.snapshot import Remembered, SnapshotError, remember
+from gossip.snapshot import decode as decode_snapshot
+from gossip.snapshot import encode as encode_snapshot
 from gossip.transport import Standing, Transport, TransportStats, host_key
 
 # How often leave() re-checks the core besides being woken by every flush.
 LEAVE_POLL_INTERVAL = 0.05
+# The snapshot of remembered members is rewritten at most this often (seconds).
+SNAPSHOT_MIN_INTERVAL = 2.0
 
 
 class StreamRequestLike(Protocol):
@@ -337,6 +350,48 @@ class GossipNode:
         self.core.publish(key, payload, trio.current_time())
         await self._flush()
 
+    async def keep_snapshot(
+        self,
+        path: Path,
+        *,
+        min_interval: float = SNAPSHOT_MIN_INTERVAL,
+        limit: int = SNAPSHOT_LIMIT,
+        write: Callable[[Path, bytes], Awaitable[None]] | None = None,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Rewrite ``path`` with the members worth remembering whenever membership changes: at once
+        after a quiet spell, then at most once per ``min_interval``. Nothing is written until
+        something changes, so a restart that finds nobody does not erase what it remembered. A
+        failed write is logged and retried on the next change. Returns when :meth:`run` ends.
+        ``write``: how the file is written (default: atomically, in a worker thread; a test under
+        ``MockClock`` passes one that stays on the Trio thread, since virtual time runs on while a
+        worker thread works)."""
+        write = write or _write_in_thread
+        events = self.subscribe()
+        written: list[Remembered] | None = None
+        dirty, allowed_at = False, -math.inf
+        task_status.started()
+        async with events:
+            while True:
+                # Keep draining events (a subscriber that falls behind loses them, counted as drops);
+                # once something changed, write when the rate limit allows.
+                with trio.move_on_at(max(allowed_at, trio.current_time()) if dirty else math.inf):
+                    try:
+                        event = await events.receive()
+                    except trio.EndOfChannel:
+                        return
+                    dirty = dirty or event.kind is not EventKind.KV
+                    continue
+                dirty, allowed_at = False, trio.current_time() + min_interval
+                remembered = remember(self.core.members(), self.core.name, limit)
+                if remembered == written:
+                    continue
+                try:
+                    await write(path, encode_snapshot(remembered, time.time()))
+                    written = remembered
+                except OSError as exc:
+                    self._log.warning("cannot write the member snapshot %s: %s", path, exc)
+
     # --- queries --------------------------------------------------------------------------------
 
     def members(self) -> list[MemberInfo]:
@@ -357,3 +412,51 @@ class GossipNode:
         if isinstance(transport_stats, TransportStats):
             snap["transport"] = transport_stats.as_dict()
         return snap
+
+
+async def read_snapshot(
+    path: Path, *, limit: int = SNAPSHOT_LIMIT, logger: logging.Logger | None = None
+) -> list[Remembered]:
+    """The members remembered in ``path``; none if it is missing. A file we cannot read or parse is
+    logged and ignored: it only speeds up finding the cluster, and must never stop the agent."""
+    log = logger or logging.getLogger("wiremesh.gossip")
+
+    def read() -> bytes | None:
+        try:
+            with open(path, "rb") as f:
+                return f.read(SNAPSHOT_MAX_SIZE + 1)
+        except FileNotFoundError:
+            return None
+
+    try:
+        data = await trio.to_thread.run_sync(read)
+        return [] if data is None else decode_snapshot(data, limit)
+    except (OSError, SnapshotError) as exc:
+        log.warning("ignoring the member snapshot %s: %s", path, exc)
+        return []
+
+
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """Write a temporary file (mode 0600) beside ``path``, fsync it, rename it over ``path`` and fsync
+    the directory: after a crash the file is the old one or the new one, never a torn mix."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)  # O_CREAT's mode does not apply to a leftover temporary file
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+async def _write_in_thread(path: Path, data: bytes) -> None:
+    await trio.to_thread.run_sync(write_file_atomically, path, data)

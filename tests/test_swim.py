@@ -618,6 +618,46 @@ def test_left_members_are_not_reconnected_and_all_are_reaped() -> None:
     assert sorted(m.name for m in h.nodes["a"].members()) == ["a", "b"]
 
 
+def test_a_left_member_that_restarts_and_joins_a_survivor_is_readmitted_everywhere() -> None:
+    """The rolling restart of a seedless agent: the others marked it left and never dial it, so it
+    joins a member it remembered; the "left" record it gets back makes it refute, and its new
+    incarnation re-admits it on both sides."""
+    h = Harness(GossipConfig(reconnect_interval=1000.0, push_pull_interval=1000.0))
+    h.cluster("a", "b", "c")
+    h.call("a", lambda n: n.leave(h.now))
+    assert h.run_until(lambda: h.state("b", "a") is LEFT and h.state("c", "a") is LEFT, 5.0)
+    h.crash("a")
+    old = h.view("b", "a").incarnation
+    h.run_for(30.0)
+    assert h.state("b", "a") is LEFT  # nobody brings it back on their own
+    restarted_at = h.now
+    a = h.add("a")  # incarnation 0 again, at or below what the others hold for it
+    h.join("a", "b")
+    assert h.run_until(lambda: h.converged(["a", "b", "c"]), 10.0)
+    assert a.incarnation > old
+    for observer in ("b", "c"):
+        assert h.view(observer, "a").incarnation == a.incarnation
+        assert [e.incarnation for e in h.events(observer, EventKind.JOIN, "a") if e.at >= restarted_at] == [
+            a.incarnation
+        ]
+
+
+@pytest.mark.parametrize("gone", [LEFT, DEAD])
+def test_alive_with_a_higher_incarnation_readmits_a_gone_member_at_its_new_address(gone: MemberState) -> None:
+    a = lone(["b", "c"])
+    sender = "b" if gone is LEFT else "c"  # a member's own death notice means it left
+    a.receive_datagram(node_addr(2), seal([Dead("b", 0, sender)]), 101.0)
+    assert info(a, "b").state is gone
+    a.take_events()
+    a.receive_datagram(node_addr(2), seal([Alive("b", 0, node_addr(9), b"")]), 102.0)
+    assert info(a, "b").state is gone  # not newer: a stale alive does not undo the departure
+    a.receive_datagram(node_addr(9), seal([Alive("b", 1, node_addr(9), b"")]), 103.0)
+    b = info(a, "b")
+    assert (b.state, b.incarnation, b.addr) == (ALIVE, 1, node_addr(9))
+    assert [e.kind for e in a.take_events() if e.name == "b"][:1] == [EventKind.JOIN]
+    assert a.alive_count() == 3
+
+
 # --- metadata and node-local values --------------------------------------------------------------------
 
 
