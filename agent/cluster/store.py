@@ -197,6 +197,15 @@ class ObjectStore:
                 out[(kind, name)] = found
         return dict(sorted(out.items()))
 
+    def problems_of(self, kind: Kind, name: str) -> builtins.list[Problem]:
+        """:meth:`problems` for one object: what a single-object read shows, without validating every
+        object in the store (which would make each write cost as much as the whole store)."""
+        key = (kind, name)
+        if key in self._unparsable:
+            return builtins.list(self._unparsable[key])
+        obj = self._live.get(key)
+        return [] if obj is None else validate(kind, obj, self.view())
+
     # ---- local writes ------------------------------------------------------------------------------
 
     def create(self, kind: Kind, obj: ClusterObject | Mapping[str, Any], wall_ms: int) -> Record:
