@@ -24,7 +24,7 @@ import trio
 
 from agent.cluster.objects import Kind
 from agent.cluster.storage import SqliteObjectStorage
-from agent.cluster.store import ObjectStore, Record, RecordDecodeError, decode_record, encode_record
+from agent.cluster.store import Conflict, ObjectStore, Record, RecordDecodeError, decode_record, encode_record
 from gossip import app_digest
 
 log = logging.getLogger("wiremesh.objects")
@@ -79,6 +79,7 @@ class ObjectReplicator:
         self._writing: _Batch | None = None
         self.decode_failures = 0
         store.on_change(self._changed)
+        store.on_conflict(self._conflicted)
 
     # --- SharedState ---------------------------------------------------------------------------
 
@@ -121,6 +122,15 @@ class ObjectReplicator:
             self._merging = False
 
     # --- persistence and publishing ------------------------------------------------------------
+
+    @staticmethod
+    def _conflicted(conflict: Conflict) -> None:
+        log.warning(
+            "conflict on %s %s: %s",
+            conflict.kind.value,
+            conflict.name,
+            conflict.problem().msg,
+        )
 
     def _changed(self, record: Record) -> None:
         self._pending.records.append((record, not self._merging))

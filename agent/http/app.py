@@ -125,6 +125,7 @@ def create_app(
             node.snapshot,
             lambda: [str(m.state) for m in node.members()],
             None if store is None else object_counts(store),
+            None if store is None else (lambda: dict(store().conflict_counts)),
         )
     )
     metrics.add_collector(
