@@ -165,6 +165,7 @@ async def run_agent(
                 _NamedNode(node, cfg.name),
                 token=token,
                 store=lambda: store,
+                committed=replicator.committed,
                 status=announcer if speaker is None else WireStatus(announcer, speaker),
                 checks=health,
                 peers=transit,

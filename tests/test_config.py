@@ -359,6 +359,22 @@ def test_load_keyring(tmp_path: Path) -> None:
         load_keyring(cfg)
 
 
+def test_a_keyring_others_can_read_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ring = tmp_path / "ring"
+    ring.write_text(f"{generate_key()}\n")
+    cfg = load(tmp_path, "bind = '127.0.0.1:1'\nkeyring_file = 'ring'\n")
+    ring.chmod(0o600)
+    with caplog.at_level("WARNING", logger="wiremesh.config"):
+        load_keyring(cfg)
+    assert not caplog.records
+    ring.chmod(0o644)
+    with caplog.at_level("WARNING", logger="wiremesh.config"):
+        assert load_keyring(cfg) is not None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"keyring file {ring} is readable by others (mode 644); chmod 600 it"
+    ]
+
+
 # --- [wireguard] --------------------------------------------------------------------------------------
 
 WG_BASE = "insecure = true\nbind = '127.0.0.1:7946'\n"

@@ -12,8 +12,9 @@ import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.announce.planner import Decision, Reason
+from agent.cluster.hlc import Timestamp, Version
 from agent.cluster.objects import HealthCheck, Kind
-from agent.cluster.store import ObjectStore
+from agent.cluster.store import ObjectStore, Record
 from agent.health.execpolicy import ExecPolicy
 from agent.health.probes import CheckResult
 from agent.health.runner import HealthRunner
@@ -269,3 +270,25 @@ def test_transit_peers_by_path_and_relay_switches() -> None:
     }
     assert got[("wiremesh_transit_relay_switches_total", (("to", "relay"),))] == 3
     assert got[("wiremesh_transit_relay_switches_total", (("to", "unreachable"),))] == 0
+
+
+async def test_a_conflict_is_counted_and_shown_in_the_objects_problems() -> None:
+    store = ObjectStore("node-a", lambda: frozenset({"node-a", "node-b"}))
+    mine = store.create(Kind.VIP, {"name": "web", "address": "100.96.0.1"}, 1_000)
+    theirs = Record(
+        Kind.VIP, "web", Version(Timestamp(2_000, 0), "node-b"), {"name": "web", "address": "100.96.0.2"}
+    )
+    assert store.merge(theirs, 2_500)
+    app = create_app(
+        fake_node(), token=TOKEN, store=lambda: store, clock=lambda: 1.0, wall_clock=lambda: 1.7e9
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://agent", headers=AUTH) as c:
+        text = (await c.get("/metrics")).text
+        view = (await c.get("/v1/vips/web")).json()
+        listed = (await c.get("/v1/vips")).json()
+    got = samples(text)
+    assert got[("wiremesh_object_conflicts_total", (("kind", "vip"), ("type", "concurrent_write")))] == 1
+    (problem,) = view["problems"]
+    assert f"written by node-a at HLC {mine.version.ts.wall_ms}.0 lost to node-b's" in problem["msg"]
+    assert listed[0]["problems"] == view["problems"]

@@ -104,3 +104,30 @@ def test_tombstones_expire_everywhere_and_the_object_stays_deleted() -> None:
         assert [r.name for r in store(sim, n).expire_tombstones(now_ms(sim), keep_ms)] == ["old"]
     sim.run_until(sim.now + 120.0)  # several push-pulls later, nobody brings it back
     assert all(store(sim, n).get_record(Kind.VIP, "old") is None for n in sim.names)
+
+
+def test_the_same_vip_created_on_both_sides_of_a_partition_is_a_conflict_seen_everywhere() -> None:
+    sim = cluster(10, seed=3)
+    left, right = set(sim.names[:5]), set(sim.names[5:])
+    sim.partition([left, right])
+    sim.run_until(sim.now + 1.0)
+    lost = spread(sim, "n1", store(sim, "n1").create(Kind.VIP, vip("web", "100.96.0.1", "n1"), now_ms(sim)))
+    sim.run_until(sim.now + 1.0)
+    won = spread(sim, "n7", store(sim, "n7").create(Kind.VIP, vip("web", "100.96.0.2", "n7"), now_ms(sim)))
+    sim.run_until(sim.now + 5.0)
+    assert not store(sim, "n1").conflicts(Kind.VIP, "web")  # nothing to see until the sides meet
+
+    sim.heal()
+    sim.run_until(sim.now + 300.0)
+    assert all(store(sim, n).get_record(Kind.VIP, "web") == won for n in sim.names)  # one winner everywhere
+    # Every node that held or received the losing version records it: the whole losing side, and those
+    # of the winning side that heard of it before it was overwritten everywhere (not, here, the winner).
+    seen = {n for n in sim.names if store(sim, n).conflicts(Kind.VIP, "web")}
+    assert left <= seen and seen & right
+    for name in seen:
+        (conflict,) = store(sim, name).conflicts(Kind.VIP, "web")
+        assert (conflict.type, conflict.lost, conflict.won) == ("concurrent_write", lost.version, won.version)
+        assert store(sim, name).conflict_counts == {("vip", "concurrent_write"): 1}
+        (problem,) = store(sim, name).problems_of(Kind.VIP, "web")
+        assert "written by n1" in problem.msg and "lost to n7" in problem.msg
+        assert store(sim, name).problems()[(Kind.VIP, "web")] == [problem]

@@ -129,3 +129,46 @@ async def test_garbage_from_a_peer_changes_nothing(tmp_path: Path) -> None:
         replicator.merge_full_state(b"\xc1", 0.0)
         assert ag["a"].store.records() == before
         assert replicator.decode_failures == 2
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.published: list[str] = []
+
+    async def publish(self, key: str, payload: bytes) -> None:
+        self.published.append(key)
+
+
+class _CountingStorage(SqliteObjectStorage):
+    """Counts transactions, so the test sees concurrent writers share one."""
+
+    commits = 0
+
+    def save_many(self, records: object) -> None:
+        self.commits += 1
+        super().save_many(records)  # type: ignore[arg-type]
+
+
+async def test_concurrent_writers_wait_for_one_shared_commit(tmp_path: Path) -> None:
+    store = ObjectStore("a", lambda: {"a"})
+    replicator = ObjectReplicator(store)
+    gossip = _Recorder()
+    storage = _CountingStorage(tmp_path / "o.db")
+    with storage:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(replicator.run, storage, gossip)
+            on_disk: list[bool] = []
+
+            async def writer(i: int) -> None:
+                store.create(Kind.VIP, {"name": f"v{i}", "address": f"100.96.0.{i + 1}"}, 1_000)
+                await replicator.committed()
+                with SqliteObjectStorage(storage.path) as other:  # another connection: what is committed
+                    on_disk.append(f"v{i}" in {r.name for r in other.load()})
+
+            async with trio.open_nursery() as writers:
+                for i in range(20):
+                    writers.start_soon(writer, i)
+            nursery.cancel_scope.cancel()
+        assert on_disk == [True] * 20  # each writer's own change was on disk when it was told so
+        assert storage.commits < 20  # writers that arrived together shared a transaction
+    assert sorted(gossip.published) == sorted(f"vip/v{i}" for i in range(20))  # spread once committed

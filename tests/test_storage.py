@@ -196,3 +196,26 @@ def test_kill_9_during_a_burst_of_writes_loses_no_acknowledged_record(
             # the write that was in flight at the kill may also be there (done, not yet printed): never older
             assert stored[key].version >= version
         assert len(last) >= sum(acks[: acks.index(n) + 1]) // 3
+
+
+def test_files_are_private_even_under_a_loose_umask(tmp_path: Path) -> None:
+    path = tmp_path / "objects.db"
+    old = os.umask(0o022)
+    try:
+        store = ObjectStore("node1", lambda: {"node1"})
+        with SqliteObjectStorage(path) as storage:
+            store.on_change(storage.save)
+            store.create(Kind.VIP, vip("web"), T0)
+            files = [path, path.with_name("objects.db-wal"), path.with_name("objects.db-shm")]
+            assert all(f.exists() for f in files)
+            assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: "0o600" for f in files}
+    finally:
+        os.umask(old)
+
+
+def test_an_existing_loose_file_is_tightened(tmp_path: Path) -> None:
+    path = tmp_path / "objects.db"
+    SqliteObjectStorage(path).close()
+    path.chmod(0o644)
+    with SqliteObjectStorage(path):
+        assert path.stat().st_mode & 0o777 == 0o600

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from agent.cluster.hlc import Timestamp, Version
 from agent.cluster.objects import Kind, MachineSettings, MeshSettings, PolicySet, Problem, Route, Vip
 from agent.cluster.store import (
+    CONFLICTS_PER_OBJECT,
     AlreadyExists,
     InUse,
     Invalid,
@@ -472,3 +473,45 @@ def test_decoding_arbitrary_msgpack_raises_only_decode_error(value: Any) -> None
     except RecordDecodeError:
         return
     assert decode_record(encode_record(record)) == record
+
+
+def _conflict_store() -> ObjectStore:
+    return ObjectStore("a", lambda: {"a", "b"})
+
+
+def _remote(origin: str, wall_ms: int, body: dict[str, object] | None, counter: int = 0) -> Record:
+    version = Version(Timestamp(wall_ms, counter), origin)
+    return Record(Kind.VIP, "web", version, body, None if body is not None else wall_ms)
+
+
+def test_a_delete_undone_by_a_concurrent_edit_is_a_resurrection_conflict() -> None:
+    store = _conflict_store()
+    store.create(Kind.VIP, {"name": "web", "address": "100.96.0.1"}, 1_000)
+    tomb = store.delete(Kind.VIP, "web", 2_000)
+    edit = _remote("b", 3_000, {"name": "web", "address": "100.96.0.9"})
+    assert store.merge(edit, 3_500)
+    (conflict,) = store.conflicts(Kind.VIP, "web")
+    assert (conflict.type, conflict.lost, conflict.lost_deleted, conflict.detected_ms) == (
+        "resurrected",
+        tomb.version,
+        True,
+        3_500,
+    )
+    assert store.merge(edit, 4_000) is False and len(store.conflicts(Kind.VIP, "web")) == 1  # once
+
+
+def test_writes_far_apart_or_from_one_machine_are_no_conflict() -> None:
+    store = _conflict_store()
+    store.create(Kind.VIP, {"name": "web", "address": "100.96.0.1"}, 1_000)
+    assert store.merge(_remote("a", 2_000, {"name": "web", "address": "100.96.0.2"}, counter=5), 2_000)
+    assert store.merge(_remote("b", 60_000, {"name": "web", "address": "100.96.0.3"}), 60_000)
+    assert store.conflicts(Kind.VIP, "web") == [] and store.conflict_counts == {}
+
+
+def test_conflicts_are_bounded_per_object() -> None:
+    store = _conflict_store()
+    for i in range(10):
+        origin = "a" if i % 2 else "b"
+        store.merge(_remote(origin, 1_000 + i, {"name": "web", "address": "100.96.0.1"}), 2_000)
+    assert len(store.conflicts(Kind.VIP, "web")) == CONFLICTS_PER_OBJECT
+    assert store.conflict_counts == {("vip", "concurrent_write"): 9}

@@ -4,6 +4,12 @@ The store decides what is newer (hybrid logical clock, origin as tie-break); gos
 records. Every change, local or replicated, is queued for one Trio task that writes it to SQLite off
 the Trio thread and, for local edits, hands it to gossip to spread. Replicated changes are not
 re-published here: the gossip core already passes on what :meth:`receive` reports as new.
+
+Group commit: the queue is a batch that fills while the previous one is being committed, and is then
+committed in one transaction (one fsync). A writer that must not answer before its change is on disk
+(the HTTP API) awaits :meth:`ObjectReplicator.committed`, which waits on the batch holding its change,
+so many concurrent writers share one fsync instead of queueing for one each. Local edits are spread
+only once committed, so no peer learns of a change this machine could still lose.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import trio
 
 from agent.cluster.objects import Kind
 from agent.cluster.storage import SqliteObjectStorage
-from agent.cluster.store import ObjectStore, Record, RecordDecodeError, decode_record, encode_record
+from agent.cluster.store import Conflict, ObjectStore, Record, RecordDecodeError, decode_record, encode_record
 from gossip import app_digest
 
 log = logging.getLogger("wiremesh.objects")
@@ -48,10 +54,18 @@ class Publisher(Protocol):
     async def publish(self, key: str, payload: bytes) -> None: ...
 
 
+class CommitFailed(Exception):
+    """The batch holding a change could not be written to disk; the change is not durable."""
+
+
 @dataclass
-class _Pending:
+class _Batch:
+    """Changes waiting to be committed together, and an event for whoever waits for that commit."""
+
     records: list[tuple[Record, bool]] = field(default_factory=list)  # (record, written here)
-    wake: trio.Event = field(default_factory=trio.Event)
+    wake: trio.Event = field(default_factory=trio.Event)  # the first change arrived
+    done: trio.Event = field(default_factory=trio.Event)  # committed, or failed (then ``error``)
+    error: str | None = None
 
 
 class ObjectReplicator:
@@ -61,10 +75,11 @@ class ObjectReplicator:
         self.store = store
         self._clock_ms = clock_ms
         self._merging = False
-        self._pending = _Pending()
-        self._writing = False
+        self._pending = _Batch()
+        self._writing: _Batch | None = None
         self.decode_failures = 0
         store.on_change(self._changed)
+        store.on_conflict(self._conflicted)
 
     # --- SharedState ---------------------------------------------------------------------------
 
@@ -108,6 +123,15 @@ class ObjectReplicator:
 
     # --- persistence and publishing ------------------------------------------------------------
 
+    @staticmethod
+    def _conflicted(conflict: Conflict) -> None:
+        log.warning(
+            "conflict on %s %s: %s",
+            conflict.kind.value,
+            conflict.name,
+            conflict.problem().msg,
+        )
+
     def _changed(self, record: Record) -> None:
         self._pending.records.append((record, not self._merging))
         self._pending.wake.set()
@@ -131,19 +155,33 @@ class ObjectReplicator:
                 if gone:
                     await trio.to_thread.run_sync(storage.delete_many, [r.key for r in gone])
                 next_expiry = trio.current_time() + min(3600.0, max(1.0, tombstone_keep_s / 10))
-            batch, self._pending = self._pending.records, _Pending()
-            if not batch:
+            batch, self._pending = self._pending, _Batch()
+            if not batch.records:
                 continue
-            self._writing = True
+            self._writing = batch
             try:
-                await trio.to_thread.run_sync(storage.save_many, [record for record, _ in batch])
-                for record, local in batch:
-                    if local:
-                        await gossip.publish(item_key(record.kind, record.name), encode_record(record))
+                await trio.to_thread.run_sync(storage.save_many, [record for record, _ in batch.records])
+            except BaseException as exc:
+                batch.error = str(exc) or type(exc).__name__
+                raise  # a store that cannot write stops the agent, as before; its waiters hear why
             finally:
-                self._writing = False
+                self._writing = None
+                batch.done.set()
+            for record, local in batch.records:
+                if local:
+                    await gossip.publish(item_key(record.kind, record.name), encode_record(record))
+
+    async def committed(self) -> None:
+        """Return once every change made so far is committed to disk; raise :class:`CommitFailed` if
+        the commit holding one failed. Concurrent callers share the commit (see the module docstring)."""
+        batch = self._pending if self._pending.records else self._writing
+        if batch is None:
+            return
+        await batch.done.wait()
+        if batch.error is not None:
+            raise CommitFailed(batch.error)
 
     async def flushed(self) -> None:
         """Wait until every change so far is on disk (for tests and orderly shutdown)."""
-        while self._pending.records or self._writing:
-            await trio.sleep(0.01)
+        while self._pending.records or self._writing is not None:
+            await self.committed()

@@ -13,11 +13,17 @@ opening a foreign or newer file fails with a clear message naming the path inste
 Records are stored in the replication wire format (:func:`agent.cluster.store.encode_record`), so there is one
 encoder and one strict decoder for both.
 
+The file and its ``-wal`` and ``-shm`` companions hold every object (and their history until a
+checkpoint), so they are made mode 0600: the database file is created empty with that mode before SQLite
+opens it (SQLite gives the companions the database file's mode), and a file left more open by an older
+agent is tightened before anything is written.
+
 The connection is blocking; the agent calls it from a worker thread or accepts the (small) stall.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -40,9 +46,30 @@ class StorageError(Exception):
     """The object store on disk cannot be opened or read; the message names the file."""
 
 
+FILE_MODE = 0o600
+COMPANIONS = ("-wal", "-shm")
+
+
+def _private_files(path: Path) -> None:
+    """Create the database file 0600 if missing (SQLite accepts an empty file as a new database); tighten
+    it and its companions if they exist with a looser mode."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    for each in (path, *(path.with_name(path.name + suffix) for suffix in COMPANIONS)):
+        try:
+            if each.stat().st_mode & 0o077:
+                each.chmod(FILE_MODE)
+        except FileNotFoundError:
+            pass
+
+
 class SqliteObjectStorage:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        try:
+            _private_files(self.path)
+        except OSError as err:
+            raise StorageError(f"{self.path}: cannot open the object store: {err.strerror or err}") from None
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly one call.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

@@ -13,6 +13,15 @@ change (:meth:`ObjectStore.on_change` listeners, :mod:`agent.cluster.storage`) a
   records hold the same state whatever the order. A replicated record is stored even when it does not
   validate here (an unknown machine, a field from a newer agent): refusing it would make replicas
   diverge. :meth:`~ObjectStore.problems` reports such records for the API.
+* **Conflicts**: last-writer-wins stays the rule, but the loser of two writes to the same key from
+  different machines whose HLC wall times are less than ``conflict_window_ms`` apart (the convergence
+  window: closer than that, neither writer had likely seen the other's write) is recorded as a
+  :class:`Conflict` — an edit lost to another, an object brought back over a delete, or an edit lost
+  to a delete. Every replica that sees both versions records it, whichever arrived first, once per
+  losing version (one that never receives the loser, because it was overwritten everywhere first, does
+  not: conflicts are not themselves replicated); the last :data:`CONFLICTS_PER_OBJECT` per object and
+  :data:`MAX_CONFLICT_OBJECTS` objects are kept. The HLC carries no causal history, so writes further
+  apart than the window are not flagged even if a partition kept them apart.
 * **Tombstones** are kept ``keep_ms`` after the delete (:meth:`~ObjectStore.expire_tombstones`). A node
   partitioned for longer than that can bring a deleted object back when it rejoins; choose ``keep_ms``
   longer than any partition you expect to heal from (as with Cassandra's gc_grace).
@@ -51,6 +60,9 @@ from agent.cluster.objects import (
 FORMAT_VERSION = 1
 MAX_NAME = 253
 MAX_BODY_DEPTH = 16
+DEFAULT_CONFLICT_WINDOW_MS = 10_000
+CONFLICTS_PER_OBJECT = 4
+MAX_CONFLICT_OBJECTS = 1000
 
 Key = tuple[Kind, str]
 
@@ -110,6 +122,48 @@ class Record:
 Listener = Callable[[Record], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A version that lost to a concurrent one (see the module docstring): what lost, who wrote it,
+    what won, and when this node saw both. ``type`` is ``concurrent_write`` (an edit lost to an edit),
+    ``resurrected`` (an edit or create won over a delete) or ``deleted_edit`` (a delete won over an edit)."""
+
+    kind: Kind
+    name: str
+    type: str
+    lost: Version
+    lost_deleted: bool
+    won: Version
+    detected_ms: int
+
+    def problem(self) -> Problem:
+        lost = "delete" if self.lost_deleted else "version"
+        return Problem(
+            (),
+            f"conflict ({self.type}): the {lost} written by {self.lost.origin} at HLC "
+            f"{self.lost.ts.wall_ms}.{self.lost.ts.counter} lost to {self.won.origin}'s at "
+            f"{self.won.ts.wall_ms}.{self.won.ts.counter} "
+            f"(last writer wins; detected at {self.detected_ms} ms)",
+        )
+
+
+def conflict_between(
+    kind: Kind, name: str, winner: Record, loser: Record, window_ms: int, wall_ms: int
+) -> Conflict | None:
+    """The conflict the rule in the module docstring finds between two versions of one key, if any."""
+    if winner.version.origin == loser.version.origin or (winner.tombstone and loser.tombstone):
+        return None
+    if abs(winner.version.ts.wall_ms - loser.version.ts.wall_ms) >= window_ms:
+        return None
+    if loser.tombstone:
+        kind_of = "resurrected"
+    elif winner.tombstone:
+        kind_of = "deleted_edit"
+    else:
+        kind_of = "concurrent_write"
+    return Conflict(kind, name, kind_of, loser.version, loser.tombstone, winner.version, wall_ms)
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7396 JSON merge patch: objects merge recursively, ``null`` removes (back to the default),
     anything else replaces."""
@@ -133,9 +187,15 @@ class ObjectStore:
         node: str,
         known_machines: Callable[[], AbstractSet[str]],
         records: Iterable[Record] = (),
+        *,
+        conflict_window_ms: int = DEFAULT_CONFLICT_WINDOW_MS,
     ) -> None:
         self.node = node
         self._known = known_machines
+        self._conflict_window_ms = conflict_window_ms
+        self._conflicts: dict[Key, builtins.list[Conflict]] = {}
+        self._conflict_listeners: list[Callable[[Conflict], None]] = []
+        self.conflict_counts: dict[tuple[str, str], int] = {}  # (object kind, conflict type) -> total
         self._records: dict[Key, Record] = {}
         self._live: dict[Key, ClusterObject] = {}
         self._unparsable: dict[Key, list[Problem]] = {}
@@ -195,7 +255,24 @@ class ObjectStore:
             found = validate(kind, obj, view)
             if found:
                 out[(kind, name)] = found
+        for key, conflicts in self._conflicts.items():
+            if key in self._records and not self._records[key].tombstone:
+                out.setdefault(key, []).extend(c.problem() for c in conflicts)
         return dict(sorted(out.items()))
+
+    def conflicts(self, kind: Kind, name: str) -> builtins.list[Conflict]:
+        """The conflicts recorded for one object, oldest first."""
+        return builtins.list(self._conflicts.get((kind, name), ()))
+
+    def problems_of(self, kind: Kind, name: str) -> builtins.list[Problem]:
+        """:meth:`problems` for one object: what a single-object read shows, without validating every
+        object in the store (which would make each write cost as much as the whole store)."""
+        key = (kind, name)
+        conflicts = [c.problem() for c in self._conflicts.get(key, ())]
+        if key in self._unparsable:
+            return [*self._unparsable[key], *conflicts]
+        obj = self._live.get(key)
+        return [] if obj is None else [*validate(kind, obj, self.view()), *conflicts]
 
     # ---- local writes ------------------------------------------------------------------------------
 
@@ -248,10 +325,39 @@ class ObjectStore:
         """Take in a replicated record; True if it was newer than ours and is now stored."""
         self.clock.observe(record.version.ts, wall_ms)
         current = self._records.get(record.key)
-        if current is not None and record.version <= current.version:
+        if current is not None and record.version == current.version:
+            return False
+        if current is not None:
+            winner, loser = (current, record) if record.version < current.version else (record, current)
+            found = conflict_between(
+                record.kind, record.name, winner, loser, self._conflict_window_ms, wall_ms
+            )
+            if found is not None:
+                self._record_conflict(found)
+        if current is not None and record.version < current.version:
             return False
         self._apply(record)
         return True
+
+    def on_conflict(self, listener: Callable[[Conflict], None]) -> None:
+        """Call ``listener`` once for every newly recorded conflict (to log and count it)."""
+        self._conflict_listeners.append(listener)
+
+    def _record_conflict(self, conflict: Conflict) -> None:
+        key = (conflict.kind, conflict.name)
+        kept = self._conflicts.get(key, [])
+        if any(c.lost == conflict.lost for c in kept):
+            return  # the same losing version again (gossip and push-pull repeat themselves)
+        self._conflicts.pop(
+            key, None
+        )  # re-inserted last: the dict's order is least recently conflicted first
+        self._conflicts[key] = [*kept, conflict][-CONFLICTS_PER_OBJECT:]
+        while len(self._conflicts) > MAX_CONFLICT_OBJECTS:
+            del self._conflicts[next(iter(self._conflicts))]
+        counted = (conflict.kind.value, conflict.type)
+        self.conflict_counts[counted] = self.conflict_counts.get(counted, 0) + 1
+        for listener in builtins.list(self._conflict_listeners):
+            listener(conflict)
 
     def merge_all(self, data: bytes, wall_ms: int) -> builtins.list[Record]:
         """Merge a push-pull payload from :meth:`encode_all`; returns the records that were newer. A bad

@@ -22,7 +22,9 @@ them: ``allow_exec_checks`` and ``exec_check_paths`` are refused when they come 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -55,6 +57,8 @@ _FLAG_NAMES = MappingProxyType({"keyring_file": "--keyring", "http_listen": "--h
 _FILE_ONLY_KEYS = ("allow_exec_checks", "exec_check_paths")
 
 DetectAddress = Callable[[socket.AddressFamily], str | None]
+
+log = logging.getLogger("wiremesh.config")
 
 
 def flag_for(key: str) -> str:
@@ -211,13 +215,23 @@ def _advertise(text: str | None, bind: HostPort, detect: DetectAddress) -> HostP
 
 
 def load_keyring(cfg: AgentConfig) -> Keyring | None:
-    """The keyring the config names (None when insecure), as a ConfigError pointing at keyring_file."""
+    """The keyring the config names (None when insecure), as a ConfigError pointing at keyring_file.
+
+    A keyring others can read lets them join the cluster and write its objects, so such a file is
+    warned about, as the API token file is (a warning, not a refusal, so existing setups keep running)."""
     if cfg.keyring_file is None:
         return None
     try:
-        return Keyring.from_file(cfg.keyring_file)
+        keyring = Keyring.from_file(cfg.keyring_file)
     except KeyringError as exc:
         raise ConfigError("keyring_file", None, str(exc)) from None
+    try:
+        mode = stat.S_IMODE(Path(cfg.keyring_file).stat().st_mode)
+    except OSError:
+        return keyring  # it was just read; a vanished file is not this check's concern
+    if mode & 0o077:
+        log.warning("keyring file %s is readable by others (mode %o); chmod 600 it", cfg.keyring_file, mode)
+    return keyring
 
 
 __all__ = [

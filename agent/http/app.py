@@ -18,7 +18,7 @@ import base64
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
 import trio
@@ -98,6 +98,7 @@ def create_app(
     *,
     token: str,
     store: Callable[[], ObjectStore] | None = None,
+    committed: Callable[[], Awaitable[None]] | None = None,
     status: StatusProvider | None = None,
     checks: CheckSource | None = None,
     peers: PeersSource | None = None,
@@ -108,7 +109,8 @@ def create_app(
     """``clock`` must be the clock the gossip core is driven with, since member ages are measured on it.
 
     ``token`` is the bearer token every request but ``GET /healthz`` must carry. The object endpoints
-    are there when a ``store`` is given (called per request, so it may be opened after the app is built).
+    are there when a ``store`` is given (called per request, so it may be opened after the app is built);
+    ``committed`` waits until the store's writes so far are on disk, so a write's 2xx means durable.
     ``status`` (health verdicts and announcement decisions) feeds the object views and the metrics;
     ``checks``, this machine's health runner, adds check run and failure counts to the metrics.
     ``peers``, the transit driver when WireGuard is on, serves ``/v1/peers`` (:mod:`agent.http.peers`).
@@ -123,6 +125,7 @@ def create_app(
             node.snapshot,
             lambda: [str(m.state) for m in node.members()],
             None if store is None else object_counts(store),
+            None if store is None else (lambda: dict(store().conflict_counts)),
         )
     )
     metrics.add_collector(
@@ -156,7 +159,11 @@ def create_app(
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     if store is not None:
-        app.include_router(create_objects_router(store, live, members=node.members, wall_clock=wall_clock))
+        app.include_router(
+            create_objects_router(
+                store, live, members=node.members, wall_clock=wall_clock, committed=committed
+            )
+        )
 
     # The RIB and BGP neighbors (agent.http.bgp); without a speaker they answer 404 saying BGP is off.
     app.include_router(
@@ -182,6 +189,7 @@ def create_app(
             bgp=bgp,
             clock=clock,
             wall_clock=wall_clock,
+            committed=committed,
         )
     )
 

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.cluster.objects import Problem
+from agent.cluster.replication import CommitFailed
 from agent.cluster.store import AlreadyExists, InUse, Invalid, NotFound
 
 log = logging.getLogger("wiremesh.api")
@@ -97,6 +98,10 @@ def install_error_handlers(app: FastAPI) -> None:
             409, str(exc) or "still in use", [ErrorDetail(loc=[], msg=f"used by {w}") for w in exc.where]
         )
 
+    async def on_not_committed(request: Request, exc: Exception) -> Response:
+        # The change is in memory but not on disk: not acknowledged, so the client knows to retry.
+        return error_response(503, f"the change could not be saved to disk: {exc}", [])
+
     async def on_model(request: Request, exc: Exception) -> Response:
         # A merge patch or a settings default that does not make a valid object.
         assert isinstance(exc, ValidationError)
@@ -109,6 +114,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Invalid, on_invalid)
     app.add_exception_handler(InUse, on_in_use)
     app.add_exception_handler(ValidationError, on_model)
+    app.add_exception_handler(CommitFailed, on_not_committed)
 
 
 class CatchAllMiddleware:

@@ -136,10 +136,13 @@ class StateCollector(Collector):
         snapshot: Callable[[], Mapping[str, Any]],
         member_states: Callable[[], list[str]],
         object_counts: Callable[[], Mapping[str, int]] | None = None,
+        object_conflicts: Callable[[], Mapping[tuple[str, str], int]] | None = None,
     ) -> None:
+        """``object_conflicts``: conflicts recorded so far per (object kind, conflict type)."""
         self.snapshot = snapshot
         self.member_states = member_states
         self.object_counts = object_counts
+        self.object_conflicts = object_conflicts
 
     def collect(self) -> Iterator[Metric]:
         yield from _guarded("gossip traffic", self._gossip)
@@ -147,6 +150,8 @@ class StateCollector(Collector):
         yield from _guarded("members", self._members)
         if self.object_counts is not None:
             yield from _guarded("objects", self._objects)
+        if self.object_conflicts is not None:
+            yield from _guarded("object conflicts", self._conflicts)
 
     def _gossip(self) -> list[Metric]:
         traffic = self.snapshot().get("traffic", {})
@@ -207,6 +212,17 @@ class StateCollector(Collector):
         for kind, count in sorted(self.object_counts().items()):
             gauge.add_metric([kind], count)
         return [gauge]
+
+    def _conflicts(self) -> list[Metric]:
+        assert self.object_conflicts is not None
+        counter = CounterMetricFamily(
+            "wiremesh_object_conflicts",
+            "Concurrent writes to one object whose loser last-writer-wins dropped, by object kind and type",
+            labels=["kind", "type"],
+        )
+        for (kind, type_), count in sorted(self.object_conflicts().items()):
+            counter.add_metric([kind, type_], count)
+        return [counter]
 
 
 class CheckSource(Protocol):

@@ -158,11 +158,13 @@ class ObjectsApi:
         status: StatusProvider,
         members: Callable[[], list[MemberInfo]],
         wall_clock: Callable[[], float],
+        committed: Callable[[], Awaitable[None]],
     ) -> None:
         self.store = store
         self.status = status
         self.members = members
         self.wall_clock = wall_clock
+        self.committed = committed
 
     def wall_ms(self) -> int:
         return int(self.wall_clock() * 1000)
@@ -226,7 +228,7 @@ class ObjectsApi:
 
     def one_view(self, kind: Kind, name: str) -> JSONDict:
         store = self.store()
-        return self.view(kind, store.get(kind, name), store.problems())
+        return self.view(kind, store.get(kind, name), {(kind, name): store.problems_of(kind, name)})
 
     def checks_view(self, machine: str | None, object_key: str | None) -> list[JSONDict]:
         """Every machine's check verdicts, by machine then object, optionally for one machine or object."""
@@ -269,6 +271,10 @@ class ObjectsApi:
         }
 
 
+async def nothing_to_wait_for() -> None:
+    """``committed`` for a store that is not written to disk."""
+
+
 def _with_body(
     endpoint: Callable[..., Awaitable[Response]], annotation: Any
 ) -> Callable[..., Awaitable[Response]]:
@@ -296,10 +302,13 @@ def create_objects_router(
     *,
     members: Callable[[], list[MemberInfo]],
     wall_clock: Callable[[], float],
+    committed: Callable[[], Awaitable[None]] | None = None,
 ) -> APIRouter:
     """The ``/v1`` object endpoints. ``store`` is called per request, so the store may be opened later
-    than the app is built; ``members`` feeds the machine views; ``wall_clock`` (seconds) stamps writes."""
-    api = ObjectsApi(store, status or NoStatus(), members, wall_clock)
+    than the app is built; ``members`` feeds the machine views; ``wall_clock`` (seconds) stamps writes.
+    ``committed`` waits until every write so far is on disk; a write answers only after it, so a 2xx
+    means the change survives a crash (without it, e.g. a store with no disk, writes answer at once)."""
+    api = ObjectsApi(store, status or NoStatus(), members, wall_clock, committed or nothing_to_wait_for)
     router = APIRouter(prefix="/v1", responses=ERROR_RESPONSES)
     for plural, kind, model in COLLECTIONS:
         _add_collection(router, api, plural, kind, model)
@@ -323,19 +332,23 @@ def _add_collection(
 
     async def create_object(body: Any) -> Response:
         record = api.store().create(kind, body, api.wall_ms())
+        await api.committed()
         view = api.one_view(kind, record.name)
         return JSONResponse(view, status_code=201, headers={"location": f"/v1/{plural}/{quote(record.name)}"})
 
     async def replace_object(name: str, body: Any) -> Response:
         api.store().replace(kind, name, body, api.wall_ms())
+        await api.committed()
         return JSONResponse(api.one_view(kind, name))
 
     async def patch_object(name: str, body: PatchBody) -> Response:
         api.store().patch(kind, name, body, api.wall_ms())
+        await api.committed()
         return JSONResponse(api.one_view(kind, name))
 
     async def delete_object(name: str) -> Response:
         api.store().delete(kind, name, api.wall_ms())
+        await api.committed()
         return Response(status_code=204)
 
     body_type = Annotated[model, Body()]  # type: ignore[valid-type]
@@ -378,12 +391,14 @@ def _add_machines(router: APIRouter, api: ObjectsApi) -> None:
     async def put_machine(name: str, body: MachineSettings) -> Response:
         store = api.store()
         store.replace(Kind.MACHINE, name, body, api.wall_ms())
+        await api.committed()
         return JSONResponse(api.machine_view(store.get(Kind.MACHINE, name), full=True))
 
     @router.patch("/machines/{name}", tags=tags, summary="Merge-patch a machine's settings")
     async def patch_machine(name: str, body: PatchBody) -> Response:
         store = api.store()
         store.patch(Kind.MACHINE, name, body, api.wall_ms())
+        await api.committed()
         return JSONResponse(api.machine_view(store.get(Kind.MACHINE, name), full=True))
 
 
@@ -397,11 +412,13 @@ def _add_mesh(router: APIRouter, api: ObjectsApi) -> None:
     @router.put("/mesh", tags=tags, summary="Replace the mesh-wide settings")
     async def put_mesh(body: MeshSettings) -> Response:
         api.store().replace(Kind.MESH, MESH_KEY, body, api.wall_ms())
+        await api.committed()
         return JSONResponse(api.one_view(Kind.MESH, MESH_KEY))
 
     @router.patch("/mesh", tags=tags, summary="Merge-patch the mesh-wide settings")
     async def patch_mesh(body: PatchBody) -> Response:
         api.store().patch(Kind.MESH, MESH_KEY, body, api.wall_ms())
+        await api.committed()
         return JSONResponse(api.one_view(Kind.MESH, MESH_KEY))
 
 

@@ -18,7 +18,7 @@ behind the sources must not be touched.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,7 +33,7 @@ from agent.cluster.store import AlreadyExists, InUse, Invalid, NotFound, ObjectS
 from agent.http.auth import token_matches
 from agent.http.bgp import DestinationOut, SpeakerView, first_destinations
 from agent.http.metrics import CheckSource
-from agent.http.objects import ObjectsApi
+from agent.http.objects import ObjectsApi, nothing_to_wait_for
 from agent.http.peers import PeersSource, peers_view, reachability
 from agent.http.ui import forms
 from agent.http.ui.forms import Errors, Form
@@ -120,6 +120,7 @@ class Ui:
         bgp: SpeakerView | None,
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
+        committed: Callable[[], Awaitable[None]],
     ) -> None:
         self.node = node
         self.token = token
@@ -131,7 +132,7 @@ class Ui:
         self.clock = clock
         self.wall_clock = wall_clock
         self.env = _environment()
-        self.api = ObjectsApi(self.store, status, node.members, wall_clock)
+        self.api = ObjectsApi(self.store, status, node.members, wall_clock, committed)
 
     def store(self) -> ObjectStore:
         if self.store_source is None:
@@ -207,7 +208,7 @@ def _see_other(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
 
 
-def _save(
+async def _save(
     ui: Ui,
     kind: Kind,
     name: str,
@@ -224,6 +225,7 @@ def _save(
         return _not_found(ui, exc)
     except Invalid as exc:
         return refused(forms.errors_from(exc.problems))
+    await ui.api.committed()
     return _see_other(done)
 
 
@@ -238,6 +240,7 @@ def create_ui_router(
     bgp: SpeakerView | None = None,
     clock: Callable[[], float] = trio.current_time,
     wall_clock: Callable[[], float] = time.time,
+    committed: Callable[[], Awaitable[None]] | None = None,
 ) -> APIRouter:
     """The ``/ui`` pages, over the sources :func:`agent.http.app.create_app` is given (same meaning). The
     session middleware (:mod:`agent.http.ui.session`) must wrap the app's auth middleware for the login
@@ -252,6 +255,7 @@ def create_ui_router(
         bgp=bgp,
         clock=clock,
         wall_clock=wall_clock,
+        committed=committed or nothing_to_wait_for,
     )
     router = APIRouter(prefix=UI_PREFIX, include_in_schema=False)
     _add_session(router, ui)
@@ -389,6 +393,7 @@ def _add_vips(router: APIRouter, ui: Ui) -> None:
                     ui, machine, "vips", code, values=values, errors=errors, open_dialog=True
                 )
             return list_page(code, values=values, errors=errors, open_dialog=True)
+        await ui.api.committed()
         sep = "&" if "?" in return_to else "?"
         return _see_other(f"{return_to}{sep}created={record.name}")
 
@@ -432,7 +437,7 @@ def _add_vips(router: APIRouter, ui: Ui) -> None:
             )
 
         body = forms.vip_body(form, with_holdoff=True)
-        return _save(ui, Kind.VIP, name, body, f"{UI_PREFIX}/vips/{name}?saved=1", refused)
+        return await _save(ui, Kind.VIP, name, body, f"{UI_PREFIX}/vips/{name}?saved=1", refused)
 
     _add_delete(router, ui, "vips", Kind.VIP, "VIP")
 
@@ -465,6 +470,7 @@ def _add_delete(router: APIRouter, ui: Ui, plural: str, kind: Kind, label: str) 
                 plural=plural,
                 errors=forms.errors_from(_problems_of(exc)),
             )
+        await ui.api.committed()
         return _see_other(f"{UI_PREFIX}/{plural}?deleted={name}")
 
 
@@ -505,6 +511,7 @@ def _add_routes(router: APIRouter, ui: Ui) -> None:
             record = ui.store().create(Kind.ROUTE, forms.route_body(form), ui.wall_ms())
         except (Invalid, AlreadyExists) as exc:
             return form_page(None, _submitted_route(form), 422, errors=forms.errors_from(_problems_of(exc)))
+        await ui.api.committed()
         return _see_other(f"{UI_PREFIX}/routes?created={record.name}")
 
     @router.get("/routes/{name}")
@@ -524,7 +531,7 @@ def _add_routes(router: APIRouter, ui: Ui) -> None:
             return form_page(route, {**_submitted_route(form), "name": name}, 422, errors=errors)
 
         body = forms.route_body(form)
-        return _save(ui, Kind.ROUTE, name, body, f"{UI_PREFIX}/routes/{name}?saved=1", refused)
+        return await _save(ui, Kind.ROUTE, name, body, f"{UI_PREFIX}/routes/{name}?saved=1", refused)
 
     _add_delete(router, ui, "routes", Kind.ROUTE, "route")
 
@@ -601,6 +608,7 @@ def _add_policy_sets(router: APIRouter, ui: Ui) -> None:
                 422,
                 errors=forms.errors_from(_problems_of(exc)),
             )
+        await ui.api.committed()
         return _see_other(f"{UI_PREFIX}/policy-sets?created={record.name}")
 
     @router.get("/policy-sets/{name}")
@@ -632,7 +640,7 @@ def _add_policy_sets(router: APIRouter, ui: Ui) -> None:
             )
 
         done = f"{UI_PREFIX}/policy-sets/{name}?saved=1"
-        return _save(ui, Kind.POLICY_SET, name, body, done, refused)
+        return await _save(ui, Kind.POLICY_SET, name, body, done, refused)
 
     _add_delete(router, ui, "policy-sets", Kind.POLICY_SET, "policy set")
 
@@ -729,7 +737,7 @@ def _add_machines(router: APIRouter, ui: Ui) -> None:
         def refused(errors: Errors) -> Response:
             return _machine_page(ui, name, "vips", 422, settings_errors=errors)
 
-        return _save(ui, Kind.MACHINE, name, body, f"{UI_PREFIX}/machines/{name}?saved=1", refused)
+        return await _save(ui, Kind.MACHINE, name, body, f"{UI_PREFIX}/machines/{name}?saved=1", refused)
 
 
 __all__ = ["Ui", "UiNode", "check_text", "create_ui_router", "path_text"]
