@@ -206,9 +206,14 @@ async def test_two_agents_join_and_leave_on_sigterm(tmp_path: Any) -> None:
             # ...so a marks it "left" at once rather than suspecting it; the next signal reaches a.
             await wait_for_states(info_a.api_port, {"a": "alive", "b": "left"}, token_a)
             os.kill(os.getpid(), signal.SIGTERM)
-    # Both returned (the nursery closed); each wrote only its API token (mode 0600) and its object
-    # database in its state dir, and closed the database cleanly (no WAL left behind).
+    # Both returned (the nursery closed); each wrote only its API token (mode 0600), its object
+    # database and the members it knew (gossip/snapshot.py) in its state dir, and closed the database
+    # cleanly (no WAL left behind).
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "ring"]
     for name in ("a", "b"):
-        assert sorted(p.name for p in (tmp_path / name).iterdir()) == ["api-token", "objects.db"]
+        assert sorted(p.name for p in (tmp_path / name).iterdir()) == [
+            "api-token",
+            "members.json",
+            "objects.db",
+        ]
         assert (tmp_path / name / "api-token").stat().st_mode & 0o777 == 0o600
