@@ -20,12 +20,12 @@ if TYPE_CHECKING:
     from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
     from gossip.keyring import KEY_SIZE, Keyring, KeyringError, Sealer, generate_key, parse_key
     from gossip.memnet import MemoryNetwork, MemoryTransport
+    from gossip.names import MAX_NAME_LEN, check_member_name, is_member_name, name_problem
     from gossip.node import GossipNode
     from gossip.shared import SharedState
     from gossip.sim import Simulation
     from gossip.swim import StreamRequest, Swim, app_digest
     from gossip.transport import Transport, open_udp_tcp_transport
-    from gossip.wire import MAX_NAME_LEN
 
 __all__ = [
     "KEY_SIZE",
@@ -53,7 +53,10 @@ __all__ = [
     "Transport",
     "WireError",
     "app_digest",
+    "check_member_name",
     "generate_key",
+    "is_member_name",
+    "name_problem",
     "open_udp_tcp_transport",
     "parse_key",
 ]
@@ -88,7 +91,10 @@ _HOME = MappingProxyType(
         "app_digest": "gossip.swim",
         "Transport": "gossip.transport",
         "open_udp_tcp_transport": "gossip.transport",
-        "MAX_NAME_LEN": "gossip.wire",
+        "MAX_NAME_LEN": "gossip.names",
+        "check_member_name": "gossip.names",
+        "is_member_name": "gossip.names",
+        "name_problem": "gossip.names",
     }
 )
 

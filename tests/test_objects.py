@@ -66,7 +66,7 @@ SHAPE_ERRORS: list[tuple[Kind, dict[str, Any], tuple[str | int, ...], str]] = [
     (Kind.VIP, vip(address="100.96.0.300"), ("address",), "'100.96.0.300' is not an IPv4 or IPv6 address"),
     (Kind.VIP, vip(address="fe80::1%eth0"), ("address",), "scoped"),
     (Kind.VIP, vip(machines=["a", "b", "a"]), ("machines",), "duplicate machine 'a'"),
-    (Kind.VIP, vip(machines=["has space"]), ("machines", 0), "should match pattern"),
+    (Kind.VIP, vip(machines=["has space"]), ("machines", 0), "no spaces"),
     (Kind.VIP, vip(holdoff=-1), ("holdoff",), "greater than or equal to 0"),
     (Kind.VIP, vip(colour="red"), ("colour",), "Extra inputs are not permitted"),
     (Kind.VIP, check(type="icmp"), (*HC, "type"), "Input should be 'tcp', 'http', 'grpc' or 'exec'"),
@@ -179,7 +179,7 @@ SHAPE_ERRORS: list[tuple[Kind, dict[str, Any], tuple[str | int, ...], str]] = [
         "duplicate policy set 'a'",
     ),
     (Kind.MACHINE, {"name": "n", "import_policies": ["Bad"]}, ("import_policies", 0), "should match pattern"),
-    (Kind.MACHINE, {"name": "a/b"}, ("name",), "should match pattern"),
+    (Kind.MACHINE, {"name": "a/b"}, ("name",), "no '/'"),
     (Kind.MESH, {"routable_cidrs": []}, ("routable_cidrs",), "at least 1 item"),
     (Kind.MESH, {"routable_cidrs": ["100.64.0.1/10"]}, ("routable_cidrs",), "did you mean 100.64.0.0/10?"),
 ]

@@ -38,6 +38,8 @@ from pydantic import (
     model_validator,
 )
 
+from gossip import check_member_name
+
 MAX_U32 = (1 << 32) - 1
 MAX_U16 = (1 << 16) - 1
 MAX_SECONDS = 86_400.0
@@ -47,9 +49,9 @@ MAX_REGEX = 1_024
 
 # VIP, route and policy-set names: a lowercase DNS label, so they work in URLs, CLI args and logs as-is.
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
-# Machine names are gossip member names (by default the host name): anything printable without spaces or
-# slashes (they appear in URL paths), up to the gossip layer's 128 characters.
-MachineName = Annotated[str, StringConstraints(pattern=r"^[^\s/\x00-\x1f\x7f]{1,128}$")]
+# Machine names are gossip member names (by default the host name), so gossip's one rule decides them
+# (gossip.names): the decoder refuses a message naming a member this model could not hold.
+MachineName = Annotated[str, AfterValidator(check_member_name)]
 
 WELL_KNOWN_COMMUNITIES = frozenset(
     {"no-export", "no-advertise", "no-export-subconfed", "graceful-shutdown", "blackhole"}

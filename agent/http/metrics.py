@@ -49,6 +49,7 @@ GOSSIP_COUNTERS = {
     "stream_failures": "TCP streams that failed",
     "decode_failures": "Packets refused because they did not decode",
     "auth_failures": "Packets refused because they did not authenticate",
+    "invalid_names": "Authentic packets refused because they named a member by an invalid name",
     "ignored": "Messages ignored",
 }
 
