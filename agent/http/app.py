@@ -123,6 +123,7 @@ def create_app(
             node.snapshot,
             lambda: [str(m.state) for m in node.members()],
             None if store is None else object_counts(store),
+            None if store is None else (lambda: store().refused_ahead),
         )
     )
     metrics.add_collector(

@@ -133,10 +133,12 @@ class StateCollector(Collector):
         snapshot: Callable[[], Mapping[str, Any]],
         member_states: Callable[[], list[str]],
         object_counts: Callable[[], Mapping[str, int]] | None = None,
+        objects_refused_ahead: Callable[[], int] | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.member_states = member_states
         self.object_counts = object_counts
+        self.objects_refused_ahead = objects_refused_ahead
 
     def collect(self) -> Iterator[Metric]:
         yield from _guarded("gossip traffic", self._gossip)
@@ -176,7 +178,14 @@ class StateCollector(Collector):
         gauge = GaugeMetricFamily("wiremesh_objects", "Live cluster objects by kind", labels=["kind"])
         for kind, count in sorted(self.object_counts().items()):
             gauge.add_metric([kind], count)
-        return [gauge]
+        if self.objects_refused_ahead is None:
+            return [gauge]
+        refused = CounterMetricFamily(
+            "wiremesh_objects_refused_ahead",
+            "Replicated object records refused because their timestamp was too far ahead of this clock",
+            value=self.objects_refused_ahead(),
+        )
+        return [gauge, refused]
 
 
 class CheckSource(Protocol):
