@@ -143,6 +143,20 @@ SHAPE_ERRORS: list[tuple[Kind, dict[str, Any], tuple[str | int, ...], str]] = [
     (Kind.POLICY_SET, rule(communities=["a:b"]), (*M, "communities", 0), "is not a community"),
     (Kind.POLICY_SET, rule(communities=["no-such-name"]), (*M, "communities", 0), "no-export"),
     (Kind.POLICY_SET, rule(communities=["65000:1", "65000:01"]), (*M, "communities"), "duplicate community"),
+    # what Python's re accepts but a linear-time engine cannot run
+    (
+        Kind.POLICY_SET,
+        rule(as_path=r"^(65001)_\1$"),
+        (*M, "as_path"),
+        "bad regex: not supported by RE2",
+    ),
+    (
+        Kind.POLICY_SET,
+        rule(as_path="^(?=65001)"),
+        (*M, "as_path"),
+        "RE2 (linear time): invalid perl operator",
+    ),
+    (Kind.POLICY_SET, rule(as_path="^(65001_){1001}$"), (*M, "as_path"), "invalid repetition size"),
     (
         Kind.POLICY_SET,
         rule(as_path="_650(01_"),

@@ -23,9 +23,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, Protocol, TypeAlias
 from urllib.parse import urlsplit
 
+import re2
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -313,15 +314,37 @@ Community = Annotated[str, AfterValidator(parse_community)]
 Communities = Annotated[list[Community], Field(max_length=MAX_LIST), AfterValidator(_unique_communities)]
 
 
-def as_path_pattern(regex: str) -> re.Pattern[str]:
-    """Compile an AS-path regex (Python :mod:`re` syntax). The path is matched as space-separated AS
-    numbers, an AS_SET written in braces with commas as routers show it (``"65001 65002 {65003,65004}"``,
-    an empty path is ``""``), with :func:`re.search`. ``_`` outside a character class means a boundary
-    (the start, the end, a space, a comma or a brace) as on routers, so ``_65001_`` matches the AS
-    anywhere (in a set too), ``^65001_`` a path received from it, ``_65001$`` a path it originated,
-    ``^$`` a path originated in this AS, and ``^65001_[0-9]+$`` one exactly two ASes long. ``_`` consumes
-    the separator, so ``_65001_65002_`` means 65002 straight after 65001; ``[_]`` is a literal
-    underscore."""
+class AsPathPattern(Protocol):
+    """A compiled AS-path regex. RE2 runs it, so matching takes time linear in the path whatever the
+    pattern: ``^(65001_?)+$`` cannot backtrack exponentially on the routing path."""
+
+    def search(self, text: str) -> object | None: ...
+
+
+def as_path_pattern(regex: str) -> AsPathPattern:
+    """Compile an AS-path regex (Python :mod:`re` syntax, the subset RE2 runs). The path is matched as
+    space-separated AS numbers, an AS_SET written in braces with commas as routers show it
+    (``"65001 65002 {65003,65004}"``, an empty path is ``""``), with ``search``. ``_`` outside a
+    character class means a boundary (the start, the end, a space, a comma or a brace) as on routers,
+    so ``_65001_`` matches the AS anywhere (in a set too), ``^65001_`` a path received from it,
+    ``_65001$`` a path it originated, ``^$`` a path originated in this AS, and ``^65001_[0-9]+$`` one
+    exactly two ASes long. ``_`` consumes the separator, so ``_65001_65002_`` means 65002 straight
+    after 65001; ``[_]`` is a literal underscore. :class:`ValueError` for a pattern RE2 refuses
+    (backreferences, lookaround, counted repetitions over 1000, too large a program)."""
+    options = re2.Options()
+    options.log_errors = False  # the refusal goes to whoever saves the set, not to stderr
+    try:
+        pattern: AsPathPattern = re2.compile(as_path_source(regex), options)
+    except re2.error as err:
+        reason = err.args[0] if err.args else err
+        if isinstance(reason, bytes):
+            reason = reason.decode(errors="replace")
+        raise ValueError(f"not supported by RE2 (linear time): {reason}") from None
+    return pattern
+
+
+def as_path_source(regex: str) -> str:
+    """The regex :func:`as_path_pattern` compiles: ``regex`` with each boundary ``_`` spelled out."""
     out: list[str] = []
     in_class = False
     i = 0
@@ -349,7 +372,7 @@ def as_path_pattern(regex: str) -> re.Pattern[str]:
             continue
         out.append(char)
         i += 1
-    return re.compile("".join(out))
+    return "".join(out)
 
 
 class PolicyMatch(_Model):
@@ -367,8 +390,11 @@ class PolicyMatch(_Model):
         if value is not None:
             try:
                 re.compile(value)  # first as written, so the error's position is in the operator's text
-                as_path_pattern(value)
             except re.error as err:
+                raise ValueError(f"bad regex: {err}") from None
+            try:
+                as_path_pattern(value)
+            except ValueError as err:
                 raise ValueError(f"bad regex: {err}") from None
         return value
 
