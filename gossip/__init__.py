@@ -20,13 +20,13 @@ if TYPE_CHECKING:
     from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
     from gossip.keyring import KEY_SIZE, Keyring, KeyringError, Sealer, generate_key, parse_key
     from gossip.memnet import MemoryNetwork, MemoryTransport
+    from gossip.names import MAX_NAME_LEN, check_member_name, is_member_name, name_problem
     from gossip.node import GossipNode, read_snapshot
     from gossip.shared import SharedState
     from gossip.sim import Simulation
     from gossip.snapshot import SNAPSHOT_FILE, Remembered, join_targets
     from gossip.swim import StreamRequest, Swim, app_digest
     from gossip.transport import Transport, open_udp_tcp_transport
-    from gossip.wire import MAX_NAME_LEN
 
 __all__ = [
     "KEY_SIZE",
@@ -56,8 +56,11 @@ __all__ = [
     "Transport",
     "WireError",
     "app_digest",
+    "check_member_name",
     "generate_key",
+    "is_member_name",
     "join_targets",
+    "name_problem",
     "open_udp_tcp_transport",
     "parse_key",
     "read_snapshot",
@@ -97,7 +100,10 @@ _HOME = MappingProxyType(
         "app_digest": "gossip.swim",
         "Transport": "gossip.transport",
         "open_udp_tcp_transport": "gossip.transport",
-        "MAX_NAME_LEN": "gossip.wire",
+        "MAX_NAME_LEN": "gossip.names",
+        "check_member_name": "gossip.names",
+        "is_member_name": "gossip.names",
+        "name_problem": "gossip.names",
     }
 )
 

@@ -33,6 +33,7 @@ from gossip.wire import (
     Alive,
     Dead,
     DecodeError,
+    InvalidName,
     Message,
     assemble_packet,
     decode_frame,
@@ -226,6 +227,8 @@ class Core:
             return decode_frame(self.sealer.open(data))
         except AuthError:
             self.stats.auth_failures += 1
+        except InvalidName:
+            self.stats.invalid_names += 1
         except DecodeError:
             self.stats.decode_failures += 1
         return None

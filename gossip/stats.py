@@ -27,6 +27,7 @@ class TrafficStats:
     stream_failures: int = 0
     decode_failures: int = 0
     auth_failures: int = 0
+    invalid_names: int = 0  # well-formed and authentic, but naming a member by a name none may have
     ignored: int = 0
     name_conflicts: int = 0
     # Keyed by the wire type code; names are only worked out for the snapshot.
@@ -63,6 +64,7 @@ class TrafficStats:
             "stream_failures": self.stream_failures,
             "decode_failures": self.decode_failures,
             "auth_failures": self.auth_failures,
+            "invalid_names": self.invalid_names,
             "ignored": self.ignored,
             "name_conflicts": self.name_conflicts,
             "per_type": per_type,

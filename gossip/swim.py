@@ -25,6 +25,7 @@ from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
 from gossip.keyring import AuthError, Sealer
 from gossip.kv import AppChannel, NodeKv, app_digest
 from gossip.merge import REAP_PERIOD, Membership
+from gossip.names import check_member_name
 from gossip.probe import Prober
 from gossip.shared import SharedState
 from gossip.wire import (
@@ -38,6 +39,7 @@ from gossip.wire import (
     DecodeError,
     ErrorReply,
     IndirectPing,
+    InvalidName,
     KvNotice,
     KvPull,
     KvUpdate,
@@ -67,8 +69,8 @@ class Swim:
         incarnation: int = 0,
         shared: SharedState | None = None,
     ) -> None:
-        if not name or len(name) > 128:
-            raise ValueError("node name must be 1..128 characters")
+        # Every other member would refuse our messages whole, so refuse to start instead.
+        check_member_name(name)
         if len(meta) > config.meta_max_size:
             raise ValueError(f"metadata is {len(meta)} bytes; the limit is {config.meta_max_size}")
         self.config = config
@@ -221,6 +223,9 @@ class Swim:
             messages = decode_packet(self._core.sealer.open(data))
         except AuthError:
             stats.auth_failures += 1
+            return
+        except InvalidName:
+            stats.invalid_names += 1
             return
         except DecodeError:
             stats.decode_failures += 1

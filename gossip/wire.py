@@ -15,9 +15,10 @@ from typing import Any, TypeAlias
 import msgpack
 
 from common.address import Address
+from gossip.names import MAX_NAME_LEN as MAX_NAME_LEN
+from gossip.names import name_problem
 
 WIRE_VERSION = 1
-MAX_NAME_LEN = 128
 MAX_KEY_LEN = 128
 # The largest sequence number, incarnation or version the decoder accepts.
 MAX_COUNTER = (1 << 63) - 1
@@ -25,6 +26,11 @@ MAX_COUNTER = (1 << 63) - 1
 
 class DecodeError(ValueError):
     """A packet or frame that is not a well-formed message of this protocol version."""
+
+
+class InvalidName(DecodeError):
+    """A well-formed message that names a member by a name no member may have (:mod:`gossip.names`).
+    Only a sender holding the key can produce one, so it is counted apart from corrupt packets."""
 
 
 class MsgType(IntEnum):
@@ -304,6 +310,16 @@ def _str(v: Any, what: str, max_len: int = MAX_NAME_LEN, allow_empty: bool = Fal
     return v
 
 
+def _member(v: Any, what: str) -> str:
+    """A member name; :class:`InvalidName` if it breaks the rule, so the whole packet is refused."""
+    if type(v) is not str:
+        raise _fail(f"{what}: expected a string")
+    problem = name_problem(v)
+    if problem is not None:
+        raise InvalidName(f"{what}: {problem}")
+    return v
+
+
 def _bytes(v: Any, what: str, max_len: int = 1 << 24) -> bytes:
     if type(v) is not bytes or len(v) > max_len:
         raise _fail(f"{what}: expected bytes of at most {max_len}")
@@ -330,7 +346,7 @@ def _address(v: Any) -> Address:
 def _kv_fields(f: list[Any]) -> KvUpdate:
     node, key, version, value = f
     return KvUpdate(
-        _str(node, "kv node"),
+        _member(node, "kv node"),
         _str(key, "kv key", MAX_KEY_LEN),
         _int(version, "kv version"),
         None if value is None else _bytes(value, "kv value"),
@@ -342,7 +358,7 @@ def _record(v: Any) -> MemberRecord:
     if state not in MEMBER_STATES:
         raise _fail("member record: unknown state")
     return MemberRecord(
-        _str(name, "member name"),
+        _member(name, "member name"),
         _address(addr),
         _int(inc, "incarnation"),
         state,
@@ -404,14 +420,14 @@ def from_obj(obj: Any) -> Message:
     f = obj[1:]
     match t:
         case MsgType.PING:
-            return Ping(_int(f[0], "seq"), _str(f[1], "target"), _str(f[2], "source"), _address(f[3]))
+            return Ping(_int(f[0], "seq"), _member(f[1], "target"), _member(f[2], "source"), _address(f[3]))
         case MsgType.INDIRECT_PING:
             return IndirectPing(
                 _int(f[0], "seq"),
-                _str(f[1], "target"),
+                _member(f[1], "target"),
                 _address(f[2]),
                 _bool(f[3], "nack"),
-                _str(f[4], "source"),
+                _member(f[4], "source"),
                 _address(f[5]),
             )
         case MsgType.ACK:
@@ -420,25 +436,30 @@ def from_obj(obj: Any) -> Message:
             return Nack(_int(f[0], "seq"))
         case MsgType.ALIVE:
             return Alive(
-                _str(f[0], "name"), _int(f[1], "incarnation"), _address(f[2]), _bytes(f[3], "meta", 1 << 16)
+                _member(f[0], "name"),
+                _int(f[1], "incarnation"),
+                _address(f[2]),
+                _bytes(f[3], "meta", 1 << 16),
             )
         case MsgType.SUSPECT:
-            return Suspect(_str(f[0], "name"), _int(f[1], "incarnation"), _str(f[2], "sender"))
+            return Suspect(_member(f[0], "name"), _int(f[1], "incarnation"), _member(f[2], "sender"))
         case MsgType.DEAD:
-            return Dead(_str(f[0], "name"), _int(f[1], "incarnation"), _str(f[2], "sender"))
+            return Dead(_member(f[0], "name"), _int(f[1], "incarnation"), _member(f[2], "sender"))
         case MsgType.KV:
             return _kv_fields(f)
         case MsgType.KV_NOTICE:
-            return KvNotice(_str(f[0], "kv node"), _str(f[1], "kv key", MAX_KEY_LEN), _int(f[2], "version"))
+            return KvNotice(
+                _member(f[0], "kv node"), _str(f[1], "kv key", MAX_KEY_LEN), _int(f[2], "version")
+            )
         case MsgType.PUSH_PULL:
             return PushPull(
-                _str(f[0], "sender"),
+                _member(f[0], "sender"),
                 _bool(f[1], "join"),
                 tuple(_record(r) for r in _list(f[2], "members")),
                 _bytes(f[3], "app state"),
             )
         case MsgType.KV_PULL:
-            return KvPull(_str(f[0], "kv node"), _str(f[1], "kv key", MAX_KEY_LEN))
+            return KvPull(_member(f[0], "kv node"), _str(f[1], "kv key", MAX_KEY_LEN))
         case MsgType.ERROR:
             return ErrorReply(_str(f[0], "reason", 1024, allow_empty=True))
         case MsgType.APP:

@@ -23,6 +23,7 @@ from common.address import Address
 from gossip.config import GossipConfig
 from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
 from gossip.keyring import Keyring, Sealer
+from gossip.names import is_member_name
 from gossip.swim import StreamRequest, Swim
 from gossip.wire import (
     MAX_KEY_LEN,
@@ -483,11 +484,21 @@ def opened(data: bytes, keyring: Keyring | None = None) -> list[Message]:
 UINT = st.integers(min_value=0, max_value=(1 << 63) - 1)
 
 
+# Any name gossip.names accepts: printable, no space or '/', not a dot segment.
+MEMBER_NAMES = st.text(
+    st.characters(
+        blacklist_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"), blacklist_characters="/"
+    ),
+    min_size=1,
+    max_size=MAX_NAME_LEN,
+).filter(is_member_name)
+
+
 def wire_messages(
     names: st.SearchStrategy[str] | None = None, numbers: st.SearchStrategy[int] = UINT
 ) -> st.SearchStrategy[Message]:
     """Every message type, with fields anywhere in the range the decoder accepts."""
-    name = names if names is not None else st.text(min_size=1, max_size=MAX_NAME_LEN)
+    name = names if names is not None else MEMBER_NAMES
     key = st.text(min_size=1, max_size=MAX_KEY_LEN)
     addr = st.tuples(st.text(min_size=1, max_size=255), st.integers(0, 65535))
     meta = st.binary(max_size=64)

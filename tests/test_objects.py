@@ -66,7 +66,7 @@ SHAPE_ERRORS: list[tuple[Kind, dict[str, Any], tuple[str | int, ...], str]] = [
     (Kind.VIP, vip(address="100.96.0.300"), ("address",), "'100.96.0.300' is not an IPv4 or IPv6 address"),
     (Kind.VIP, vip(address="fe80::1%eth0"), ("address",), "scoped"),
     (Kind.VIP, vip(machines=["a", "b", "a"]), ("machines",), "duplicate machine 'a'"),
-    (Kind.VIP, vip(machines=["has space"]), ("machines", 0), "should match pattern"),
+    (Kind.VIP, vip(machines=["has space"]), ("machines", 0), "no spaces"),
     (Kind.VIP, vip(holdoff=-1), ("holdoff",), "greater than or equal to 0"),
     (Kind.VIP, vip(colour="red"), ("colour",), "Extra inputs are not permitted"),
     (Kind.VIP, check(type="icmp"), (*HC, "type"), "Input should be 'tcp', 'http', 'grpc' or 'exec'"),
@@ -143,6 +143,20 @@ SHAPE_ERRORS: list[tuple[Kind, dict[str, Any], tuple[str | int, ...], str]] = [
     (Kind.POLICY_SET, rule(communities=["a:b"]), (*M, "communities", 0), "is not a community"),
     (Kind.POLICY_SET, rule(communities=["no-such-name"]), (*M, "communities", 0), "no-export"),
     (Kind.POLICY_SET, rule(communities=["65000:1", "65000:01"]), (*M, "communities"), "duplicate community"),
+    # what Python's re accepts but a linear-time engine cannot run
+    (
+        Kind.POLICY_SET,
+        rule(as_path=r"^(65001)_\1$"),
+        (*M, "as_path"),
+        "bad regex: not supported by RE2",
+    ),
+    (
+        Kind.POLICY_SET,
+        rule(as_path="^(?=65001)"),
+        (*M, "as_path"),
+        "RE2 (linear time): invalid perl operator",
+    ),
+    (Kind.POLICY_SET, rule(as_path="^(65001_){1001}$"), (*M, "as_path"), "invalid repetition size"),
     (
         Kind.POLICY_SET,
         rule(as_path="_650(01_"),
@@ -179,7 +193,7 @@ SHAPE_ERRORS: list[tuple[Kind, dict[str, Any], tuple[str | int, ...], str]] = [
         "duplicate policy set 'a'",
     ),
     (Kind.MACHINE, {"name": "n", "import_policies": ["Bad"]}, ("import_policies", 0), "should match pattern"),
-    (Kind.MACHINE, {"name": "a/b"}, ("name",), "should match pattern"),
+    (Kind.MACHINE, {"name": "a/b"}, ("name",), "no '/'"),
     (Kind.MESH, {"routable_cidrs": []}, ("routable_cidrs",), "at least 1 item"),
     (Kind.MESH, {"routable_cidrs": ["100.64.0.1/10"]}, ("routable_cidrs",), "did you mean 100.64.0.0/10?"),
 ]

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import trio
 
+from agent.cluster.hlc import Timestamp, Version
 from agent.cluster.objects import Kind
-from agent.cluster.replication import ObjectReplicator
+from agent.cluster.replication import ObjectReplicator, wall_ms
 from agent.cluster.storage import SqliteObjectStorage
-from agent.cluster.store import ObjectStore
+from agent.cluster.store import ObjectStore, Record, encode_record
 from gossip.config import GossipConfig
 from gossip.keyring import Keyring, Sealer
 from gossip.memnet import MemoryNetwork
@@ -172,3 +173,18 @@ async def test_concurrent_writers_wait_for_one_shared_commit(tmp_path: Path) -> 
         assert on_disk == [True] * 20  # each writer's own change was on disk when it was told so
         assert storage.commits < 20  # writers that arrived together shared a transaction
     assert sorted(gossip.published) == sorted(f"vip/v{i}" for i in range(20))  # spread once committed
+
+
+async def test_a_record_from_the_far_future_is_neither_stored_nor_passed_on(tmp_path: Path) -> None:
+    async with agents(tmp_path, ["a"]) as ag:
+        replicator, store = ag["a"].replicator, ag["a"].store
+        before = store.records()
+
+        def record(ahead_ms: int) -> bytes:
+            version = Version(Timestamp(wall_ms() + ahead_ms, 0), "z")
+            return encode_record(Record(Kind.POLICY_SET, "p", version, {"name": "p"}))
+
+        # False: the gossip core only passes on what receive reports as new
+        assert replicator.receive("policy-set/p", record(365 * 86_400_000), 0.0) is False
+        assert store.records() == before and store.refused_ahead == 1
+        assert replicator.receive("policy-set/p", record(30_000), 0.0) is True

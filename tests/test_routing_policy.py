@@ -4,6 +4,7 @@ compiled fast path against plain references (``ipaddress``, the rule-by-rule loo
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agent.cluster.objects import PolicySet, PrefixMatch, as_path_pattern
+from agent.cluster.objects import PolicySet, PrefixMatch, as_path_pattern, as_path_source
 from agent.routing.path import (
     WELL_KNOWN_COMMUNITIES,
     AsPath,
@@ -481,3 +482,70 @@ def test_compiled_evaluation_equals_the_rule_by_rule_loop(
         expected = rule.actions(a) if rule.accept else None
     for _ in range(2):  # second time from the memo
         assert policy.evaluate(P(prefix), a) == expected
+
+
+# -- linear-time matching ----------------------------------------------------------------------------
+
+LONG_PATH = AsPath.parse(" ".join(["65001"] * 3000 + ["65002"]))
+
+
+@pytest.mark.parametrize(
+    ("regex", "found"),
+    [
+        ("^(65001_?)+$", False),
+        ("^(65001_|65001)+$", False),
+        ("^([0-9]+_?)+,$", False),
+        ("^((65001_)*)*$", False),
+        ("^(6|5|0|1|_)*$", False),
+        ("^([0-9]+_?)+$", True),
+    ],
+)
+def test_catastrophic_backtracking_patterns_finish_on_a_long_path(regex: str, found: bool) -> None:
+    """The ``(a+)+`` shape takes exponential time in Python's re on a path that almost matches; RE2
+    answers at once. The assertion is on the answer: a timing assertion would be flaky."""
+    assert accepts(only(as_path=regex), "10.0.0.0/8", attrs(as_path=LONG_PATH)) is found
+    # and the same machinery still finds a match on the long path when there is one
+    assert accepts(only(as_path="^(65001_)+65002$"), "10.0.0.0/8", attrs(as_path=LONG_PATH)) is True
+
+
+# The documented subset: AS numbers, boundaries, classes, ``.``, groups, alternation, quantifiers, anchors.
+QUANTIFIERS = st.sampled_from(["", "", "+", "*", "?"])
+ATOMS = st.tuples(
+    st.one_of(
+        st.integers(1, 70000).map(str),
+        st.sampled_from(["_", ".", "[0-9]", "[_]", "650[0-9][0-9]", " ", ",", r"\{", r"\}"]),
+    ),
+    QUANTIFIERS,
+).map("".join)
+
+
+def _regexes(children: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    groups = st.one_of(
+        children.map(lambda r: f"(?:{r})"),
+        st.lists(children, min_size=2, max_size=3).map("|".join).map(lambda r: f"({r})"),
+    )
+    return st.one_of(
+        st.tuples(groups, QUANTIFIERS).map("".join),  # a quantifier only ever follows an atom or a group
+        st.lists(children, min_size=2, max_size=3).map("".join),
+    )
+
+
+AS_PATH_REGEXES = st.tuples(
+    st.sampled_from(["", "^"]), st.recursive(ATOMS, _regexes, max_leaves=8), st.sampled_from(["", "$"])
+).map("".join)
+SMALL_ASNS = st.sampled_from([1, 7, 650, 6500, 65000, 65001, 65002, 4200000000])
+SMALL_PATHS = st.lists(
+    st.tuples(st.sampled_from(SegmentType), st.lists(SMALL_ASNS, min_size=1, max_size=3).map(tuple)),
+    max_size=3,
+).map(lambda segments: AsPath(tuple(segments)))
+
+
+@settings(max_examples=500, deadline=None)
+@given(regex=AS_PATH_REGEXES, path=SMALL_PATHS)
+def test_re2_and_python_re_agree_on_the_documented_subset(regex: str, path: AsPath) -> None:
+    source = as_path_source(regex)
+    expected = re.search(source, path.text)
+    found = as_path_pattern(regex).search(path.text)
+    assert (found is not None) is (expected is not None), (regex, source, path.text)
+    if expected is not None:
+        assert found.span() == expected.span()  # type: ignore[attr-defined]

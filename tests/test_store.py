@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.cluster.hlc import Timestamp, Version
+from agent.cluster.hlc import MAX_AHEAD_MS, Timestamp, Version
 from agent.cluster.objects import Kind, MachineSettings, MeshSettings, PolicySet, Problem, Route, Vip
 from agent.cluster.store import (
     CONFLICTS_PER_OBJECT,
@@ -515,3 +515,47 @@ def test_conflicts_are_bounded_per_object() -> None:
         store.merge(_remote(origin, 1_000 + i, {"name": "web", "address": "100.96.0.1"}), 2_000)
     assert len(store.conflicts(Kind.VIP, "web")) == CONFLICTS_PER_OBJECT
     assert store.conflict_counts == {("vip", "concurrent_write"): 9}
+
+
+# ---- timestamps from the future ----------------------------------------------------------------------
+
+YEAR_144700_MS = 4_503_000_000_000_000  # where forged records once dragged every replica's clock
+
+
+def forged(wall_ms: int, origin: str = "node9", holdoff: int = 99) -> Record:
+    """A record as a sender holding the key could craft it: any timestamp it likes."""
+    body = Vip.model_validate(vip(holdoff=holdoff)).model_dump(mode="json")
+    return Record(Kind.VIP, "web", Version(Timestamp(wall_ms, 0), origin), body)
+
+
+def test_a_far_future_record_is_refused_and_later_edits_still_win(caplog: pytest.LogCaptureFixture) -> None:
+    store = make()
+    mine = store.create(Kind.VIP, vip(), T0)
+    clock_before = store.clock.last
+    for wall_ms in (YEAR_144700_MS, T0 + MAX_AHEAD_MS + 1):
+        assert store.merge(forged(wall_ms), T0) is False
+        assert store.merge_all(encode_all([forged(wall_ms, origin="node8")]), T0) == []
+    assert store.clock.last == clock_before  # the clock did not move
+    assert store.get_record(Kind.VIP, "web") == mine
+    assert store.refused_ahead == 4
+    # logged once per origin, however often it tries
+    assert sorted(r.getMessage().split("'")[3] for r in caplog.records) == ["node8", "node9"]
+    # an ordinary edit a second later still wins everywhere
+    edit = store.patch(Kind.VIP, "web", {"holdoff": 7}, T0 + 1000)
+    assert edit.version.ts == Timestamp(T0 + 1000, 0)
+    other = make("node2")
+    assert other.merge(forged(YEAR_144700_MS), T0 + 1000) is False
+    assert other.merge(edit, T0 + 1000) is True
+    assert other.get(Kind.VIP, "web").holdoff == 7  # type: ignore[union-attr]
+
+
+def test_a_record_half_a_minute_ahead_is_accepted_and_the_clock_follows() -> None:
+    store = make()
+    store.create(Kind.VIP, vip(), T0)
+    ahead = forged(T0 + 30_000)
+    assert store.merge(ahead, T0) is True
+    assert store.get(Kind.VIP, "web").holdoff == 99  # type: ignore[union-attr]
+    assert store.clock.last > ahead.version.ts
+    assert store.refused_ahead == 0
+    # exactly the bound is still accepted
+    assert make().merge(forged(T0 + MAX_AHEAD_MS), T0) is True

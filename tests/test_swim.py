@@ -86,8 +86,9 @@ def test_swim_refuses_bad_name_and_oversized_meta() -> None:
     sealer = make_sealer(None, "x")
     with pytest.raises(ValueError):
         Swim(QUIET, "", node_addr(1), sealer, random.Random(0), 0.0)
-    with pytest.raises(ValueError):
-        Swim(QUIET, "n" * 129, node_addr(1), sealer, random.Random(0), 0.0)
+    for bad in ("n" * 129, "a b", "a/b", "..", "tab\there"):
+        with pytest.raises(ValueError, match="machine name"):
+            Swim(QUIET, bad, node_addr(1), sealer, random.Random(0), 0.0)
     with pytest.raises(ValueError):
         Swim(QUIET, "a", node_addr(1), sealer, random.Random(0), 0.0, meta=b"m" * 513)
     node = Swim(QUIET, "a", node_addr(1), sealer, random.Random(0), 0.0)
@@ -554,6 +555,36 @@ def test_push_pull_claims_of_death_only_make_us_suspect() -> None:
     assert a.handle_stream(node_addr(9), frame, 100.0) is not None
     states = {m.name: m.state for m in a.members()}
     assert states == {"a": ALIVE, "b": SUSPECT, "c": LEFT, "d": SUSPECT, "e": ALIVE}
+
+
+# Names a holder of the real key once planted on every agent; those breaking the rule are refused.
+INVALID_NAMES = ["😀/..", "..", ".", "a b", "a\x00b", "new\nline", "rtl\u202eexe", "n" * 129]
+
+
+@pytest.mark.parametrize("bad", INVALID_NAMES)
+def test_a_datagram_naming_an_invalid_member_is_refused_whole(bad: str) -> None:
+    a = lone(["b"])
+    before = sorted((m.name, m.state, m.incarnation) for m in a.members())
+    a.take_events()
+    a.take_datagrams()
+    datagrams: list[list[Message]] = [
+        [Alive("c", 0, node_addr(3), b""), Alive(bad, 0, node_addr(4), b"")],
+        [Alive("c", 0, node_addr(3), b""), Suspect("b", 0, bad)],
+        [Dead("b", 1, bad)],
+        [Ping(1, "a", bad, node_addr(4))],
+        [KvUpdate(bad, "k", 1, b"v")],
+    ]
+    for messages in datagrams:
+        a.receive_datagram(node_addr(4), seal(messages), 100.0)
+    frame = make_sealer(None, "z").seal(
+        encode_frame(PushPull("z", False, (MemberRecord(bad, node_addr(4), 0, "alive", b"", ()),)))
+    )
+    assert a.handle_stream(node_addr(4), frame, 100.0) is None
+    assert a.stats.invalid_names == len(datagrams) + 1
+    assert a.stats.decode_failures == 0
+    assert sorted((m.name, m.state, m.incarnation) for m in a.members()) == before  # "c" not added either
+    assert a.take_events() == []
+    assert a.take_datagrams() == []  # not even the ping answered
 
 
 def test_each_node_piggybacks_an_update_exactly_retransmit_limit_times() -> None:

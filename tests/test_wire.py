@@ -23,6 +23,7 @@ from gossip.wire import (
     DecodeError,
     ErrorReply,
     IndirectPing,
+    InvalidName,
     KvNotice,
     KvPull,
     KvUpdate,
@@ -189,6 +190,22 @@ def test_malformed_messages_refused(obj: Any) -> None:
         decode_frame(_frame_of(obj))
     with pytest.raises(DecodeError):
         decode_packet(_packet_of(obj))
+
+
+@pytest.mark.parametrize("bad", ["😀/..", "a/b", "..", ".", "a b", "\x7f", "zero\u200bwidth", "n" * 129])
+def test_a_message_naming_an_invalid_member_is_refused_as_invalid_name(bad: str) -> None:
+    good = Alive("😀", 0, ("198.18.0.1", 7946), b"")  # printable non-ASCII is a valid name
+    assert decode_packet(encode_packet([good])) == [(good, len(encode_message(good)))]
+    for msg in (
+        Alive(bad, 0, ("198.18.0.1", 7946), b""),
+        Suspect("ok", 0, bad),
+        KvNotice(bad, "k", 1),
+        PushPull("ok", False, (MemberRecord(bad, ("198.18.0.1", 7946), 0, "alive", b"", ()),)),
+    ):
+        with pytest.raises(InvalidName):
+            decode_packet(encode_packet([good, msg]))
+        with pytest.raises(InvalidName):
+            decode_frame(encode_frame(msg))
 
 
 def test_one_bad_message_rejects_the_whole_packet() -> None:

@@ -19,6 +19,11 @@ MAX_WALL_MS = (1 << 63) - 1
 # Bounded counter: when a millisecond runs out of counter values the clock borrows the next millisecond,
 # so the logical part stays small and the timestamp stays within 1 ms per 65,536 events of physical time.
 MAX_COUNTER = 0xFFFF
+# How far ahead of this node's wall clock a remote timestamp may be and still be taken in. The HLC
+# follows the largest timestamp it observes, so one record stamped in the far future (a broken clock, a
+# forged record) would drag every later write there and make it unbeatable by honest edits. NTP keeps
+# real clocks within milliseconds; a minute leaves room for a badly synced machine and no more.
+MAX_AHEAD_MS = 60_000
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -41,6 +46,11 @@ class Version:
 
     ts: Timestamp
     origin: str
+
+
+def too_far_ahead(remote: Timestamp, wall_ms: int, max_ahead_ms: int = MAX_AHEAD_MS) -> bool:
+    """Whether ``remote`` is more than ``max_ahead_ms`` past the local wall clock: not to be observed."""
+    return remote.wall_ms > wall_ms + max_ahead_ms
 
 
 def _bump(wall_ms: int, counter: int) -> Timestamp:
@@ -67,7 +77,8 @@ class HybridClock:
         return self.last
 
     def observe(self, remote: Timestamp, wall_ms: int) -> Timestamp:
-        """Take in a timestamp received from another node (the receive rule: the max of the three)."""
+        """Take in a timestamp received from another node (the receive rule: the max of the three).
+        Callers check :func:`too_far_ahead` first: this follows whatever it is given."""
         top = max(self.last, remote)
         if wall_ms > top.wall_ms:
             self.last = Timestamp(wall_ms, 0)

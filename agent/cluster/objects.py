@@ -23,9 +23,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, Protocol, TypeAlias
 from urllib.parse import urlsplit
 
+import re2
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -38,6 +39,8 @@ from pydantic import (
     model_validator,
 )
 
+from gossip import check_member_name
+
 MAX_U32 = (1 << 32) - 1
 MAX_U16 = (1 << 16) - 1
 MAX_SECONDS = 86_400.0
@@ -47,9 +50,9 @@ MAX_REGEX = 1_024
 
 # VIP, route and policy-set names: a lowercase DNS label, so they work in URLs, CLI args and logs as-is.
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
-# Machine names are gossip member names (by default the host name): anything printable without spaces or
-# slashes (they appear in URL paths), up to the gossip layer's 128 characters.
-MachineName = Annotated[str, StringConstraints(pattern=r"^[^\s/\x00-\x1f\x7f]{1,128}$")]
+# Machine names are gossip member names (by default the host name), so gossip's one rule decides them
+# (gossip.names): the decoder refuses a message naming a member this model could not hold.
+MachineName = Annotated[str, AfterValidator(check_member_name)]
 
 WELL_KNOWN_COMMUNITIES = frozenset(
     {"no-export", "no-advertise", "no-export-subconfed", "graceful-shutdown", "blackhole"}
@@ -311,15 +314,37 @@ Community = Annotated[str, AfterValidator(parse_community)]
 Communities = Annotated[list[Community], Field(max_length=MAX_LIST), AfterValidator(_unique_communities)]
 
 
-def as_path_pattern(regex: str) -> re.Pattern[str]:
-    """Compile an AS-path regex (Python :mod:`re` syntax). The path is matched as space-separated AS
-    numbers, an AS_SET written in braces with commas as routers show it (``"65001 65002 {65003,65004}"``,
-    an empty path is ``""``), with :func:`re.search`. ``_`` outside a character class means a boundary
-    (the start, the end, a space, a comma or a brace) as on routers, so ``_65001_`` matches the AS
-    anywhere (in a set too), ``^65001_`` a path received from it, ``_65001$`` a path it originated,
-    ``^$`` a path originated in this AS, and ``^65001_[0-9]+$`` one exactly two ASes long. ``_`` consumes
-    the separator, so ``_65001_65002_`` means 65002 straight after 65001; ``[_]`` is a literal
-    underscore."""
+class AsPathPattern(Protocol):
+    """A compiled AS-path regex. RE2 runs it, so matching takes time linear in the path whatever the
+    pattern: ``^(65001_?)+$`` cannot backtrack exponentially on the routing path."""
+
+    def search(self, text: str) -> object | None: ...
+
+
+def as_path_pattern(regex: str) -> AsPathPattern:
+    """Compile an AS-path regex (Python :mod:`re` syntax, the subset RE2 runs). The path is matched as
+    space-separated AS numbers, an AS_SET written in braces with commas as routers show it
+    (``"65001 65002 {65003,65004}"``, an empty path is ``""``), with ``search``. ``_`` outside a
+    character class means a boundary (the start, the end, a space, a comma or a brace) as on routers,
+    so ``_65001_`` matches the AS anywhere (in a set too), ``^65001_`` a path received from it,
+    ``_65001$`` a path it originated, ``^$`` a path originated in this AS, and ``^65001_[0-9]+$`` one
+    exactly two ASes long. ``_`` consumes the separator, so ``_65001_65002_`` means 65002 straight
+    after 65001; ``[_]`` is a literal underscore. :class:`ValueError` for a pattern RE2 refuses
+    (backreferences, lookaround, counted repetitions over 1000, too large a program)."""
+    options = re2.Options()
+    options.log_errors = False  # the refusal goes to whoever saves the set, not to stderr
+    try:
+        pattern: AsPathPattern = re2.compile(as_path_source(regex), options)
+    except re2.error as err:
+        reason = err.args[0] if err.args else err
+        if isinstance(reason, bytes):
+            reason = reason.decode(errors="replace")
+        raise ValueError(f"not supported by RE2 (linear time): {reason}") from None
+    return pattern
+
+
+def as_path_source(regex: str) -> str:
+    """The regex :func:`as_path_pattern` compiles: ``regex`` with each boundary ``_`` spelled out."""
     out: list[str] = []
     in_class = False
     i = 0
@@ -347,7 +372,7 @@ def as_path_pattern(regex: str) -> re.Pattern[str]:
             continue
         out.append(char)
         i += 1
-    return re.compile("".join(out))
+    return "".join(out)
 
 
 class PolicyMatch(_Model):
@@ -365,8 +390,11 @@ class PolicyMatch(_Model):
         if value is not None:
             try:
                 re.compile(value)  # first as written, so the error's position is in the operator's text
-                as_path_pattern(value)
             except re.error as err:
+                raise ValueError(f"bad regex: {err}") from None
+            try:
+                as_path_pattern(value)
+            except ValueError as err:
                 raise ValueError(f"bad regex: {err}") from None
         return value
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
@@ -40,7 +41,15 @@ from typing import Any
 import msgpack
 from pydantic import BaseModel, ValidationError
 
-from agent.cluster.hlc import MAX_COUNTER, MAX_WALL_MS, HybridClock, Timestamp, Version
+from agent.cluster.hlc import (
+    MAX_AHEAD_MS,
+    MAX_COUNTER,
+    MAX_WALL_MS,
+    HybridClock,
+    Timestamp,
+    Version,
+    too_far_ahead,
+)
 from agent.cluster.objects import (
     MESH_KEY,
     MODELS,
@@ -63,6 +72,12 @@ MAX_BODY_DEPTH = 16
 DEFAULT_CONFLICT_WINDOW_MS = 10_000
 CONFLICTS_PER_OBJECT = 4
 MAX_CONFLICT_OBJECTS = 1000
+
+# Origins whose too-far-ahead records have been logged; past this many (they are the sender's to invent)
+# refusals are still counted but no longer logged one by one.
+MAX_LOGGED_ORIGINS = 256
+
+log = logging.getLogger("wiremesh.objects")
 
 Key = tuple[Kind, str]
 
@@ -189,8 +204,12 @@ class ObjectStore:
         records: Iterable[Record] = (),
         *,
         conflict_window_ms: int = DEFAULT_CONFLICT_WINDOW_MS,
+        max_ahead_ms: int = MAX_AHEAD_MS,
     ) -> None:
         self.node = node
+        self.max_ahead_ms = max_ahead_ms
+        self.refused_ahead = 0  # replicated records refused for a timestamp too far in the future
+        self._ahead_logged: set[str] = set()
         self._known = known_machines
         self._conflict_window_ms = conflict_window_ms
         self._conflicts: dict[Key, builtins.list[Conflict]] = {}
@@ -322,7 +341,15 @@ class ObjectStore:
     # ---- replication -------------------------------------------------------------------------------
 
     def merge(self, record: Record, wall_ms: int) -> bool:
-        """Take in a replicated record; True if it was newer than ours and is now stored."""
+        """Take in a replicated record; True if it was newer than ours and is now stored.
+
+        A record stamped more than ``max_ahead_ms`` past ``wall_ms`` is refused (False: not stored, so
+        not passed on) and the clock does not move: it would otherwise win over every honest edit until
+        the wall clock caught up with it. It is counted in ``refused_ahead`` and logged once per origin.
+        """
+        if too_far_ahead(record.version.ts, wall_ms, self.max_ahead_ms):
+            self._refuse_ahead(record, wall_ms)
+            return False
         self.clock.observe(record.version.ts, wall_ms)
         current = self._records.get(record.key)
         if current is not None and record.version == current.version:
@@ -399,6 +426,23 @@ class ObjectStore:
         return unsubscribe
 
     # ---- internals ---------------------------------------------------------------------------------
+
+    def _refuse_ahead(self, record: Record, wall_ms: int) -> None:
+        self.refused_ahead += 1
+        origin = record.version.origin
+        if origin in self._ahead_logged or len(self._ahead_logged) >= MAX_LOGGED_ORIGINS:
+            return
+        self._ahead_logged.add(origin)
+        log.warning(
+            "refused %s %r from %r: its timestamp is %.0f s ahead of this clock (at most %.0f s); "
+            "further such records from %r are refused without a log line",
+            record.kind.value,
+            record.name,
+            origin,
+            (record.version.ts.wall_ms - wall_ms) / 1000,
+            self.max_ahead_ms / 1000,
+            origin,
+        )
 
     def _current(self, kind: Kind, name: str) -> ClusterObject | None:
         obj = self._live.get((kind, name))

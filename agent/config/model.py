@@ -22,7 +22,7 @@ from agent.config.base import HostPort, NonEmpty, Section, Text, address, core_r
 from agent.config.bgp import BgpSection, BgpSettings
 from agent.config.errors import Loc
 from agent.config.wireguard import WireguardSection
-from gossip import MAX_NAME_LEN, PROFILES, GossipConfig
+from gossip import PROFILES, GossipConfig, check_member_name
 from transit import TransitConfig
 
 DEFAULT_GOSSIP_PORT = 7946
@@ -95,12 +95,6 @@ class GossipSection(Section):
         return core_rules(self.config, [f.name for f in fields(GossipConfig)], self.overrides())
 
 
-def _name(name: str) -> str:
-    if len(name.encode()) > MAX_NAME_LEN:
-        raise ValueError(f"too long ({len(name.encode())} bytes, at most {MAX_NAME_LEN})")
-    return name
-
-
 def _advertisable(text: str) -> str:
     host = parse_address(text, 0, names=False).host
     if ipaddress.ip_address(host).is_unspecified:
@@ -122,7 +116,7 @@ class AgentFile(Section):
     ``name`` has no default here: the loader supplies the host name, so it is checked like any other.
     Paths stay text, because what they are relative to depends on where each came from."""
 
-    name: Annotated[Text, AfterValidator(_name)]
+    name: Annotated[str, AfterValidator(check_member_name)]  # gossip's rule, as for the API's machines
     bind: Annotated[str, address(DEFAULT_GOSSIP_PORT, names=False)] = DEFAULT_BIND
     advertise: Annotated[str, AfterValidator(_advertisable)] | None = None
     join: list[Annotated[str, address(DEFAULT_GOSSIP_PORT, names=True, min_port=1)]] = Field(

@@ -126,6 +126,7 @@ def create_app(
             lambda: [str(m.state) for m in node.members()],
             None if store is None else object_counts(store),
             None if store is None else (lambda: dict(store().conflict_counts)),
+            None if store is None else (lambda: store().refused_ahead),
         )
     )
     metrics.add_collector(

@@ -53,6 +53,7 @@ GOSSIP_COUNTERS = {
     "stream_failures": "TCP streams that failed",
     "decode_failures": "Packets refused because they did not decode",
     "auth_failures": "Packets refused because they did not authenticate",
+    "invalid_names": "Authentic packets refused because they named a member by an invalid name",
     "ignored": "Messages ignored",
 }
 
@@ -137,12 +138,14 @@ class StateCollector(Collector):
         member_states: Callable[[], list[str]],
         object_counts: Callable[[], Mapping[str, int]] | None = None,
         object_conflicts: Callable[[], Mapping[tuple[str, str], int]] | None = None,
+        objects_refused_ahead: Callable[[], int] | None = None,
     ) -> None:
         """``object_conflicts``: conflicts recorded so far per (object kind, conflict type)."""
         self.snapshot = snapshot
         self.member_states = member_states
         self.object_counts = object_counts
         self.object_conflicts = object_conflicts
+        self.objects_refused_ahead = objects_refused_ahead
 
     def collect(self) -> Iterator[Metric]:
         yield from _guarded("gossip traffic", self._gossip)
@@ -211,7 +214,14 @@ class StateCollector(Collector):
         gauge = GaugeMetricFamily("wiremesh_objects", "Live cluster objects by kind", labels=["kind"])
         for kind, count in sorted(self.object_counts().items()):
             gauge.add_metric([kind], count)
-        return [gauge]
+        if self.objects_refused_ahead is None:
+            return [gauge]
+        refused = CounterMetricFamily(
+            "wiremesh_objects_refused_ahead",
+            "Replicated object records refused because their timestamp was too far ahead of this clock",
+            value=self.objects_refused_ahead(),
+        )
+        return [gauge, refused]
 
     def _conflicts(self) -> list[Metric]:
         assert self.object_conflicts is not None

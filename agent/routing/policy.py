@@ -9,12 +9,13 @@ prepend) and its result decides; no match falls to the set's default. In a chain
 or export list), sets run in order, each on the previous one's output: ``accept`` passes the route on,
 ``reject`` ends it. An empty chain accepts.
 
-**AS-path regexes** are Python regexes over the AS path as text: AS numbers separated by spaces, an
-AS_SET as ``{a,b}``, ``_`` a boundary (start, end, space, comma, brace) as on routers. ``_65001_``:
-65001 anywhere; ``^65001_``: received from AS 65001; ``_65001$``: originated by it; ``^$``: originated
-in this AS; ``^(65001_)+65002$``: 65002 behind any prepends of 65001. The translation and the check
-(a bad regex is refused when the set is saved) live in :func:`agent.cluster.objects.as_path_pattern`;
-compiling here cannot fail for a saved set.
+**AS-path regexes** are Python regexes over the AS path as text, run by RE2 so that matching is linear
+in the path whatever the pattern: AS numbers separated by spaces, an AS_SET as ``{a,b}``, ``_`` a
+boundary (start, end, space, comma, brace) as on routers. ``_65001_``: 65001 anywhere; ``^65001_``:
+received from AS 65001; ``_65001$``: originated by it; ``^$``: originated in this AS;
+``^(65001_)+65002$``: 65002 behind any prepends of 65001. The translation and the check (a bad regex,
+or one RE2 cannot run, is refused when the set is saved) live in
+:func:`agent.cluster.objects.as_path_pattern`; compiling here cannot fail for a saved set.
 
 **Speed.** No pydantic at match time. A prefix list is a per-IP-version table keyed by entry length
 then masked network, so a lookup costs one dict probe per distinct entry length; community conditions
@@ -25,12 +26,12 @@ between prefixes, so their results are memoised per object (bounded). See :class
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from agent.cluster.objects import (
+    AsPathPattern,
     PolicyActions,
     PolicyMatch,
     PolicyRule,
@@ -183,7 +184,7 @@ class CompiledRule:
     prefixes: PrefixList | None
     communities: frozenset[int] | None
     large_communities: frozenset[LargeCommunity] | None
-    as_path: re.Pattern[str] | None
+    as_path: AsPathPattern | None
     actions: Actions
     accept: bool
     model: PolicyRule
