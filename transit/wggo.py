@@ -136,12 +136,30 @@ async def stop_leftover(cfg: WireguardGoConfig) -> int | None:
     )
     # Not our child (no trio.Process to reap), so by the pid its socket names, checked just above.
     process.signal_pid(pid, signal.SIGTERM)
+    # Wait for the process itself, not only its socket: wireguard-go removes the socket before it exits
+    # and lets go of its UDP port, so a new one started in between fails with EADDRINUSE.
     with trio.move_on_after(cfg.stop_timeout):
-        while await trio.to_thread.run_sync(_socket_owner, cfg.socket) == pid:
+        while await trio.to_thread.run_sync(_running, pid, comm):
             await trio.sleep(0.05)
         return pid
-    process.signal_pid(pid, signal.SIGKILL)
+    if await trio.to_thread.run_sync(_running, pid, comm):  # still that wireguard-go, not a reused pid
+        process.signal_pid(pid, signal.SIGKILL)
+    with trio.move_on_after(cfg.stop_timeout):
+        while await trio.to_thread.run_sync(_running, pid, comm):
+            await trio.sleep(0.05)
     return pid
+
+
+def _running(pid: int, comm: str) -> bool:
+    """Whether ``pid`` is still the ``comm`` process we signalled: it exists under that name and is not
+    a zombie (an exited orphan waiting to be reaped holds no sockets)."""
+    try:
+        if Path(f"/proc/{pid}/comm").read_text().strip() != comm:
+            return False
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 async def _run_once(
