@@ -109,6 +109,15 @@ def _parent_runs_an_agent(pid: int) -> int | None:
     return ppid if b"agent" in argv[1:] and ppid != os.getpid() else None
 
 
+def _who(pid: int) -> tuple[str, int | None]:
+    """``pid``'s process name ("?" if unreadable) and its parent agent's pid, read from /proc."""
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        comm = "?"
+    return comm, _parent_runs_an_agent(pid)
+
+
 async def stop_leftover(cfg: WireguardGoConfig) -> int | None:
     """Stop a wireguard-go left serving this interface by an earlier run (see the module docstring);
     returns its pid, or None if there was none. A socket served by anything else, or by the wireguard-go
@@ -116,16 +125,12 @@ async def stop_leftover(cfg: WireguardGoConfig) -> int | None:
     pid = await trio.to_thread.run_sync(_socket_owner, cfg.socket)
     if pid is None:
         return None
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        comm = "?"
+    comm, owner = await trio.to_thread.run_sync(_who, pid)
     if comm not in ("wireguard-go", Path(cfg.binary).name[:15]):
         raise WireguardGoError(
             f"{cfg.socket} is served by pid {pid} ({comm}), not by a wireguard-go: is another program "
             f"using interface {cfg.ifname}?"
         )
-    owner = _parent_runs_an_agent(pid)
     if owner is not None:
         raise WireguardGoError(
             f"interface {cfg.ifname} is in use by wireguard-go pid {pid} of another running agent (pid "
