@@ -99,7 +99,14 @@ class Pids:
         )
         self.bridge = None
         if self.exabgp is not None:
-            self.bridge = next((c for c in children(self.exabgp) if "agent.bgp.bridge" in cmdline(c)), None)
+            self.bridge = next(
+                (
+                    c
+                    for c in children(self.exabgp)
+                    if any(a.endswith("agent/bgp/bridge.py") for a in cmdline(c))
+                ),
+                None,
+            )
 
     def sample(self) -> dict[str, tuple[float | None, float | None]]:
         """(cpu seconds, RSS MiB) for agent, exabgp, bridge."""

@@ -1,4 +1,4 @@
-"""ExaBGP's API process: ``python -m agent.bgp.bridge SOCKET``.
+"""ExaBGP's API process: ``python -I -S .../agent/bgp/bridge.py SOCKET`` (standard library only).
 
 ExaBGP writes events to this program's stdin and reads commands from its stdout. The bridge connects
 to the agent's Unix socket and copies bytes both ways, so the agent, not ExaBGP, owns the API end. It
@@ -128,7 +128,7 @@ def stop_exabgp(exabgp: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m agent.bgp.bridge SOCKET", file=sys.stderr)
+        print("usage: python -I -S bridge.py SOCKET", file=sys.stderr)
         return 2
     exabgp = os.getppid()
     try:

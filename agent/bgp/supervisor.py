@@ -64,7 +64,9 @@ def default_exabgp_argv() -> tuple[str, ...]:
 
 
 def default_bridge_argv() -> tuple[str, ...]:
-    return (sys.executable, "-m", "agent.bgp.bridge")
+    """The bridge run as a script in isolated mode without ``site``: it needs only the standard library,
+    and skipping the package and site-packages saves ~2 MiB of RSS per machine (measured: 12.1 -> 10.3)."""
+    return (sys.executable, "-I", "-S", str(Path(__file__).with_name("bridge.py")))
 
 
 class SpeakerError(Exception):

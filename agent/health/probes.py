@@ -13,7 +13,6 @@ import ssl
 import subprocess
 from dataclasses import dataclass
 
-import httpx
 import trio
 
 from agent.cluster.objects import HealthCheck
@@ -44,6 +43,8 @@ class TlsContexts:
 
     @classmethod
     def create(cls) -> TlsContexts:
+        import httpx  # here, not at the top: ~6 MiB that a machine without HTTPS checks never needs
+
         return cls(verify=httpx.create_ssl_context(), skip_verify=httpx.create_ssl_context(verify=False))
 
 

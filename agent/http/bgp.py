@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
-import httpx
 import trio
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ValidationError
@@ -41,6 +40,8 @@ from agent.routing import PeerKind, Prefix, Ranked, Rib
 from gossip import MemberInfo, MemberState, Refusals
 
 if TYPE_CHECKING:
+    import httpx
+
     from agent.bgp.speaker import NeighborView
 
 log = logging.getLogger("wiremesh.api")
@@ -282,6 +283,8 @@ def create_bgp_router(
         if auth is not None:
             headers["authorization"] = auth
         url = f"http://{address}/v1/rib"
+        import httpx  # on the first proxied request: ~6 MiB a machine that never proxies does not load
+
         try:
             async with httpx.AsyncClient(transport=proxy_transport, timeout=proxy_timeout) as client:
                 response = await client.get(url, params=params, headers=headers)
