@@ -26,7 +26,7 @@ import pytest
 import trio
 
 from agent.bgp.adjout import AdjRibOut
-from agent.bgp.api import Command, RouteAttributes, Update, prepend_path
+from agent.bgp.api import Command, PeerState, RouteAttributes, SessionState, Update, prepend_path
 from agent.bgp.config import Neighbor
 from agent.bgp.lifecycle import ReloadReason, Resync
 from agent.bgp.supervisor import (
@@ -245,6 +245,39 @@ async def test_exabgp_with_bird(lab: Lab, tmp_path: Path) -> None:
             )
             assert route6.next_hop == BIRD6  # the global one of the two next hops BIRD sends
 
+            # 2b. Neighbors added and removed: one reload each, and the established sessions stay up
+            # (no Cease 6/3 to BIRD, no new session: BIRD's "since" and the route's stamp unchanged).
+            async def sessions() -> str:
+                return "\n".join(
+                    line
+                    for line in (await birdc(lab, "show", "protocols")).splitlines()
+                    if line.startswith("mesh")
+                )
+
+            before, stamped, seen = await sessions(), await route_block(lab, VIP4), len(owner.events)
+            assert before.count("Established") == 2, before
+            for extra in ("192.0.2.1", "192.0.2.2"):  # passive: ExaBGP waits, sends nothing there
+                sup.set_neighbors([*neighbors, Neighbor(extra, 65002, LOCAL_AS, EXA4, EXA4, passive=True)])
+
+                async def reloaded(extra: str = extra) -> bool:
+                    return any(extra in r.neighbors for r in owner.resyncs)
+
+                await eventually(reloaded, what=f"the reload adding {extra}", timeout=WAIT, poll=0.1)
+            sup.set_neighbors(neighbors)
+            await eventually(
+                lambda: "192.0.2" not in sup.config_path.read_text(),
+                what="the reload removing the extra neighbors",
+                timeout=WAIT,
+                poll=0.1,
+            )
+            await trio.sleep(2)  # ExaBGP applies the reload before its next command; give it one round
+            assert await sessions() == before
+            assert await route_block(lab, VIP4) == stamped
+            downs = [
+                e for e in owner.events[seen:] if isinstance(e, PeerState) and e.state is SessionState.DOWN
+            ]
+            assert not downs, downs
+
             # 3. Drain: the route shows GRACEFUL_SHUTDOWN first, then the withdrawal removes it.
             await owner.apply(owner.rib.graceful_shutdown())
 
@@ -278,10 +311,15 @@ async def test_exabgp_with_bird(lab: Lab, tmp_path: Path) -> None:
             assert learned_at is not None
             first = sup.pid
             assert first is not None and first == pids[0]
+            resyncs_before_kill = len(owner.resyncs)
             os.kill(first, signal.SIGKILL)
 
             async def restarted() -> bool:
-                return len(owner.resyncs) >= 2 and sup.pid not in (None, first) and sup.connected
+                return (
+                    len(owner.resyncs) > resyncs_before_kill
+                    and sup.pid not in (None, first)
+                    and sup.connected
+                )
 
             await eventually(
                 restarted,
@@ -290,7 +328,7 @@ async def test_exabgp_with_bird(lab: Lab, tmp_path: Path) -> None:
                 poll=0.2,
                 detail=lab.diagnostics,
             )
-            assert owner.resyncs[1].reason is ReloadReason.RESTART
+            assert owner.resyncs[-1].reason is ReloadReason.RESTART
             down = next(e for e in owner.events if isinstance(e, SpeakerDown))
             assert "-9" in down.reason
 
