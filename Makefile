@@ -31,7 +31,7 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 pytest: venv deps
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=30  # the slowest tests named in every CI log: where the time goes
 
 test: deps venv lint typecheck pytest
 
