@@ -43,18 +43,19 @@ reflectors with each other (plain iBGP, no client flag) and each reflector with 
 client end marked), so a client holds exactly one session per reflector (plus one per legacy member).
 
 **Switching without a blackhole** (:func:`transition`). Between an old plan and a new one (full mesh to
-reflected, a reflector replaced, back to full mesh) each machine holds the old plan's sessions, *with
-their old roles*, plus the new plan's, until every session of the new plan is established; then it
-drops to the new plan. While the switch lasts the old plan is whole, so every pair of machines keeps
-the path it had (direct, or through an old reflector that still treats its old clients as clients);
-afterwards the new plan is whole. Sessions to machines that are no longer live are dropped at once
-(a reflector that died is covered by the other ``k - 1``). On a machine, "every session of the new
-plan is established" is its own sessions as the speaker reports them, and for every other machine the
-plan it publishes as settled (``ReflectorInfo.settled`` = :meth:`Placement.digest`). A role change on
-a session that stays (client flag set or cleared) is applied only after the switch, when the other
-paths are up. :func:`uncovered` states the property the tests check: no pair of live machines without
-a direct established session or an established pair of sessions through a machine that reflects
-between them.
+reflected, a reflector replaced, back to full mesh) each machine holds the old plan's sessions plus the
+new plan's, until every session of the new plan is established; then it drops to the new plan. A session
+in both plans reflects if either has it reflect. While the switch lasts the old plan is whole, so every
+pair of machines keeps the path it had (direct, or through an old reflector that still treats its old
+clients as clients); afterwards the new plan is whole. A machine that joined during the switch is
+reached once its own new sessions are up, as any newcomer. Sessions to machines that are no longer live
+are dropped at once (a reflector that died is covered by the other ``k - 1``). On a machine, "every
+session of the new plan is established" is its own sessions as the speaker reports them, and for every
+other machine the plan it publishes as settled (``ReflectorInfo.settled`` = :meth:`Placement.digest`). A
+session whose client flag changes while it stays (set at the start of a switch, cleared at its end) must
+be reconfigured without a reset, or counted as a new session, when this is wired to the speaker.
+:func:`uncovered` states the property the tests check: no pair of live machines without a direct
+established session or an established pair of sessions through a machine that reflects between them.
 
 Pure: no clock (``suspect_for`` and the claim times are passed in), no I/O.
 """
@@ -297,14 +298,17 @@ def settled(plan: SessionPlan, established: Set[Pair]) -> bool:
 
 def transition(old: SessionPlan, new: SessionPlan, established: Set[Pair]) -> SessionPlan:
     """The sessions to hold while switching from ``old`` to ``new``: ``new`` once every session of it is
-    established; until then the old sessions between live machines with their old roles, plus the new
-    plan's other sessions. ``old`` is what was held before (itself possibly a transition), so a second
-    change during a switch keeps the first's sessions too."""
+    established; until then the old sessions between live machines, plus the new plan's others. A
+    session in both reflects if either plan has it reflect (an old reflector keeps reflecting to its
+    old clients, a new one starts at once: reflection only adds paths). ``old`` is what was held before
+    (itself possibly a transition), so a second change during a switch keeps the first's sessions."""
     if settled(new, established):
         return new
     held = {s.pair: s for s in old.sessions if s.a in new.machines and s.b in new.machines}
     for s in new.sessions:
-        held.setdefault(s.pair, s)
+        kept = held.get(s.pair)
+        if kept is None or kept.client is None:
+            held[s.pair] = s
     return SessionPlan(new.machines, frozenset(held.values()))
 
 
