@@ -466,3 +466,20 @@ def test_a_placement_digest_names_its_shape_not_its_clients() -> None:
     assert a.digest() == b.digest()
     assert a.digest() != Placement(Mode.FULL_MESH, a.machines).digest()
     assert 0 <= a.digest() < 1 << 32
+
+
+# --- the scale model uses the rule ----------------------------------------------------------------
+
+
+def test_the_scale_model_counts_what_the_plan_holds() -> None:
+    from labs.model_reflectors import model, settled_placement
+
+    for n in (5, 10, 60):
+        placement = settled_placement(n, PARAMS)
+        plan = session_plan(placement)
+        row = model(n, PARAMS, paths=300, sim_max=0, seed=1)
+        assert row.sessions_total == len(plan.sessions)
+        assert row.reflectors == len(placement.reflectors) == (0 if n < 8 else 2)
+        clients = [m for m in placement.machines if placement.role(m) is Role.CLIENT]
+        assert all(len(plan.peers_of(c)) == row.sessions_per_client for c in clients)
+        assert row.gossip_spread_s is None and row.sim_wall_s is None
