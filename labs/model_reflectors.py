@@ -204,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-mesh-below", type=int, default=Params().full_mesh_below)
     parser.add_argument("--vips", type=int, default=100, help="VIPs in the mesh")
     parser.add_argument("--announcers", type=int, default=3, help="machines announcing each VIP")
-    parser.add_argument("--sim-max", type=int, default=1000, help="simulate gossip up to this size")
+    parser.add_argument(
+        "--sim-max", type=int, default=200, help="simulate gossip up to this size (1,000 takes minutes)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, default=RESULTS / "model_reflectors.json")
     args = parser.parse_args(argv)

@@ -11,8 +11,11 @@ The rule (:func:`place`):
 
 1. **Who counts.** Live speakers: members alive or suspect that publish ``bgp``. A suspect member keeps
    what it holds (its claim, its sessions) until gossip says dead or left, or until it has been suspect
-   for longer than ``suspect_hold`` (30 s by default: past the SWIM suspicion timeout of a healthy
-   LAN mesh of up to 10,000 members, 4 x log10 N x 1 s = 16 s, so a suspicion normally ends first).
+   for longer than ``suspect_hold`` (30 s by default: past the minimum suspicion timeout of the LAN
+   profile up to 10,000 members, 4 x log10 N x 1 s = 16 s, which a dead member's suspicion reaches
+   once enough members confirm it, so it is normally declared dead, or refutes, before the hold ends).
+   ``suspect_for`` is each agent's own view, so two agents can disagree for the moments in which one
+   has passed the hold and the other has not; both converge when gossip declares the member dead.
 2. **Full mesh or reflected.** Below ``full_mesh_below`` live speakers (8 by default) the mesh stays a
    full mesh, as today: 28 sessions at 8 machines, 7 per ExaBGP, which today's figures handle easily
    (30 MiB ExaBGP with 29 sessions), while a reflected mesh of under 8 machines saves little and puts
