@@ -27,12 +27,13 @@ from agent.bgp.reflectors import (
     place,
     session_plan,
     settled,
+    speakers_from,
     transition,
     uncovered,
 )
 from agent.config.bgp import BgpSettings
-from agent.wirevalues import Eligibility
-from gossip import MemberState
+from agent.published import BGP, BGP_KEY, Eligibility, ReflectorInfo, SpeakerInfo
+from gossip import MemberInfo, MemberState, Refusals
 
 ALIVE, SUSPECT, DEAD, LEFT = MemberState.ALIVE, MemberState.SUSPECT, MemberState.DEAD, MemberState.LEFT
 AUTO, ALWAYS, NEVER = Eligibility.AUTO, Eligibility.ALWAYS, Eligibility.NEVER
@@ -483,3 +484,35 @@ def test_the_scale_model_counts_what_the_plan_holds() -> None:
         clients = [m for m in placement.machines if placement.role(m) is Role.CLIENT]
         assert all(len(plan.peers_of(c)) == row.sessions_per_client for c in clients)
         assert row.gossip_spread_s is None and row.sim_wall_s is None
+
+
+# --- from gossip ----------------------------------------------------------------------------------
+
+
+def test_the_rule_reads_its_input_from_gossip() -> None:
+    def member(name: str, state: MemberState, value: bytes | None, since: float = 0.0) -> MemberInfo:
+        kv: dict[str, tuple[int, bytes | None]] = {} if value is None else {BGP_KEY: (1, value)}
+        return MemberInfo(name, ("198.18.0.9", 7946), 1, state, since, b"", kv)
+
+    def info(rr: ReflectorInfo | None) -> SpeakerInfo:
+        return SpeakerInfo(64512, "198.18.0.9", "198.18.0.9", reflector=rr)
+
+    refusals = Refusals()
+    members = [
+        member("me", ALIVE, BGP.encode(info(None))),  # gossip's stale echo of this machine: ignored
+        member("r1", SUSPECT, BGP.encode(info(ReflectorInfo(AUTO, 5))), since=90.0),
+        member("c1", ALIVE, BGP.encode(info(ReflectorInfo(NEVER)))),
+        member("old", ALIVE, BGP.encode(info(None))),
+        member("nobgp", ALIVE, None),
+        member("junk", ALIVE, b"\xc1"),
+        member("gone", DEAD, BGP.encode(info(ReflectorInfo(ALWAYS, 1)))),
+    ]
+    got = speakers_from(members, "me", info(ReflectorInfo(ALWAYS)), 100.0, refusals=refusals)
+    assert got == [
+        Speaker("me", ALIVE, ALWAYS),
+        Speaker("r1", SUSPECT, AUTO, 5, 10.0),
+        Speaker("c1", ALIVE, NEVER),
+        Speaker("old", ALIVE, None),
+        Speaker("gone", DEAD, ALWAYS, 1),
+    ]
+    assert [sender for _, sender, _ in refusals.logged()] == ["junk"]

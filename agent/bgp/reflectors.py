@@ -71,8 +71,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from agent.config.bgp import BgpSettings
-from agent.wirevalues import Eligibility
-from gossip import MemberState
+from agent.published import BGP, BGP_KEY, Eligibility, SpeakerInfo
+from gossip import MemberInfo, MemberState, Refusals
 
 DEFAULT_K = 2
 DEFAULT_FULL_MESH_BELOW = 8
@@ -220,6 +220,32 @@ def params_from(settings: BgpSettings) -> Params:
         margin=min(DEFAULT_MARGIN, settings.full_mesh_below),
         suspect_hold=settings.reflector_hold,
     )
+
+
+def speakers_from(
+    members: Iterable[MemberInfo], own_name: str, own: SpeakerInfo, now: float, *, refusals: Refusals
+) -> list[Speaker]:
+    """The rule's input from this agent's gossip view: every member that publishes a readable ``bgp``
+    value, and this machine itself from ``own`` (what it is about to publish, not what gossip last
+    echoed). ``now`` is on gossip's clock, the one ``MemberInfo.since`` is on. A value this agent
+    cannot read is reported to ``refusals``, and that member counts as no speaker."""
+
+    def speaker(name: str, state: MemberState, info: SpeakerInfo, suspect_for: float) -> Speaker:
+        rr = info.reflector
+        if rr is None:
+            return Speaker(name, state, None, None, suspect_for)
+        return Speaker(name, state, rr.eligibility, rr.claim, suspect_for)
+
+    out = [speaker(own_name, MemberState.ALIVE, own, 0.0)]
+    for member in members:
+        if member.name == own_name:
+            continue
+        info = BGP.decode(member.kv.get(BGP_KEY, (0, None))[1], member.name, refusals)
+        if info is None:
+            continue
+        suspect_for = max(0.0, now - member.since) if member.state is MemberState.SUSPECT else 0.0
+        out.append(speaker(member.name, member.state, info, suspect_for))
+    return out
 
 
 def _holds(s: Speaker, params: Params) -> bool:
