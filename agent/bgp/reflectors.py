@@ -70,14 +70,11 @@ from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from enum import StrEnum
 
-from agent.config.bgp import BgpSettings
+from agent.config.bgp import DEFAULT_FULL_MESH_BELOW, DEFAULT_REFLECTOR_HOLD, DEFAULT_REFLECTORS, BgpSettings
 from agent.published import BGP, BGP_KEY, Eligibility, SpeakerInfo
 from gossip import MemberInfo, MemberState, Refusals
 
-DEFAULT_K = 2
-DEFAULT_FULL_MESH_BELOW = 8
-DEFAULT_MARGIN = 2
-DEFAULT_SUSPECT_HOLD = 30.0
+DEFAULT_MARGIN = 2  # a reflected mesh returns to a full mesh only below full_mesh_below - this
 
 LIVE_STATES = frozenset({MemberState.ALIVE, MemberState.SUSPECT})
 
@@ -101,10 +98,10 @@ class Params:
     """The rule's knobs (see the module docstring for the defaults' reasons). Every agent of a mesh must
     use the same values, or they compute different sets: they come from the config's ``[bgp]``."""
 
-    k: int = DEFAULT_K
+    k: int = DEFAULT_REFLECTORS
     full_mesh_below: int = DEFAULT_FULL_MESH_BELOW
     margin: int = DEFAULT_MARGIN
-    suspect_hold: float = DEFAULT_SUSPECT_HOLD
+    suspect_hold: float = DEFAULT_REFLECTOR_HOLD
 
     def __post_init__(self) -> None:
         if self.k < 1:
