@@ -17,7 +17,9 @@ key                  publisher                    version  value
 ``health``           agent.health.runner          1        per object key, the check :class:`Verdict`
                                                            (a bare map: predates versioning, ``v`` implied)
 ``bgp``              agent.bgp.speaker            1        :class:`SpeakerInfo`: ASN, router id, underlay
-                                                           and mesh address, keys on the wire
+                                                           and mesh address, keys on the wire, reflector
+                                                           eligibility / claim / settled (``rr``,
+                                                           optional: older agents ignore it)
 ``transit.reach``    transit.driver               1        the reachability vector: per peer, direct up,
                                                            RTT ms, route (``[1, {peer: [...]}]``)
 ``transit.meta``     transit.driver (metadata)    1        :class:`transit.meta.TransitMeta`: public key,
@@ -36,7 +38,7 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from agent.wirevalues import ANNOUNCING, Announced, Reason, SpeakerInfo, Verdict
+from agent.wirevalues import ANNOUNCING, Announced, Eligibility, Reason, ReflectorInfo, SpeakerInfo, Verdict
 from gossip import Codec, Framing, WireError
 from transit import META, REACH, ReachVector, TransitMeta
 
@@ -154,7 +156,38 @@ def _bgp_body(info: SpeakerInfo) -> dict[str, Any]:
     }
     if info.mesh is not None:
         body["mesh"] = info.mesh
+    if info.reflector is not None:
+        body["rr"] = _rr_body(info.reflector)
     return body
+
+
+def _rr_body(rr: ReflectorInfo) -> dict[str, Any]:
+    body: dict[str, Any] = {"e": rr.eligibility.value}
+    if rr.claim is not None:
+        body["c"] = rr.claim
+    if rr.settled is not None:
+        body["s"] = rr.settled
+    return body
+
+
+def _uint(value: Any, bits: int, what: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << bits:
+        raise WireError(f"{what}: {value!r} is not an integer in 0..2^{bits}-1")
+    return value
+
+
+def _rr_from_body(body: Any) -> ReflectorInfo | None:
+    if body is None:
+        return None
+    if not isinstance(body, dict):
+        raise WireError("rr: expected a map")
+    e = body.get("e")
+    if not isinstance(e, str) or e not in set(Eligibility):
+        raise WireError(f"rr.e: {e!r} is not auto, always or never")
+    eligibility = Eligibility(e)
+    return ReflectorInfo(eligibility, _uint(body.get("c"), 63, "rr.c"), _uint(body.get("s"), 32, "rr.s"))
 
 
 def _ip(value: Any, what: str) -> str:
@@ -176,7 +209,12 @@ def _bgp_from_body(body: dict[Any, Any]) -> SpeakerInfo:
     if not isinstance(sent, list) or not all(isinstance(k, str) for k in sent):
         raise WireError("sent: expected a list of object keys")
     return SpeakerInfo(
-        asn, rid, _ip(body.get("addr"), "addr"), tuple(sent), None if mesh is None else _ip(mesh, "mesh")
+        asn,
+        rid,
+        _ip(body.get("addr"), "addr"),
+        tuple(sent),
+        None if mesh is None else _ip(mesh, "mesh"),
+        _rr_from_body(body.get("rr")),
     )
 
 
@@ -204,6 +242,8 @@ __all__ = [
     "REACHABILITY",
     "REACH_KEY",
     "Announced",
+    "Eligibility",
+    "ReflectorInfo",
     "SpeakerInfo",
     "Verdict",
 ]

@@ -119,18 +119,51 @@ class Announced:
 # --- bgp: the speaker's identity --------------------------------------------------------------------
 
 
+class Eligibility(StrEnum):
+    """Whether a machine may be a route reflector (its config's ``[bgp] reflector``)."""
+
+    AUTO = "auto"  # if the placement rule picks it
+    ALWAYS = "always"  # whenever the mesh is reflected
+    NEVER = "never"  # a client only
+
+
+@dataclass(frozen=True, slots=True)
+class ReflectorInfo:
+    """What a machine publishes for reflector placement (:mod:`agent.bgp.reflectors`): whether it may
+    reflect; ``claim``, while it is a reflector, the HLC time it took the role (packed
+    ``wall_ms << 16 | counter``, comparable across machines); ``settled``, the digest of the placement
+    whose sessions it has all established (how others know a switch is done on its side)."""
+
+    eligibility: Eligibility = Eligibility.AUTO
+    claim: int | None = None
+    settled: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class SpeakerInfo:
     """What a machine's speaker publishes about itself. ``sent``: the ``vip/NAME`` / ``route/NAME``
     keys whose routes it has on the wire to at least one established session (``announced_by`` in
     VIP status). ``mesh``: this machine's mesh address while it is up (absent without WireGuard); an
-    optional key, so agents that do not know it still read the rest."""
+    optional key, so agents that do not know it still read the rest. ``reflector``: its reflector
+    eligibility and claim, optional the same way (absent: an agent from before reflectors, which
+    peers with everyone)."""
 
     asn: int
     router_id: str
     address: str
     sent: tuple[str, ...] = ()
     mesh: str | None = None
+    reflector: ReflectorInfo | None = None
 
 
-__all__ = ["ANNOUNCING", "STATES", "Announced", "Reason", "SpeakerInfo", "State", "Verdict"]
+__all__ = [
+    "ANNOUNCING",
+    "STATES",
+    "Announced",
+    "Eligibility",
+    "Reason",
+    "ReflectorInfo",
+    "SpeakerInfo",
+    "State",
+    "Verdict",
+]

@@ -22,6 +22,8 @@ from agent.published import (
     PUBLISHED,
     REACHABILITY,
     Announced,
+    Eligibility,
+    ReflectorInfo,
     SpeakerInfo,
     Verdict,
 )
@@ -51,6 +53,17 @@ FROZEN: list[tuple[Codec[Any], str, object]] = [
         "86a17601a361736ecefa56ea00a3726964a831302e302e302e31a461646472ab323030313a6462383a3a32a473656e74"
         "90a46d657368aa3130302e36342e302e31",
         SpeakerInfo(4200000000, "10.0.0.1", "2001:db8::2", (), "100.64.0.1"),
+    ),
+    (
+        BGP,
+        "86a17601a361736ecdfc00a3726964aa3139382e31382e302e32a461646472aa3139382e31382e302e32a473656e74"
+        "90a2727283a165a46175746fa163cf018bcfe568000000a173ce12345678",
+        SpeakerInfo(
+            64512,
+            "198.18.0.2",
+            "198.18.0.2",
+            reflector=ReflectorInfo(Eligibility.AUTO, 1700000000000 << 16, 0x12345678),
+        ),
     ),
     (
         ANNOUNCE,
@@ -185,7 +198,40 @@ speakers = st.builds(
     ips.map(str),
     st.lists(object_keys, unique=True, max_size=4).map(lambda keys: tuple(sorted(keys))),
     st.none() | ips.map(str),
+    st.none()
+    | st.builds(
+        ReflectorInfo,
+        st.sampled_from(Eligibility),
+        st.none() | st.integers(0, (1 << 63) - 1),
+        st.none() | st.integers(0, (1 << 32) - 1),
+    ),
 )
+
+
+def test_an_older_agent_reads_a_speaker_that_publishes_reflector_info() -> None:
+    """What an agent without reflectors reads: the same fields, the ``rr`` key ignored."""
+    new = SpeakerInfo(64512, "198.18.0.2", "198.18.0.2", reflector=ReflectorInfo(Eligibility.NEVER, 7))
+    body = msgpack.unpackb(BGP.encode(new))
+    assert body["rr"] == {"e": "never", "c": 7}
+    del body["rr"]
+    assert BGP.parse(msgpack.packb(body)) == SpeakerInfo(64512, "198.18.0.2", "198.18.0.2")
+
+
+@pytest.mark.parametrize(
+    ("rr", "words"),
+    [
+        ("auto", "rr: expected a map"),
+        ({"e": "maybe"}, "rr.e"),
+        ({"e": ["auto"]}, "rr.e"),
+        ({"e": "auto", "c": -1}, "rr.c"),
+        ({"e": "auto", "c": True}, "rr.c"),
+        ({"e": "auto", "s": 1 << 32}, "rr.s"),
+    ],
+)
+def test_bad_reflector_info_is_refused(rr: object, words: str) -> None:
+    body = {"v": 1, "asn": 64512, "rid": "198.18.0.2", "addr": "198.18.0.2", "sent": [], "rr": rr}
+    with pytest.raises(WireError, match=words.replace(".", r"\.")):
+        BGP.parse(msgpack.packb(body))
 
 
 @given(speakers)

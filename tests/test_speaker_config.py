@@ -107,6 +107,11 @@ def test_router_id_defaults_to_the_advertise_address(tmp_path: Path) -> None:
         ("[bgp]\nroute_protocol = 2\n", "bgp.route_protocol", "out of range"),
         ("[bgp]\nroute_table = 255\n", "bgp.route_table", "reserved"),
         ("[bgp]\nholdtime = 9\n", "bgp.holdtime", "unknown key"),
+        ('[bgp]\nreflector = "yes"\n', "bgp.reflector", "auto, always, never"),
+        ("[bgp]\nreflector = true\n", "bgp.reflector", "auto, always, never"),
+        ("[bgp]\nreflectors = 0\n", "bgp.reflectors", "out of range: 0 (must be 1-16)"),
+        ("[bgp]\nfull_mesh_below = -1\n", "bgp.full_mesh_below", "out of range"),
+        ("[bgp]\nreflector_hold = -5\n", "bgp.reflector_hold", "out of range"),
         ("[bgp]\npeers = 3\n", "bgp.peers", "array of tables"),
         ("[[bgp.peers]]\npeer_asn = 1\n", "bgp.peers[0].address", "missing required key"),
         ('[[bgp.peers]]\naddress = "198.18.0.1"\n', "bgp.peers[0].peer_asn", "missing required key"),
@@ -154,3 +159,13 @@ def test_an_ipv6_underlay_needs_an_explicit_router_id(tmp_path: Path) -> None:
     assert info.value.key == "bgp.router_id" and "not IPv4" in info.value.problem
     path.write_text(path.read_text() + 'router_id = "10.0.0.1"\n')
     assert load_config(path).bgp.router_id == "10.0.0.1"
+
+
+def test_reflector_settings(tmp_path: Path) -> None:
+    settings = load(tmp_path, "")
+    assert (settings.reflector, settings.reflectors, settings.full_mesh_below) == ("auto", 2, 8)
+    settings = load(
+        tmp_path, '[bgp]\nreflector = "never"\nreflectors = 3\nfull_mesh_below = 20\nreflector_hold = 5\n'
+    )
+    assert (settings.reflector, settings.reflectors, settings.full_mesh_below) == ("never", 3, 20)
+    assert settings.reflector_hold == 5.0

@@ -17,6 +17,10 @@ nothing from the speaker.
     max_paths = 4                # ECMP: next hops installed per destination
     route_protocol = 200         # kernel route protocol number marking the agent's routes
     route_table = 254            # kernel table the routes go in (254: main)
+    reflector = "auto"           # may this machine be a route reflector: "auto", "always", "never"
+    reflectors = 2               # k: reflectors in a reflected mesh (same on every machine)
+    full_mesh_below = 8          # full mesh below this many machines (same on every machine)
+    reflector_hold = 30.0        # s a suspect reflector keeps its role (same on every machine)
 
     [[bgp.peers]]                # external routers
     address = "198.18.0.1"
@@ -66,6 +70,10 @@ DEFAULT_DRAIN_TIME = 5.0
 DEFAULT_MAX_PATHS = 4
 DEFAULT_ROUTE_PROTOCOL = 200  # unassigned in iproute2's rt_protos (BIRD is 12, FRR's bgp 186)
 DEFAULT_ROUTE_TABLE = 254  # main
+# Route reflector placement (agent/bgp/reflectors.py says why these values).
+DEFAULT_REFLECTORS = 2
+DEFAULT_FULL_MESH_BELOW = 8
+DEFAULT_REFLECTOR_HOLD = 30.0
 RESERVED_TABLES = (0, 253, 255)  # unspec, default, local: never ours to fill
 MIN_ROUTE_PROTOCOL = 5  # 0-4 are the kernel's own (unspec, redirect, kernel, boot, static)
 
@@ -140,6 +148,10 @@ class BgpSettings:
     route_protocol: int = DEFAULT_ROUTE_PROTOCOL
     route_table: int = DEFAULT_ROUTE_TABLE
     peers: tuple[ExternalPeer, ...] = ()
+    reflector: Literal["auto", "always", "never"] = "auto"
+    reflectors: int = DEFAULT_REFLECTORS
+    full_mesh_below: int = DEFAULT_FULL_MESH_BELOW
+    reflector_hold: float = DEFAULT_REFLECTOR_HOLD
 
     def machine_asn(self, machine: str) -> int:
         return self.plan.asn_for(machine, self.asn)
@@ -249,6 +261,10 @@ class BgpSection(Section):
     route_protocol: Annotated[int, between(MIN_ROUTE_PROTOCOL, 255)] = DEFAULT_ROUTE_PROTOCOL
     route_table: Annotated[int, between(1, MAX_ASN), AfterValidator(_route_table)] = DEFAULT_ROUTE_TABLE
     peers: list[PeerSection] = Field(default_factory=list)
+    reflector: Literal["auto", "always", "never"] = "auto"
+    reflectors: Annotated[int, between(1, 16)] = DEFAULT_REFLECTORS
+    full_mesh_below: Annotated[int, between(0, 100_000)] = DEFAULT_FULL_MESH_BELOW
+    reflector_hold: Annotated[float, between(0, 3600)] = DEFAULT_REFLECTOR_HOLD
 
     def rules(self) -> Iterator[tuple[Loc, str]]:
         seen: set[str] = set()
@@ -271,4 +287,8 @@ class BgpSection(Section):
             route_protocol=self.route_protocol,
             route_table=self.route_table,
             peers=tuple(p.peer() for p in self.peers),
+            reflector=self.reflector,
+            reflectors=self.reflectors,
+            full_mesh_below=self.full_mesh_below,
+            reflector_hold=self.reflector_hold,
         )
