@@ -15,6 +15,14 @@ figures, scaled by simple documented rules, so every number below is an estimate
   0.1% per session**, extrapolated linearly (keepalives and the reactor's per-peer polling).
 * **Per-update CPU**: 100,000 prefixes from BIRD reached the RIB in 5.2 s (``make bench-bgp``):
   **52 µs per path** through ExaBGP, the API bridge and the agent, taken for a send as for a receive.
+* **The reflector's speaker is BIRD 2** (chosen by ``python -m labs.bench_reflector``; README, "Route
+  reflectors"): 4.8 MiB with 10 client sessions, 6.4 MiB with 100, 8.1 MiB with 200, so **4.6 MiB +
+  0.017 MiB per session**; no idle CPU measurable at 200 sessions (below 0.1% of a core); one VIP
+  fanned out to 199 clients cost it 10 ms of CPU, **0.05 ms per UPDATE sent**. Its routes: BIRD keeps
+  one copy of each path (no Adj-RIB-Out per client: it exports from its table), taken at **0.2 KiB
+  per path** (an estimate: BIRD's route entry plus its share of the attributes; not measured).
+  ExaBGP in that role measured ten times the memory and a sixth of a core idle at 100 clients, so the
+  ExaBGP figures above apply to client machines only.
 * **Agent**: 87 MiB, 0.7% of a core (issue 19, 30 agents); a machine with BGP on costs 129 MiB
   (agent 87, ExaBGP 30, bridge 12). Unchanged by the mesh's shape at these route counts.
 * **Fan-out of one VIP change** (one announcer's path added or withdrawn): full mesh, the announcer
@@ -57,6 +65,10 @@ CPU_PCT_PER_SESSION = 0.1
 SECONDS_PER_UPDATE = 52e-6
 AGENT_MIB = 87.0
 BRIDGE_MIB = 12.0
+BIRD_BASE_MIB = 4.6
+BIRD_MIB_PER_SESSION = 0.017
+BIRD_KIB_PER_PATH = 0.2
+BIRD_SECONDS_PER_SEND = 0.05e-3
 RELOAD_BATCH_S = 1.0
 PROBE_DETECT_S = 2.0
 
@@ -73,9 +85,7 @@ class Row:
     fanout_messages: int
     fanout_full_mesh: int
     reflector_sends_per_change: int
-    reflector_exabgp_mib: float
-    reflector_adj_rib_out_mib: float
-    reflector_idle_cpu_pct: float
+    reflector_bird_mib: float
     client_idle_cpu_pct: float
     full_mesh_idle_cpu_pct: float
     reflector_cpu_s_per_change: float
@@ -139,18 +149,14 @@ def model(n: int, params: Params, paths: int, sim_max: int, seed: int) -> Row:
         fanout_messages=fanout,
         fanout_full_mesh=n - 1,
         reflector_sends_per_change=sends,
-        reflector_exabgp_mib=round(
-            EXABGP_BASE_MIB + per_reflector * MIB_PER_SESSION + paths * KIB_PER_ROUTE / 1024, 1
+        reflector_bird_mib=round(
+            BIRD_BASE_MIB + per_reflector * BIRD_MIB_PER_SESSION + paths * BIRD_KIB_PER_PATH / 1024, 1
         )
-        if reflected
-        else 0.0,
-        reflector_adj_rib_out_mib=round((n - 1) * paths * KIB_PER_ROUTE / 1024, 1) if reflected else 0.0,
-        reflector_idle_cpu_pct=round(EXABGP_IDLE_CPU_PCT + CPU_PCT_PER_SESSION * per_reflector, 1)
         if reflected
         else 0.0,
         client_idle_cpu_pct=round(EXABGP_IDLE_CPU_PCT + CPU_PCT_PER_SESSION * counts["per_client"], 1),
         full_mesh_idle_cpu_pct=round(EXABGP_IDLE_CPU_PCT + CPU_PCT_PER_SESSION * (n - 1), 1),
-        reflector_cpu_s_per_change=round((n - 1) * SECONDS_PER_UPDATE, 4) if reflected else 0.0,
+        reflector_cpu_s_per_change=round(sends * BIRD_SECONDS_PER_SEND, 4) if reflected else 0.0,
         gossip_spread_s=spread,
         gossip_spread_est_s=round(estimate, 2),
         replacement_s=round(detect + (spread if spread is not None else estimate) + RELOAD_BATCH_S, 1),
@@ -160,8 +166,8 @@ def model(n: int, params: Params, paths: int, sim_max: int, seed: int) -> Row:
 
 HEADER = (
     "| N | mode | reflectors | sessions: total / full mesh | per reflector / per client | "
-    "messages per VIP change (full mesh) | reflector ExaBGP MiB (+ Adj-RIB-Out) | "
-    "idle ExaBGP CPU: reflector / client / full-mesh machine | reflector CPU s per VIP change | "
+    "messages per VIP change (full mesh) | reflector (BIRD) MiB | "
+    "idle ExaBGP CPU: client / full-mesh machine | reflector CPU s per VIP change | "
     "claim reaches all: sim / est. | reflector replaced after |"
 )
 
@@ -178,16 +184,11 @@ def markdown(row: Row) -> str:
             else f"— / {row.n - 1:,} | "
         )
         + f"{row.fanout_messages:,} ({row.fanout_full_mesh:,}) | "
+        + (f"{row.reflector_bird_mib:,.1f} | " if reflected else "— | ")
         + (
-            f"{row.reflector_exabgp_mib:,.1f} (+ {row.reflector_adj_rib_out_mib:,.1f}) | "
+            f"{row.client_idle_cpu_pct:.1f}% / {row.full_mesh_idle_cpu_pct:,.1f}% | "
             if reflected
-            else "— | "
-        )
-        + (
-            f"{row.reflector_idle_cpu_pct:,.1f}% / {row.client_idle_cpu_pct:.1f}% / "
-            f"{row.full_mesh_idle_cpu_pct:,.1f}% | "
-            if reflected
-            else f"— / — / {row.full_mesh_idle_cpu_pct:,.1f}% | "
+            else f"— / {row.full_mesh_idle_cpu_pct:,.1f}% | "
         )
         + (f"{row.reflector_cpu_s_per_change:.3f} | " if reflected else "— | ")
         + f"{spread} / {row.gossip_spread_est_s:.2f} s | "
