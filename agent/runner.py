@@ -135,7 +135,9 @@ async def run_agent(
     async with AsyncExitStack() as stack:
         signals = stack.enter_context(trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT))
         try:
-            transport = await stack.enter_async_context(open_udp_tcp_transport(cfg.bind.host, cfg.bind.port))
+            transport = await stack.enter_async_context(
+                open_udp_tcp_transport(cfg.bind.host, cfg.bind.port, limits=cfg.gossip.streams)
+            )
         except OSError as exc:
             raise OSError(exc.errno, f"cannot bind gossip to {cfg.bind}: {exc.strerror or exc}") from None
         storage = stack.enter_context(await _open_storage(Path(cfg.state_dir) / OBJECTS_DB))
