@@ -31,7 +31,7 @@ import trio
 
 from agent.announce.driver import Announcer
 from agent.bgp.speaker import BgpSpeaker, WireStatus, build_speaker
-from agent.cluster.replication import ObjectReplicator
+from agent.cluster.replication import ObjectReplicator, wall_ms
 from agent.cluster.storage import SqliteObjectStorage, StorageError
 from agent.cluster.store import ObjectStore
 from agent.config.loader import AgentConfig, HostPort, load_keyring
@@ -147,7 +147,7 @@ async def run_agent(
         bound = transport.local_addr
         advertise = (cfg.advertise.host, cfg.advertise.port or bound[1])
         # Machines "known" to validation: every member gossip has seen, past ones included.
-        store = ObjectStore(cfg.name, lambda: {m.name for m in core.members()}, records)
+        store = ObjectStore(cfg.name, lambda: {m.name for m in core.members()}, records, wall_ms=wall_ms())
         replicator = ObjectReplicator(store)
         core = Swim(
             cfg.gossip, cfg.name, advertise, sealer, random.Random(), trio.current_time(), shared=replicator

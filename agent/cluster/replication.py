@@ -80,6 +80,8 @@ class ObjectReplicator:
         self.decode_failures = 0
         store.on_change(self._changed)
         store.on_conflict(self._conflicted)
+        for record in store.repaired:  # re-stamped on load: saved, then spread, like a local edit
+            self._changed(record)
 
     # --- SharedState ---------------------------------------------------------------------------
 

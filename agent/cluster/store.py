@@ -141,7 +141,9 @@ Listener = Callable[[Record], None]
 class Conflict:
     """A version that lost to a concurrent one (see the module docstring): what lost, who wrote it,
     what won, and when this node saw both. ``type`` is ``concurrent_write`` (an edit lost to an edit),
-    ``resurrected`` (an edit or create won over a delete) or ``deleted_edit`` (a delete won over an edit)."""
+    ``resurrected`` (an edit or create won over a delete), ``deleted_edit`` (a delete won over an edit)
+    or ``restamped`` (a stored version far in the future, re-stamped at start: see
+    ``ObjectStore._repair_ahead``)."""
 
     kind: Kind
     name: str
@@ -153,6 +155,13 @@ class Conflict:
 
     def problem(self) -> Problem:
         lost = "delete" if self.lost_deleted else "version"
+        if self.type == "restamped":
+            return Problem(
+                (),
+                f"re-stamped on start: the {lost} written by {self.lost.origin} was stored at HLC "
+                f"{self.lost.ts.wall_ms}.{self.lost.ts.counter}, far ahead of the clock; its content is "
+                f"kept at {self.won.ts.wall_ms}.{self.won.ts.counter} (detected at {self.detected_ms} ms)",
+            )
         return Problem(
             (),
             f"conflict ({self.type}): the {lost} written by {self.lost.origin} at HLC "
@@ -205,7 +214,10 @@ class ObjectStore:
         *,
         conflict_window_ms: int = DEFAULT_CONFLICT_WINDOW_MS,
         max_ahead_ms: int = MAX_AHEAD_MS,
+        wall_ms: int | None = None,
     ) -> None:
+        """``records`` are those kept on disk; with ``wall_ms`` (now), those of them stamped more than
+        ``max_ahead_ms`` ahead of it are repaired on the way in (:meth:`_repair_ahead`)."""
         self.node = node
         self.max_ahead_ms = max_ahead_ms
         self.refused_ahead = 0  # replicated records refused for a timestamp too far in the future
@@ -219,14 +231,29 @@ class ObjectStore:
         self._live: dict[Key, ClusterObject] = {}
         self._unparsable: dict[Key, list[Problem]] = {}
         self._listeners: list[Listener] = []
-        latest = Timestamp(0, 0)
+        # Records loaded stamped too far ahead of ``wall_ms``, re-stamped here (see _repair_ahead); the
+        # replicator saves and spreads them like local writes.
+        self.repaired: builtins.list[Record] = []
+        newest: dict[Key, Record] = {}
         for record in records:
-            current = self._records.get(record.key)
+            current = newest.get(record.key)
             if current is None or record.version > current.version:
+                newest[record.key] = record
+        now = wall_ms
+        ahead = [
+            r for r in newest.values() if now is not None and too_far_ahead(r.version.ts, now, max_ahead_ms)
+        ]
+        ahead_keys = {r.key for r in ahead}
+        latest = Timestamp(0, 0)
+        for record in newest.values():
+            if record.key not in ahead_keys:
                 self._install(record)
-            latest = max(latest, record.version.ts)
+                latest = max(latest, record.version.ts)
         # After a restart with the wall clock set back, new writes must still supersede the stored ones.
         self.clock = HybridClock(node, latest)
+        if now is not None:
+            for record in sorted(ahead, key=lambda r: r.key):
+                self._repair_ahead(record, now)
 
     # ---- reads -------------------------------------------------------------------------------------
 
@@ -426,6 +453,38 @@ class ObjectStore:
         return unsubscribe
 
     # ---- internals ---------------------------------------------------------------------------------
+
+    def _repair_ahead(self, record: Record, wall_ms: int) -> None:
+        """Re-stamp a stored record from before far-future timestamps were refused, at ``wall_ms``.
+
+        Such a record (a forged or broken clock's, taken in by an older agent) would drag this node's
+        clock along on every start and make every later edit of any object carry a timestamp the other
+        nodes now refuse: edits made here would stop replicating. Why re-stamp rather than quarantine:
+        the record's content is what the cluster has been running with (a VIP announced, a route in
+        the RIB); taking it out of the store would silently withdraw it, and nothing stored may be
+        lost. Re-stamped at now with its content and its origin kept, it stays what every replica
+        shows, and any later honest edit beats it. Every node that kept it repairs it the same way, so
+        the replicas agree again by last-writer-wins (their re-stamps differ only in time, from the one
+        origin, so they are no conflict among themselves). The old version is recorded as a
+        ``restamped`` conflict (the object's problems, the log, ``wiremesh_object_conflicts_total``),
+        so an operator can see that the object's time, not its content, was changed.
+        """
+        deleted_at = None if record.deleted_at_ms is None else min(record.deleted_at_ms, wall_ms)
+        version = Version(self.clock.now(wall_ms), record.version.origin)
+        fixed = Record(record.kind, record.name, version, record.body, deleted_at)
+        self._install(fixed)
+        self.repaired.append(fixed)
+        log.warning(
+            "%s %r was stored stamped %.0f s ahead of this clock (more than %.0f s); re-stamped at now",
+            record.kind.value,
+            record.name,
+            (record.version.ts.wall_ms - wall_ms) / 1000,
+            self.max_ahead_ms / 1000,
+        )
+        old = record.version
+        self._record_conflict(
+            Conflict(record.kind, record.name, "restamped", old, record.tombstone, version, wall_ms)
+        )
 
     def _refuse_ahead(self, record: Record, wall_ms: int) -> None:
         self.refused_ahead += 1
