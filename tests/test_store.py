@@ -15,11 +15,13 @@ from agent.cluster.hlc import MAX_AHEAD_MS, Timestamp, Version
 from agent.cluster.objects import Kind, MachineSettings, MeshSettings, PolicySet, Problem, Route, Vip
 from agent.cluster.store import (
     CONFLICTS_PER_OBJECT,
+    REFUSAL_MEMORY_MS,
     AlreadyExists,
     InUse,
     Invalid,
     NotFound,
     ObjectStore,
+    RecentSet,
     Record,
     RecordDecodeError,
     decode_all,
@@ -604,3 +606,25 @@ def test_two_nodes_repairing_the_same_record_converge_without_a_conflict() -> No
 def test_without_wall_ms_records_load_as_stored() -> None:
     store = ObjectStore("node1", lambda: KNOWN, [forged(YEAR_144700_MS)])
     assert store.repaired == [] and store.get_record(Kind.VIP, "web") == forged(YEAR_144700_MS)
+
+
+def test_a_refused_record_is_counted_once_while_remembered() -> None:
+    store = make()
+    for _ in range(50):
+        assert store.merge(forged(YEAR_144700_MS), T0) is False
+        assert store.merge_all(encode_all([forged(YEAR_144700_MS)]), T0 + 1_000) == []
+    assert store.refused_ahead == 1 and store.refused(forged(YEAR_144700_MS), T0)
+    assert store.merge(forged(YEAR_144700_MS + 1), T0) is False  # another version: news
+    assert store.refused_ahead == 2
+    later = T0 + REFUSAL_MEMORY_MS + 1  # forgotten in time, so refused (and counted) afresh
+    assert not store.refused(forged(YEAR_144700_MS), later)
+    assert store.merge(forged(YEAR_144700_MS), later) is False and store.refused_ahead == 3
+
+
+def test_the_refusal_memory_is_bounded_in_size_and_time() -> None:
+    memory: RecentSet[int] = RecentSet(size=3, ttl_ms=100)
+    for i in range(10):
+        memory.add(i, 0)
+    assert len(memory) == 3 and [memory.seen(i, 50) for i in (6, 7, 8, 9)] == [False, True, True, True]
+    memory.add(10, 150)  # the others expired at 100: dropped as soon as anything is added
+    assert len(memory) == 1 and memory.seen(10, 249) and not memory.seen(10, 250)

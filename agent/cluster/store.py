@@ -36,7 +36,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgpack
 from pydantic import BaseModel, ValidationError
@@ -77,7 +77,14 @@ MAX_CONFLICT_OBJECTS = 1000
 # refusals are still counted but no longer logged one by one.
 MAX_LOGGED_ORIGINS = 256
 
+# Refused far-future records are remembered this long and this many at most (RecentSet): a sender
+# repeats them on every notice, update and push-pull, and each would be pulled and counted again.
+REFUSAL_MEMORY = 1024
+REFUSAL_MEMORY_MS = 10 * 60_000
+
 log = logging.getLogger("wiremesh.objects")
+
+T = TypeVar("T")
 
 Key = tuple[Kind, str]
 
@@ -188,6 +195,37 @@ def conflict_between(
     return Conflict(kind, name, kind_of, loser.version, loser.tombstone, winner.version, wall_ms)
 
 
+class RecentSet(Generic[T]):
+    """Things seen lately, bounded in number and in time (wall ms passed in): the oldest is forgotten
+    when full, and each is forgotten ``ttl_ms`` after it was added, so a memory of refusals can
+    neither grow without bound nor refuse forever what might be accepted later."""
+
+    def __init__(self, size: int = REFUSAL_MEMORY, ttl_ms: int = REFUSAL_MEMORY_MS) -> None:
+        self.size, self.ttl_ms = size, ttl_ms
+        self._until: dict[T, int] = {}  # insertion order: oldest first
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def add(self, item: T, wall_ms: int) -> None:
+        self._until.pop(item, None)
+        self._until[item] = wall_ms + self.ttl_ms
+        while self._until:
+            oldest, until = next(iter(self._until.items()))
+            if len(self._until) <= self.size and until > wall_ms:
+                break
+            del self._until[oldest]
+
+    def seen(self, item: T, wall_ms: int) -> bool:
+        until = self._until.get(item)
+        if until is None:
+            return False
+        if until <= wall_ms:
+            del self._until[item]
+            return False
+        return True
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7396 JSON merge patch: objects merge recursively, ``null`` removes (back to the default),
     anything else replaces."""
@@ -221,6 +259,7 @@ class ObjectStore:
         self.node = node
         self.max_ahead_ms = max_ahead_ms
         self.refused_ahead = 0  # replicated records refused for a timestamp too far in the future
+        self._refused: RecentSet[tuple[Key, Version]] = RecentSet()  # each counted once while remembered
         self._ahead_logged: set[str] = set()
         self._known = known_machines
         self._conflict_window_ms = conflict_window_ms
@@ -372,10 +411,13 @@ class ObjectStore:
 
         A record stamped more than ``max_ahead_ms`` past ``wall_ms`` is refused (False: not stored, so
         not passed on) and the clock does not move: it would otherwise win over every honest edit until
-        the wall clock caught up with it. It is counted in ``refused_ahead`` and logged once per origin.
+        the wall clock caught up with it. It is counted in ``refused_ahead`` once while remembered
+        (:class:`RecentSet`: peers repeat it on every push-pull), and logged once per origin.
         """
         if too_far_ahead(record.version.ts, wall_ms, self.max_ahead_ms):
-            self._refuse_ahead(record, wall_ms)
+            if not self.refused(record, wall_ms):
+                self._refused.add((record.key, record.version), wall_ms)
+                self._refuse_ahead(record, wall_ms)
             return False
         self.clock.observe(record.version.ts, wall_ms)
         current = self._records.get(record.key)
@@ -392,6 +434,10 @@ class ObjectStore:
             return False
         self._apply(record)
         return True
+
+    def refused(self, record: Record, wall_ms: int) -> bool:
+        """Whether this version of the record was refused lately as too far ahead."""
+        return self._refused.seen((record.key, record.version), wall_ms)
 
     def on_conflict(self, listener: Callable[[Conflict], None]) -> None:
         """Call ``listener`` once for every newly recorded conflict (to log and count it)."""
