@@ -147,7 +147,13 @@ async def run_agent(
         bound = transport.local_addr
         advertise = (cfg.advertise.host, cfg.advertise.port or bound[1])
         # Machines "known" to validation: every member gossip has seen, past ones included.
-        store = ObjectStore(cfg.name, lambda: {m.name for m in core.members()}, records, wall_ms=wall_ms())
+        store = ObjectStore(
+            cfg.name,
+            lambda: {m.name for m in core.members()},
+            records,
+            conflict_window_ms=round(cfg.conflict_window * 1000),
+            wall_ms=wall_ms(),
+        )
         replicator = ObjectReplicator(store)
         core = Swim(
             cfg.gossip, cfg.name, advertise, sealer, random.Random(), trio.current_time(), shared=replicator

@@ -637,3 +637,27 @@ def test_stream_limit_errors_in_the_one_format(tmp_path: Path, body: str, line: 
     err = config_error(tmp_path, WG_BASE + "[gossip.streams]\n" + body + "\n")
     assert str(err).startswith(f"{tmp_path / 'agent.toml'}: {line}"), str(err)
     assert len(err.problems) == 1, str(err)
+
+
+# --- conflict_window -------------------------------------------------------------------------------------
+
+
+def test_conflict_window_defaults_to_the_stores_and_is_configurable(tmp_path: Path) -> None:
+    from agent.cluster.store import DEFAULT_CONFLICT_WINDOW_MS
+
+    assert load(tmp_path, WG_BASE).conflict_window * 1000 == DEFAULT_CONFLICT_WINDOW_MS
+    assert load(tmp_path, WG_BASE + "conflict_window = 2.5\n").conflict_window == 2.5
+    assert load(tmp_path, WG_BASE + "conflict_window = 0\n").conflict_window == 0.0  # records none
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("conflict_window = -1", "out of range: -1.0 (must be >= 0.0)"),
+        ("conflict_window = 7200", "out of range: 7200.0 (must be <= 3600.0)"),
+        ("conflict_window = '10s'", "expected number, got string '10s'"),
+    ],
+)
+def test_conflict_window_errors_in_the_one_format(tmp_path: Path, body: str, reason: str) -> None:
+    err = config_error(tmp_path, WG_BASE + body + "\n")
+    assert str(err) == f"{tmp_path / 'agent.toml'}: conflict_window: {reason}"

@@ -33,6 +33,9 @@ DEFAULT_HTTP_LISTEN = "127.0.0.1:7947"
 DEFAULT_STATE_DIR = "/var/lib/wiremesh"
 # agent.cluster.replication's default; not imported (it pulls in trio)
 DEFAULT_TOMBSTONE_KEEP_S = 7 * 24 * 3600.0
+# agent.cluster.store's default (10 s), in seconds; not imported (config sits below the cluster room)
+DEFAULT_CONFLICT_WINDOW_S = 10.0
+MAX_CONFLICT_WINDOW_S = 3600.0
 
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -59,6 +62,8 @@ class AgentConfig:
     gossip: GossipConfig
     bgp: BgpSettings = field(default_factory=BgpSettings)  # off unless the file's [bgp] table enables it
     wireguard: TransitConfig = field(default_factory=TransitConfig)  # off unless [wireguard] enables it
+    # Two machines' writes to one object closer than this (HLC wall time, seconds) are a conflict.
+    conflict_window: float = DEFAULT_CONFLICT_WINDOW_S
 
 
 class StreamsSection(Section):
@@ -160,6 +165,7 @@ class AgentFile(Section):
     log_format: LogFormat = "text"
     log_level: LogLevel = "info"
     tombstone_keep: float = Field(default=DEFAULT_TOMBSTONE_KEEP_S, gt=0.0)
+    conflict_window: float = Field(default=DEFAULT_CONFLICT_WINDOW_S, ge=0.0, le=MAX_CONFLICT_WINDOW_S)
     allow_exec_checks: bool = False
     exec_check_paths: list[Annotated[str, AfterValidator(_exec_path)]] = Field(default_factory=list)
     gossip: GossipSection = Field(default_factory=GossipSection)
