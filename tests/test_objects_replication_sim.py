@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from agent.cluster.hlc import Timestamp, Version
 from agent.cluster.objects import Kind
 from agent.cluster.replication import ObjectReplicator, item_key
@@ -63,6 +65,7 @@ def test_an_edit_is_on_every_node_within_a_bound() -> None:
         sim.run_until(sim.now + 0.05)
 
 
+@pytest.mark.attack
 def test_concurrent_edits_in_two_partitions_converge_after_heal() -> None:
     sim = cluster(10, seed=2)
     for name in ("shared", "doomed"):
@@ -107,6 +110,7 @@ def test_tombstones_expire_everywhere_and_the_object_stays_deleted() -> None:
     assert all(store(sim, n).get_record(Kind.VIP, "old") is None for n in sim.names)
 
 
+@pytest.mark.attack
 def test_the_same_vip_created_on_both_sides_of_a_partition_is_a_conflict_seen_everywhere() -> None:
     sim = cluster(10, seed=3)
     left, right = set(sim.names[:5]), set(sim.names[5:])
@@ -144,6 +148,7 @@ class _CountingReplicator(ObjectReplicator):
         return super().receive(key, payload, now)
 
 
+@pytest.mark.attack
 def test_a_refused_far_future_item_is_pulled_and_counted_once_per_node() -> None:
     """An older agent (n0) still holds a record stamped years ahead and keeps announcing it; the
     others refuse it once each, and neither pull it on every notice nor count it on every push-pull."""
