@@ -1,16 +1,16 @@
 """The attack suite, bounded: what was once tried against running agents by hand, kept so a regression
 fails CI. Every case is quick (hypothesis with few examples, loopback sockets, simulated clusters).
 
-Cases covered elsewhere, and not repeated here:
+Cases covered elsewhere, not repeated here, and marked ``attack`` where they are:
 
 - slow connections (300 silent or trickling) while members' push-pulls are answered, strangers' large
   frames, stalled frames within the byte budget, fuzzed frames against the real transport:
   ``tests/test_transport_guards.py``;
 - kill -9 during acknowledged writes: ``tests/test_durable_writes.py``;
 - partitions with concurrent creates and edits converging, the conflict seen on every node that saw
-  both versions: ``tests/test_objects_replication_sim.py``.
+  both versions, a refused far-future item pulled once: ``tests/test_objects_replication_sim.py``.
 
-Run only these: ``pytest -m attack``.
+All of them: ``pytest -m attack`` (``make attacks``).
 """
 
 from __future__ import annotations
