@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Debian packages the tests and the demo need (installed only when missing, as root).
 DEB_PACKAGES := iproute2 procps wireguard-go wireguard-tools bird2 iptables iputils-ping mininet keepalived bridge-utils curl chromium
 
-.PHONY: test demo lint typecheck pytest bench bench-health bench-rib bench-transit bench-bgp clean deps venv
+.PHONY: test demo lint typecheck pytest attacks bench bench-health bench-rib bench-transit bench-bgp clean deps venv
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ pytest: venv deps
 	$(VENV)/bin/pytest -q --durations=30  # the slowest tests named in every CI log: where the time goes
 
 test: deps venv lint typecheck pytest
+
+# The bounded attack suite alone (also part of `make pytest`): tests/test_attacks.py and the cases it names.
+attacks: venv
+	$(VENV)/bin/pytest -q -m attack
 
 demo: deps venv
 	$(PY) -m labs.demo

@@ -31,7 +31,7 @@ import trio
 
 from agent.announce.driver import Announcer
 from agent.bgp.speaker import BgpSpeaker, WireStatus, build_speaker
-from agent.cluster.replication import ObjectReplicator
+from agent.cluster.replication import ObjectReplicator, wall_ms
 from agent.cluster.storage import SqliteObjectStorage, StorageError
 from agent.cluster.store import ObjectStore
 from agent.config.loader import AgentConfig, HostPort, load_keyring
@@ -135,7 +135,9 @@ async def run_agent(
     async with AsyncExitStack() as stack:
         signals = stack.enter_context(trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT))
         try:
-            transport = await stack.enter_async_context(open_udp_tcp_transport(cfg.bind.host, cfg.bind.port))
+            transport = await stack.enter_async_context(
+                open_udp_tcp_transport(cfg.bind.host, cfg.bind.port, limits=cfg.gossip.streams)
+            )
         except OSError as exc:
             raise OSError(exc.errno, f"cannot bind gossip to {cfg.bind}: {exc.strerror or exc}") from None
         storage = stack.enter_context(await _open_storage(Path(cfg.state_dir) / OBJECTS_DB))
@@ -145,7 +147,13 @@ async def run_agent(
         bound = transport.local_addr
         advertise = (cfg.advertise.host, cfg.advertise.port or bound[1])
         # Machines "known" to validation: every member gossip has seen, past ones included.
-        store = ObjectStore(cfg.name, lambda: {m.name for m in core.members()}, records)
+        store = ObjectStore(
+            cfg.name,
+            lambda: {m.name for m in core.members()},
+            records,
+            conflict_window_ms=round(cfg.conflict_window * 1000),
+            wall_ms=wall_ms(),
+        )
         replicator = ObjectReplicator(store)
         core = Swim(
             cfg.gossip, cfg.name, advertise, sealer, random.Random(), trio.current_time(), shared=replicator

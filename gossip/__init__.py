@@ -16,7 +16,7 @@ from common.face import lazy_face
 
 if TYPE_CHECKING:
     from gossip.codec import Codec, Framing, NewerVersion, Refusals, WireError
-    from gossip.config import PROFILES, GossipConfig
+    from gossip.config import PROFILES, GossipConfig, StreamLimits
     from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
     from gossip.keyring import KEY_SIZE, Keyring, KeyringError, Sealer, generate_key, parse_key
     from gossip.memnet import MemoryNetwork, MemoryTransport
@@ -51,6 +51,7 @@ __all__ = [
     "Sealer",
     "SharedState",
     "Simulation",
+    "StreamLimits",
     "StreamRequest",
     "Swim",
     "Transport",
@@ -76,6 +77,7 @@ _HOME = MappingProxyType(
         "WireError": "gossip.codec",
         "GossipConfig": "gossip.config",
         "PROFILES": "gossip.config",
+        "StreamLimits": "gossip.config",
         "EventKind": "gossip.events",
         "MemberEvent": "gossip.events",
         "MemberInfo": "gossip.events",

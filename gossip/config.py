@@ -3,6 +3,10 @@
 The defaults are hashicorp/memberlist's LAN profile (DefaultLANConfig); :data:`WAN` and :data:`LOCAL`
 change what memberlist's DefaultWANConfig and DefaultLocalConfig change, and nothing else (values
 checked against memberlist 0.2.2's config.go, as Debian packages it).
+
+:class:`StreamLimits` (what strangers may hold of the TCP stream server, :mod:`gossip.transport`) is
+ours, not memberlist's; it lives here, free of Trio, so that the agent's config can carry it as
+``GossipConfig.streams``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,53 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from types import MappingProxyType
+
+# The largest stream frame anyone may send (a push-pull of a large cluster's full state fits).
+MAX_FRAME = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """What one peer, and all peers together, may hold of the stream server (see gossip.transport)."""
+
+    # The whole exchange of a connection (request and reply; our handler's time aside).
+    timeout: float = 10.0
+    # A request frame of at most stranger_frame_max bytes must arrive, header and body, within this
+    # (a member's larger frame gets ``timeout``): a LAN path moves 64 KiB well inside 2 s, so this
+    # only cuts off peers that trickle bytes to hold a slot.
+    first_frame_timeout: float = 2.0
+    max_frame: int = MAX_FRAME
+    # Inbound connections at once: a node has a handful in flight, 256 is headroom for bursts.
+    max_connections: int = 256
+    # Slots only addresses of live members may take, so members reach each other under a flood.
+    member_reserve: int = 32
+    # Concurrent connections per source address: a member has at most a few requests to us at once.
+    per_source: int = 8
+    # The largest frame taken from a stranger (an address not in the member list): enough for a
+    # joining node's push-pull; larger ones (the full state of a big cluster) only from members.
+    stranger_frame_max: int = 64 * 1024
+    # Bytes all inbound frames together may hold while received and handled: two maximum frames.
+    buffer_budget: int = 2 * MAX_FRAME
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if self.first_frame_timeout <= 0:
+            raise ValueError("first_frame_timeout must be positive")
+        if self.first_frame_timeout > self.timeout:
+            raise ValueError("first_frame_timeout must not exceed timeout (the whole exchange)")
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if not 0 <= self.member_reserve < self.max_connections:
+            raise ValueError("member_reserve must be at least 0 and below max_connections")
+        if self.per_source < 1:
+            raise ValueError("per_source must be at least 1")
+        if self.max_frame < 0:
+            raise ValueError("max_frame must not be negative")
+        if self.stranger_frame_max < 0:
+            raise ValueError("stranger_frame_max must not be negative")
+        if self.buffer_budget < max(self.stranger_frame_max, 1):
+            raise ValueError("buffer_budget must hold at least one stranger-sized frame (stranger_frame_max)")
 
 
 @dataclass(frozen=True)
@@ -43,11 +94,13 @@ class GossipConfig:
     nack_fraction: float = 0.8
     # After its leave notice went out, a leaving node keeps answering (and telling) this long (serf: 1 s).
     leave_propagate_delay: float = 1.0
+    # What the TCP stream server lets peers hold (config file: ``[gossip.streams]``).
+    streams: StreamLimits = StreamLimits()
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, int | float):
                 continue
             if isinstance(value, int | float) and value < 0:
                 raise ValueError(f"{f.name} must not be negative (got {value})")
@@ -109,6 +162,9 @@ WAN = replace(
     push_pull_interval=60.0,
     # A TCP connect and full-state transfer over a long fat pipe can take seconds.
     tcp_timeout=30.0,
+    # The server gives an exchange as long as the client waits for it; and a stranger's 64 KiB first
+    # frame needs a few round trips of TCP slow start at 300 ms each, so 5 s instead of 2 s.
+    streams=StreamLimits(timeout=30.0, first_frame_timeout=5.0),
 )
 
 # One machine (loopback, tests, labs): RTTs in microseconds and no loss, so everything can be fast.

@@ -43,8 +43,9 @@ from typing import Protocol
 import trio
 
 from common.address import Address
+from gossip.config import MAX_FRAME as MAX_FRAME  # re-exported: where the transport's users look
+from gossip.config import StreamLimits as StreamLimits
 
-MAX_FRAME = 16 * 1024 * 1024
 MAX_DATAGRAM = 65535
 _LENGTH_BYTES = 4
 _CHUNK = 65536
@@ -162,40 +163,6 @@ def _norm(sockaddr: object) -> Address:
     """(host, port) from an IPv4 or IPv6 socket address (flowinfo and scope id are dropped)."""
     assert isinstance(sockaddr, tuple)
     return (str(sockaddr[0]), int(sockaddr[1]))
-
-
-@dataclass(frozen=True, slots=True)
-class StreamLimits:
-    """What one peer, and all peers together, may hold of the stream server (module docstring)."""
-
-    # The whole exchange of a connection (request and reply; our handler's time aside): tcp_timeout.
-    timeout: float = 10.0
-    # A request frame of at most stranger_frame_max bytes must arrive, header and body, within this
-    # (a member's larger frame gets ``timeout``): a LAN or WAN path moves 64 KiB well inside 2 s, so
-    # this only cuts off peers that trickle bytes to hold a slot.
-    first_frame_timeout: float = 2.0
-    max_frame: int = MAX_FRAME
-    # Inbound connections at once: a node has a handful in flight, 256 is headroom for bursts.
-    max_connections: int = 256
-    # Slots only addresses of live members may take, so members reach each other under a flood.
-    member_reserve: int = 32
-    # Concurrent connections per source address: a member has at most a few requests to us at once.
-    per_source: int = 8
-    # The largest frame taken from a stranger (an address not in the member list): enough for a
-    # joining node's push-pull; larger ones (the full state of a big cluster) only from members.
-    stranger_frame_max: int = 64 * 1024
-    # Bytes all inbound frames together may hold while received and handled: two maximum frames.
-    buffer_budget: int = 2 * MAX_FRAME
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.member_reserve < self.max_connections:
-            raise ValueError("member_reserve must be below max_connections")
-        if self.per_source < 1 or self.max_frame < 0 or self.stranger_frame_max < 0:
-            raise ValueError("per_source must be positive, frame limits not negative")
-        if self.buffer_budget < max(self.stranger_frame_max, 1):
-            raise ValueError("buffer_budget must hold at least one stranger-sized frame")
-        if self.timeout <= 0 or self.first_frame_timeout <= 0:
-            raise ValueError("stream timeouts must be positive")
 
 
 @dataclass(slots=True)

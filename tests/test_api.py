@@ -217,3 +217,22 @@ async def test_two_agents_join_and_leave_on_sigterm(tmp_path: Any) -> None:
             "objects.db",
         ]
         assert (tmp_path / name / "api-token").stat().st_mode & 0o777 == 0o600
+
+
+async def test_the_agent_runs_with_the_configured_stream_limits(tmp_path: Any) -> None:
+    """``[gossip.streams]`` reaches the transport the agent binds (seen in its own /metrics)."""
+    conf = tmp_path / "agent.toml"
+    conf.write_text(
+        "insecure = true\nname = 'a'\nbind = '127.0.0.1:0'\nhttp_listen = '127.0.0.1:0'\n"
+        f"state_dir = '{tmp_path / 'a'}'\n[gossip.streams]\nbuffer_budget = 1048576\n"
+    )
+    cfg = load_config(conf)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            info: AgentInfo = await nursery.start(run_agent, cfg)
+            token = (tmp_path / "a" / "api-token").read_text().strip()
+            headers = {"authorization": f"Bearer {token}"}
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{info.api_port}", headers=headers) as c:
+                text = (await c.get("/metrics")).text
+            nursery.cancel_scope.cancel()
+    assert "wiremesh_gossip_stream_buffer_budget_bytes 1.048576e+06" in text, text[-2000:]

@@ -19,7 +19,7 @@ from agent.config.loader import (
     load_keyring,
 )
 from common.address import format_address, split_hostport
-from gossip.config import PROFILES, GossipConfig
+from gossip.config import PROFILES, GossipConfig, StreamLimits
 from gossip.keyring import generate_key
 from transit.config import TransitConfig
 from transit.endpoint import Endpoint
@@ -117,6 +117,8 @@ def test_every_gossip_field_maps(tmp_path: Path) -> None:
     changed: dict[str, Any] = {}
     for f in dataclasses.fields(GossipConfig):
         default = getattr(GossipConfig(), f.name)
+        if f.name == "streams":  # a table of its own: test_stream_limits_are_configurable
+            continue
         if isinstance(default, bool):
             changed[f.name] = not default
         elif isinstance(default, int):
@@ -534,13 +536,14 @@ def test_flag_and_file_problems_are_reported_together(tmp_path: Path) -> None:
 
 
 def test_section_models_cover_every_core_field() -> None:
-    from agent.config.model import GossipSection
+    from agent.config.model import GossipSection, StreamsSection
     from agent.config.wireguard import PathSection, RelaySection
 
     def names(core: Any) -> set[str]:
         return {f.name for f in dataclasses.fields(core)}
 
     assert set(GossipSection.model_fields) == names(GossipConfig) | {"profile"}
+    assert set(StreamsSection.model_fields) == names(StreamLimits)
     assert set(PathSection.model_fields) == names(PathConfig)
     assert set(RelaySection.model_fields) == names(SelectorConfig) | {"enabled"}
 
@@ -589,3 +592,72 @@ def test_an_unknown_gossip_profile_suggests_one(tmp_path: Path) -> None:
         f"{tmp_path / 'agent.toml'}: gossip.profile: "
         "must be one of lan, wan, local (got 'lcoal') (did you mean 'local'?)"
     )
+
+
+# --- [gossip.streams] ------------------------------------------------------------------------------------
+
+
+def test_stream_limits_default_to_the_transports_own(tmp_path: Path) -> None:
+    assert load(tmp_path, WG_BASE).gossip.streams == StreamLimits()
+    assert PROFILES["lan"].streams == PROFILES["local"].streams == StreamLimits()
+
+
+def test_stream_limits_are_configurable(tmp_path: Path) -> None:
+    changed: dict[str, Any] = {}
+    for f in dataclasses.fields(StreamLimits):
+        default = getattr(StreamLimits(), f.name)
+        changed[f.name] = default / 2 if isinstance(default, float) else default // 2
+    changed["first_frame_timeout"] = 0.5  # below timeout's 5.0
+    lines = [f"{k} = {v}" for k, v in changed.items()]
+    cfg = load(tmp_path, WG_BASE + "[gossip.streams]\n" + "\n".join(lines) + "\n")
+    assert cfg.gossip.streams == StreamLimits(**changed)
+    assert cfg.gossip == dataclasses.replace(GossipConfig(), streams=StreamLimits(**changed))
+
+
+def test_stream_limits_override_the_profile(tmp_path: Path) -> None:
+    cfg = load(tmp_path, WG_BASE + "[gossip]\nprofile = 'wan'\n[gossip.streams]\nper_source = 2\n")
+    assert cfg.gossip.streams == dataclasses.replace(PROFILES["wan"].streams, per_source=2)
+    assert cfg.gossip.streams.timeout == PROFILES["wan"].tcp_timeout  # the server waits as long as clients
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        ("per_source = 0", "gossip.streams.per_source: per_source must be at least 1"),
+        ("per_source = '8'", "gossip.streams.per_source: expected integer, got string '8'"),
+        ("member_reserve = 300", "gossip.streams.member_reserve: member_reserve must be at least 0"),
+        ("first_frame_timeout = 11.0", "gossip.streams.first_frame_timeout: first_frame_timeout must not"),
+        ("timeout = 0", "gossip.streams.timeout: timeout must be positive"),
+        ("buffer_budget = 10", "gossip.streams.buffer_budget: buffer_budget must hold at least one"),
+        ("stranger_frame_max = -1", "gossip.streams.stranger_frame_max: stranger_frame_max must not be"),
+        ("per_sourc = 2", "gossip.streams.per_sourc: unknown key (did you mean 'gossip.streams.per_source"),
+    ],
+)
+def test_stream_limit_errors_in_the_one_format(tmp_path: Path, body: str, line: str) -> None:
+    err = config_error(tmp_path, WG_BASE + "[gossip.streams]\n" + body + "\n")
+    assert str(err).startswith(f"{tmp_path / 'agent.toml'}: {line}"), str(err)
+    assert len(err.problems) == 1, str(err)
+
+
+# --- conflict_window -------------------------------------------------------------------------------------
+
+
+def test_conflict_window_defaults_to_the_stores_and_is_configurable(tmp_path: Path) -> None:
+    from agent.cluster.store import DEFAULT_CONFLICT_WINDOW_MS
+
+    assert load(tmp_path, WG_BASE).conflict_window * 1000 == DEFAULT_CONFLICT_WINDOW_MS
+    assert load(tmp_path, WG_BASE + "conflict_window = 2.5\n").conflict_window == 2.5
+    assert load(tmp_path, WG_BASE + "conflict_window = 0\n").conflict_window == 0.0  # records none
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("conflict_window = -1", "out of range: -1.0 (must be >= 0.0)"),
+        ("conflict_window = 7200", "out of range: 7200.0 (must be <= 3600.0)"),
+        ("conflict_window = '10s'", "expected number, got string '10s'"),
+    ],
+)
+def test_conflict_window_errors_in_the_one_format(tmp_path: Path, body: str, reason: str) -> None:
+    err = config_error(tmp_path, WG_BASE + body + "\n")
+    assert str(err) == f"{tmp_path / 'agent.toml'}: conflict_window: {reason}"

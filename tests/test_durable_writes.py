@@ -14,7 +14,7 @@ import pytest
 from labs.kit.localcluster import API_ERRORS, LocalCluster
 from labs.kit.wait import eventually_blocking
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.attack]  # also part of the attack suite (test_attacks.py)
 
 CLIENTS = 8
 KILL_AFTER = 60  # acknowledged creates before the kill

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from agent.cluster.hlc import Timestamp, Version
 from agent.cluster.objects import Kind
 from agent.cluster.replication import ObjectReplicator, item_key
 from agent.cluster.store import ObjectStore, Record, encode_record
@@ -62,6 +65,7 @@ def test_an_edit_is_on_every_node_within_a_bound() -> None:
         sim.run_until(sim.now + 0.05)
 
 
+@pytest.mark.attack
 def test_concurrent_edits_in_two_partitions_converge_after_heal() -> None:
     sim = cluster(10, seed=2)
     for name in ("shared", "doomed"):
@@ -106,6 +110,7 @@ def test_tombstones_expire_everywhere_and_the_object_stays_deleted() -> None:
     assert all(store(sim, n).get_record(Kind.VIP, "old") is None for n in sim.names)
 
 
+@pytest.mark.attack
 def test_the_same_vip_created_on_both_sides_of_a_partition_is_a_conflict_seen_everywhere() -> None:
     sim = cluster(10, seed=3)
     left, right = set(sim.names[:5]), set(sim.names[5:])
@@ -131,3 +136,45 @@ def test_the_same_vip_created_on_both_sides_of_a_partition_is_a_conflict_seen_ev
         (problem,) = store(sim, name).problems_of(Kind.VIP, "web")
         assert "written by n1" in problem.msg and "lost to n7" in problem.msg
         assert store(sim, name).problems()[(Kind.VIP, "web")] == [problem]
+
+
+class _CountingReplicator(ObjectReplicator):
+    """Counts the items gossip hands over (each pulled notice ends here)."""
+
+    received = 0
+
+    def receive(self, key: str, payload: bytes, now: float) -> bool:
+        self.received += 1
+        return super().receive(key, payload, now)
+
+
+@pytest.mark.attack
+def test_a_refused_far_future_item_is_pulled_and_counted_once_per_node() -> None:
+    """An older agent (n0) still holds a record stamped years ahead and keeps announcing it; the
+    others refuse it once each, and neither pull it on every notice nor count it on every push-pull."""
+    names = {f"n{i}" for i in range(5)}
+    holder: list[Simulation] = []
+    far = Version(Timestamp(EPOCH_MS + 10 * 365 * 86_400_000, 0), "n0")
+    # Large enough to travel by notice and pull, not in a datagram.
+    forged = Record(Kind.VIP, "web", far, {**vip("web", "100.96.0.1", "n0"), "note": "x" * 2000})
+
+    def wall_ms() -> int:
+        return EPOCH_MS + int(holder[0].now * 1000) if holder else EPOCH_MS
+
+    def replicator(name: str) -> ObjectReplicator:
+        kept = [forged] if name == "n0" else []
+        return _CountingReplicator(ObjectStore(name, lambda: names, kept), clock_ms=wall_ms)
+
+    sim = Simulation(5, seed=4, shared=replicator)
+    holder.append(sim)
+    sim.join_all(stagger=0.02)
+    sim.run_until(sim.now + 5.0)
+    for _ in range(20):  # a notice every 3 s for a minute, and the push-pulls in between
+        sim.publish("n0", "vip/web", encode_record(forged))
+        sim.run_until(sim.now + 3.0)
+    for name in sorted(names - {"n0"}):
+        shared = sim.shared[name]
+        assert isinstance(shared, _CountingReplicator)
+        assert shared.store.get_record(Kind.VIP, "web") is None
+        assert shared.store.refused_ahead == 1, name
+        assert shared.received <= 2, (name, shared.received)  # not one pull per notice

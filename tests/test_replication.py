@@ -15,6 +15,7 @@ from agent.cluster.objects import Kind
 from agent.cluster.replication import ObjectReplicator, wall_ms
 from agent.cluster.storage import SqliteObjectStorage
 from agent.cluster.store import ObjectStore, Record, encode_record
+from gossip import app_digest
 from gossip.config import GossipConfig
 from gossip.keyring import Keyring, Sealer
 from gossip.memnet import MemoryNetwork
@@ -188,3 +189,36 @@ async def test_a_record_from_the_far_future_is_neither_stored_nor_passed_on(tmp_
         assert replicator.receive("policy-set/p", record(365 * 86_400_000), 0.0) is False
         assert store.records() == before and store.refused_ahead == 1
         assert replicator.receive("policy-set/p", record(30_000), 0.0) is True
+
+
+async def test_a_record_restamped_on_load_is_saved_and_spread(tmp_path: Path) -> None:
+    """The agent's start: a far-future record an older agent kept is rewritten on disk and published."""
+    future = Version(Timestamp(wall_ms() + 365 * 86_400_000, 0), "z")
+    with SqliteObjectStorage(tmp_path / "o.db") as storage:
+        storage.save(Record(Kind.POLICY_SET, "p", future, {"name": "p"}))
+    gossip = _Recorder()
+    with SqliteObjectStorage(tmp_path / "o.db") as storage:
+        store = ObjectStore("a", lambda: {"a"}, storage.load(), wall_ms=wall_ms())
+        replicator = ObjectReplicator(store)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(replicator.run, storage, gossip)
+            await replicator.flushed()
+            await eventually(lambda: gossip.published or None, what="the repair published", timeout=5.0)
+            nursery.cancel_scope.cancel()
+        (on_disk,) = storage.load()
+    assert on_disk.version.ts.wall_ms < future.ts.wall_ms - 300 * 86_400_000
+    assert on_disk == store.get_record(Kind.POLICY_SET, "p")
+    assert gossip.published == ["policy-set/p"]
+
+
+def test_a_notice_of_a_refused_far_future_item_is_not_pulled_again() -> None:
+    store = ObjectStore("a", lambda: {"a"})
+    replicator = ObjectReplicator(store)
+    version = Version(Timestamp(wall_ms() + 365 * 86_400_000, 0), "z")
+    payload = encode_record(Record(Kind.POLICY_SET, "p", version, {"name": "p"}))
+    assert replicator.wants("policy-set/p", app_digest(payload))  # not seen yet: worth a pull
+    assert replicator.receive("policy-set/p", payload, 0.0) is False
+    assert not replicator.wants("policy-set/p", app_digest(payload))
+    assert replicator.receive("policy-set/p", payload, 0.0) is False and store.refused_ahead == 1
+    sane = encode_record(Record(Kind.POLICY_SET, "p", Version(Timestamp(wall_ms(), 0), "z"), {"name": "p"}))
+    assert replicator.wants("policy-set/p", app_digest(sane))  # another version of the item still is

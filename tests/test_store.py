@@ -15,11 +15,13 @@ from agent.cluster.hlc import MAX_AHEAD_MS, Timestamp, Version
 from agent.cluster.objects import Kind, MachineSettings, MeshSettings, PolicySet, Problem, Route, Vip
 from agent.cluster.store import (
     CONFLICTS_PER_OBJECT,
+    REFUSAL_MEMORY_MS,
     AlreadyExists,
     InUse,
     Invalid,
     NotFound,
     ObjectStore,
+    RecentSet,
     Record,
     RecordDecodeError,
     decode_all,
@@ -559,3 +561,70 @@ def test_a_record_half_a_minute_ahead_is_accepted_and_the_clock_follows() -> Non
     assert store.refused_ahead == 0
     # exactly the bound is still accepted
     assert make().merge(forged(T0 + MAX_AHEAD_MS), T0) is True
+
+
+# ---- records from the far future kept on disk by an older agent -------------------------------------
+
+
+def test_far_future_records_on_disk_are_restamped_on_load(caplog: pytest.LogCaptureFixture) -> None:
+    sane = Record(Kind.VIP, "api", Version(Timestamp(T0 - 5_000, 3), "node2"), vip("api"))
+    tomb = Record(Kind.POLICY_SET, "p", Version(Timestamp(YEAR_144700_MS, 1), "node8"), None, YEAR_144700_MS)
+    store = ObjectStore("node1", lambda: KNOWN, [forged(YEAR_144700_MS), sane, tomb], wall_ms=T0)
+    # The clock follows only the sane record: it is not dragged into the future.
+    assert store.clock.last < Timestamp(T0 + MAX_AHEAD_MS, 0)
+    web = store.get_record(Kind.VIP, "web")
+    assert web is not None and web.body == forged(0).body  # content kept ...
+    assert web.version.origin == "node9" and web.version.ts.wall_ms == T0  # ... origin kept, time now
+    gone = store.get_record(Kind.POLICY_SET, "p")
+    assert gone is not None and gone.tombstone and gone.deleted_at_ms == T0  # its expiry is reachable
+    assert store.get_record(Kind.VIP, "api") == sane
+    assert sorted(r.key for r in store.repaired) == [(Kind.POLICY_SET, "p"), (Kind.VIP, "web")]
+    # Counted, shown in the object's problems, logged.
+    assert store.conflict_counts == {("vip", "restamped"): 1, ("policy-set", "restamped"): 1}
+    (problem,) = store.problems_of(Kind.VIP, "web")
+    assert "re-stamped on start" in problem.msg and str(YEAR_144700_MS) in problem.msg
+    assert sum("re-stamped at now" in r.getMessage() for r in caplog.records) == 2
+    # A later edit here is stamped near now, so another node takes it and it wins there.
+    edit = store.patch(Kind.VIP, "web", {"holdoff": 7}, T0 + 1_000)
+    assert edit.version.ts == Timestamp(T0 + 1_000, 0)
+    other = make("node2")
+    assert other.merge(edit, T0 + 1_000) is True
+    assert other.get(Kind.VIP, "web").holdoff == 7  # type: ignore[union-attr]
+
+
+def test_two_nodes_repairing_the_same_record_converge_without_a_conflict() -> None:
+    a = ObjectStore("node1", lambda: KNOWN, [forged(YEAR_144700_MS)], wall_ms=T0)
+    b = ObjectStore("node2", lambda: KNOWN, [forged(YEAR_144700_MS)], wall_ms=T0 + 2_000)
+    for record in a.repaired:
+        b.merge(record, T0 + 3_000)
+    for record in b.repaired:
+        a.merge(record, T0 + 3_000)
+    assert a.records() == b.records() and a.digest() == b.digest()
+    assert a.conflict_counts == b.conflict_counts == {("vip", "restamped"): 1}
+
+
+def test_without_wall_ms_records_load_as_stored() -> None:
+    store = ObjectStore("node1", lambda: KNOWN, [forged(YEAR_144700_MS)])
+    assert store.repaired == [] and store.get_record(Kind.VIP, "web") == forged(YEAR_144700_MS)
+
+
+def test_a_refused_record_is_counted_once_while_remembered() -> None:
+    store = make()
+    for _ in range(50):
+        assert store.merge(forged(YEAR_144700_MS), T0) is False
+        assert store.merge_all(encode_all([forged(YEAR_144700_MS)]), T0 + 1_000) == []
+    assert store.refused_ahead == 1 and store.refused(forged(YEAR_144700_MS), T0)
+    assert store.merge(forged(YEAR_144700_MS + 1), T0) is False  # another version: news
+    assert store.refused_ahead == 2
+    later = T0 + REFUSAL_MEMORY_MS + 1  # forgotten in time, so refused (and counted) afresh
+    assert not store.refused(forged(YEAR_144700_MS), later)
+    assert store.merge(forged(YEAR_144700_MS), later) is False and store.refused_ahead == 3
+
+
+def test_the_refusal_memory_is_bounded_in_size_and_time() -> None:
+    memory: RecentSet[int] = RecentSet(size=3, ttl_ms=100)
+    for i in range(10):
+        memory.add(i, 0)
+    assert len(memory) == 3 and [memory.seen(i, 50) for i in (6, 7, 8, 9)] == [False, True, True, True]
+    memory.add(10, 150)  # the others expired at 100: dropped as soon as anything is added
+    assert len(memory) == 1 and memory.seen(10, 249) and not memory.seen(10, 250)

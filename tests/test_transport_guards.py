@@ -10,6 +10,7 @@ import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -138,6 +139,7 @@ async def _hold(server: Address, host: str, trickle: bool, stop: trio.Event) -> 
                         break
 
 
+@pytest.mark.attack
 async def test_members_push_pull_while_300_slow_connections_are_held() -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with _two_members() as (a, b, sealer), trio.open_nursery() as attackers:
@@ -181,6 +183,7 @@ async def _never(src: Address, data: bytes) -> bytes | None:
     raise AssertionError("no frame here is complete")  # pragma: no cover
 
 
+@pytest.mark.attack
 async def test_stalled_large_frames_stay_within_the_budget() -> None:
     """Members' addresses may announce large frames; all of them together stay within the budget."""
     frame, budget = 1 << 20, 3 << 20
@@ -207,6 +210,7 @@ async def test_stalled_large_frames_stay_within_the_budget() -> None:
     assert server.stats.streams_rejected_budget > 0
 
 
+@pytest.mark.attack
 async def test_strangers_cannot_announce_large_frames() -> None:
     with trio.fail_after(TEST_TIMEOUT):
         async with open_udp_tcp_transport(MEMBER_HOST, 0) as server, trio.open_nursery() as nursery:
@@ -278,6 +282,7 @@ async def _fuzz_round(cases: list[tuple[int, bytes, bool]]) -> UdpTcpTransport:
     return server
 
 
+@pytest.mark.attack
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_frames)
 def test_fuzzed_frames_never_crash_the_server_or_leave_bytes_behind(

@@ -24,7 +24,15 @@ import trio
 
 from agent.cluster.objects import Kind
 from agent.cluster.storage import SqliteObjectStorage
-from agent.cluster.store import Conflict, ObjectStore, Record, RecordDecodeError, decode_record, encode_record
+from agent.cluster.store import (
+    Conflict,
+    ObjectStore,
+    RecentSet,
+    Record,
+    RecordDecodeError,
+    decode_record,
+    encode_record,
+)
 from gossip import app_digest
 
 log = logging.getLogger("wiremesh.objects")
@@ -78,8 +86,12 @@ class ObjectReplicator:
         self._pending = _Batch()
         self._writing: _Batch | None = None
         self.decode_failures = 0
+        # Digests of payloads the store refused as too far ahead: a notice of one is not pulled again.
+        self._refused: RecentSet[bytes] = RecentSet()
         store.on_change(self._changed)
         store.on_conflict(self._conflicted)
+        for record in store.repaired:  # re-stamped on load: saved, then spread, like a local edit
+            self._changed(record)
 
     # --- SharedState ---------------------------------------------------------------------------
 
@@ -93,11 +105,15 @@ class ObjectReplicator:
         if item_key(record.kind, record.name) != key:
             self.decode_failures += 1
             return False
+        now_ms = self._clock_ms()
         self._merging = True
         try:
-            return self.store.merge(record, self._clock_ms())
+            changed = self.store.merge(record, now_ms)
         finally:
             self._merging = False
+        if not changed and self.store.refused(record, now_ms):
+            self._refused.add(app_digest(payload), now_ms)
+        return changed
 
     def get(self, key: str) -> bytes | None:
         parsed = parse_item_key(key)
@@ -105,6 +121,8 @@ class ObjectReplicator:
         return encode_record(record) if record else None
 
     def wants(self, key: str, digest: bytes) -> bool:
+        if self._refused.seen(digest, self._clock_ms()):
+            return False  # refused as too far ahead lately: pulling it again would change nothing
         ours = self.get(key)
         return ours is None or app_digest(ours) != digest
 

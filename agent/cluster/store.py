@@ -36,7 +36,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgpack
 from pydantic import BaseModel, ValidationError
@@ -77,7 +77,14 @@ MAX_CONFLICT_OBJECTS = 1000
 # refusals are still counted but no longer logged one by one.
 MAX_LOGGED_ORIGINS = 256
 
+# Refused far-future records are remembered this long and this many at most (RecentSet): a sender
+# repeats them on every notice, update and push-pull, and each would be pulled and counted again.
+REFUSAL_MEMORY = 1024
+REFUSAL_MEMORY_MS = 10 * 60_000
+
 log = logging.getLogger("wiremesh.objects")
+
+T = TypeVar("T")
 
 Key = tuple[Kind, str]
 
@@ -141,7 +148,9 @@ Listener = Callable[[Record], None]
 class Conflict:
     """A version that lost to a concurrent one (see the module docstring): what lost, who wrote it,
     what won, and when this node saw both. ``type`` is ``concurrent_write`` (an edit lost to an edit),
-    ``resurrected`` (an edit or create won over a delete) or ``deleted_edit`` (a delete won over an edit)."""
+    ``resurrected`` (an edit or create won over a delete), ``deleted_edit`` (a delete won over an edit)
+    or ``restamped`` (a stored version far in the future, re-stamped at start: see
+    ``ObjectStore._repair_ahead``)."""
 
     kind: Kind
     name: str
@@ -153,6 +162,13 @@ class Conflict:
 
     def problem(self) -> Problem:
         lost = "delete" if self.lost_deleted else "version"
+        if self.type == "restamped":
+            return Problem(
+                (),
+                f"re-stamped on start: the {lost} written by {self.lost.origin} was stored at HLC "
+                f"{self.lost.ts.wall_ms}.{self.lost.ts.counter}, far ahead of the clock; its content is "
+                f"kept at {self.won.ts.wall_ms}.{self.won.ts.counter} (detected at {self.detected_ms} ms)",
+            )
         return Problem(
             (),
             f"conflict ({self.type}): the {lost} written by {self.lost.origin} at HLC "
@@ -177,6 +193,37 @@ def conflict_between(
     else:
         kind_of = "concurrent_write"
     return Conflict(kind, name, kind_of, loser.version, loser.tombstone, winner.version, wall_ms)
+
+
+class RecentSet(Generic[T]):
+    """Things seen lately, bounded in number and in time (wall ms passed in): the oldest is forgotten
+    when full, and each is forgotten ``ttl_ms`` after it was added, so a memory of refusals can
+    neither grow without bound nor refuse forever what might be accepted later."""
+
+    def __init__(self, size: int = REFUSAL_MEMORY, ttl_ms: int = REFUSAL_MEMORY_MS) -> None:
+        self.size, self.ttl_ms = size, ttl_ms
+        self._until: dict[T, int] = {}  # insertion order: oldest first
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def add(self, item: T, wall_ms: int) -> None:
+        self._until.pop(item, None)
+        self._until[item] = wall_ms + self.ttl_ms
+        while self._until:
+            oldest, until = next(iter(self._until.items()))
+            if len(self._until) <= self.size and until > wall_ms:
+                break
+            del self._until[oldest]
+
+    def seen(self, item: T, wall_ms: int) -> bool:
+        until = self._until.get(item)
+        if until is None:
+            return False
+        if until <= wall_ms:
+            del self._until[item]
+            return False
+        return True
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -205,10 +252,14 @@ class ObjectStore:
         *,
         conflict_window_ms: int = DEFAULT_CONFLICT_WINDOW_MS,
         max_ahead_ms: int = MAX_AHEAD_MS,
+        wall_ms: int | None = None,
     ) -> None:
+        """``records`` are those kept on disk; with ``wall_ms`` (now), those of them stamped more than
+        ``max_ahead_ms`` ahead of it are repaired on the way in (:meth:`_repair_ahead`)."""
         self.node = node
         self.max_ahead_ms = max_ahead_ms
         self.refused_ahead = 0  # replicated records refused for a timestamp too far in the future
+        self._refused: RecentSet[tuple[Key, Version]] = RecentSet()  # each counted once while remembered
         self._ahead_logged: set[str] = set()
         self._known = known_machines
         self._conflict_window_ms = conflict_window_ms
@@ -219,14 +270,29 @@ class ObjectStore:
         self._live: dict[Key, ClusterObject] = {}
         self._unparsable: dict[Key, list[Problem]] = {}
         self._listeners: list[Listener] = []
-        latest = Timestamp(0, 0)
+        # Records loaded stamped too far ahead of ``wall_ms``, re-stamped here (see _repair_ahead); the
+        # replicator saves and spreads them like local writes.
+        self.repaired: builtins.list[Record] = []
+        newest: dict[Key, Record] = {}
         for record in records:
-            current = self._records.get(record.key)
+            current = newest.get(record.key)
             if current is None or record.version > current.version:
+                newest[record.key] = record
+        now = wall_ms
+        ahead = [
+            r for r in newest.values() if now is not None and too_far_ahead(r.version.ts, now, max_ahead_ms)
+        ]
+        ahead_keys = {r.key for r in ahead}
+        latest = Timestamp(0, 0)
+        for record in newest.values():
+            if record.key not in ahead_keys:
                 self._install(record)
-            latest = max(latest, record.version.ts)
+                latest = max(latest, record.version.ts)
         # After a restart with the wall clock set back, new writes must still supersede the stored ones.
         self.clock = HybridClock(node, latest)
+        if now is not None:
+            for record in sorted(ahead, key=lambda r: r.key):
+                self._repair_ahead(record, now)
 
     # ---- reads -------------------------------------------------------------------------------------
 
@@ -345,10 +411,13 @@ class ObjectStore:
 
         A record stamped more than ``max_ahead_ms`` past ``wall_ms`` is refused (False: not stored, so
         not passed on) and the clock does not move: it would otherwise win over every honest edit until
-        the wall clock caught up with it. It is counted in ``refused_ahead`` and logged once per origin.
+        the wall clock caught up with it. It is counted in ``refused_ahead`` once while remembered
+        (:class:`RecentSet`: peers repeat it on every push-pull), and logged once per origin.
         """
         if too_far_ahead(record.version.ts, wall_ms, self.max_ahead_ms):
-            self._refuse_ahead(record, wall_ms)
+            if not self.refused(record, wall_ms):
+                self._refused.add((record.key, record.version), wall_ms)
+                self._refuse_ahead(record, wall_ms)
             return False
         self.clock.observe(record.version.ts, wall_ms)
         current = self._records.get(record.key)
@@ -365,6 +434,10 @@ class ObjectStore:
             return False
         self._apply(record)
         return True
+
+    def refused(self, record: Record, wall_ms: int) -> bool:
+        """Whether this version of the record was refused lately as too far ahead."""
+        return self._refused.seen((record.key, record.version), wall_ms)
 
     def on_conflict(self, listener: Callable[[Conflict], None]) -> None:
         """Call ``listener`` once for every newly recorded conflict (to log and count it)."""
@@ -426,6 +499,38 @@ class ObjectStore:
         return unsubscribe
 
     # ---- internals ---------------------------------------------------------------------------------
+
+    def _repair_ahead(self, record: Record, wall_ms: int) -> None:
+        """Re-stamp a stored record from before far-future timestamps were refused, at ``wall_ms``.
+
+        Such a record (a forged or broken clock's, taken in by an older agent) would drag this node's
+        clock along on every start and make every later edit of any object carry a timestamp the other
+        nodes now refuse: edits made here would stop replicating. Why re-stamp rather than quarantine:
+        the record's content is what the cluster has been running with (a VIP announced, a route in
+        the RIB); taking it out of the store would silently withdraw it, and nothing stored may be
+        lost. Re-stamped at now with its content and its origin kept, it stays what every replica
+        shows, and any later honest edit beats it. Every node that kept it repairs it the same way, so
+        the replicas agree again by last-writer-wins (their re-stamps differ only in time, from the one
+        origin, so they are no conflict among themselves). The old version is recorded as a
+        ``restamped`` conflict (the object's problems, the log, ``wiremesh_object_conflicts_total``),
+        so an operator can see that the object's time, not its content, was changed.
+        """
+        deleted_at = None if record.deleted_at_ms is None else min(record.deleted_at_ms, wall_ms)
+        version = Version(self.clock.now(wall_ms), record.version.origin)
+        fixed = Record(record.kind, record.name, version, record.body, deleted_at)
+        self._install(fixed)
+        self.repaired.append(fixed)
+        log.warning(
+            "%s %r was stored stamped %.0f s ahead of this clock (more than %.0f s); re-stamped at now",
+            record.kind.value,
+            record.name,
+            (record.version.ts.wall_ms - wall_ms) / 1000,
+            self.max_ahead_ms / 1000,
+        )
+        old = record.version
+        self._record_conflict(
+            Conflict(record.kind, record.name, "restamped", old, record.tombstone, version, wall_ms)
+        )
 
     def _refuse_ahead(self, record: Record, wall_ms: int) -> None:
         self.refused_ahead += 1

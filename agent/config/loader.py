@@ -195,6 +195,7 @@ def _resolve(
         log_format=model.log_format,
         log_level=model.log_level,
         tombstone_keep=model.tombstone_keep,
+        conflict_window=model.conflict_window,
         allow_exec_checks=model.allow_exec_checks,
         exec_check_paths=tuple(model.exec_check_paths),
         gossip=model.gossip.config(),

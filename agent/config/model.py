@@ -5,7 +5,8 @@ Addresses are ``host:port`` strings; IPv6 hosts are bracketed (``[::1]:7946``). 
 several colons is taken as an IPv6 address with no port.
 
 ``[gossip] profile`` picks one of memberlist's presets (:data:`gossip.config.PROFILES`: ``lan``, the
-default, ``wan`` or ``local``); the table's other keys override single fields of it.
+default, ``wan`` or ``local``); the table's other keys override single fields of it, and
+``[gossip.streams]`` single fields of the profile's :class:`gossip.config.StreamLimits`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,7 +24,7 @@ from agent.config.base import HostPort, NonEmpty, Section, Text, address, core_r
 from agent.config.bgp import BgpSection, BgpSettings
 from agent.config.errors import Loc
 from agent.config.wireguard import WireguardSection
-from gossip import PROFILES, GossipConfig, check_member_name
+from gossip import PROFILES, GossipConfig, StreamLimits, check_member_name
 from transit import TransitConfig
 
 DEFAULT_GOSSIP_PORT = 7946
@@ -31,6 +33,9 @@ DEFAULT_HTTP_LISTEN = "127.0.0.1:7947"
 DEFAULT_STATE_DIR = "/var/lib/wiremesh"
 # agent.cluster.replication's default; not imported (it pulls in trio)
 DEFAULT_TOMBSTONE_KEEP_S = 7 * 24 * 3600.0
+# agent.cluster.store's default (10 s), in seconds; not imported (config sits below the cluster room)
+DEFAULT_CONFLICT_WINDOW_S = 10.0
+MAX_CONFLICT_WINDOW_S = 3600.0
 
 LogFormat = Literal["text", "json"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -57,6 +62,24 @@ class AgentConfig:
     gossip: GossipConfig
     bgp: BgpSettings = field(default_factory=BgpSettings)  # off unless the file's [bgp] table enables it
     wireguard: TransitConfig = field(default_factory=TransitConfig)  # off unless [wireguard] enables it
+    # Two machines' writes to one object closer than this (HLC wall time, seconds) are a conflict.
+    conflict_window: float = DEFAULT_CONFLICT_WINDOW_S
+
+
+class StreamsSection(Section):
+    """``[gossip.streams]``: what peers may hold of the TCP stream server, over the profile's limits."""
+
+    timeout: float | None = None
+    first_frame_timeout: float | None = None
+    max_frame: int | None = None
+    max_connections: int | None = None
+    member_reserve: int | None = None
+    per_source: int | None = None
+    stranger_frame_max: int | None = None
+    buffer_budget: int | None = None
+
+    def limits(self, base: StreamLimits) -> StreamLimits:
+        return replace(base, **self.given())
 
 
 class GossipSection(Section):
@@ -84,15 +107,25 @@ class GossipSection(Section):
     reconnect_interval: float | None = None
     nack_fraction: float | None = None
     leave_propagate_delay: float | None = None
+    streams: StreamsSection = Field(default_factory=StreamsSection)
 
     def overrides(self) -> dict[str, Any]:
-        return {k: v for k, v in self.given().items() if k != "profile"}
+        return {k: v for k, v in self.given().items() if k not in ("profile", "streams")}
 
     def config(self) -> GossipConfig:
-        return replace(PROFILES[self.profile], **self.overrides())
+        profile = PROFILES[self.profile]
+        return replace(profile, **self.overrides(), streams=self.streams.limits(profile.streams))
 
     def rules(self) -> Iterator[tuple[Loc, str]]:
-        return core_rules(self.config, [f.name for f in fields(GossipConfig)], self.overrides())
+        # The streams' checks are blamed on their keys inside [gossip.streams]; they are run here, not
+        # in StreamsSection, because the values they check come from the profile too.
+        profile = PROFILES[self.profile]
+        names = [f.name for f in fields(GossipConfig)]
+        yield from core_rules(lambda: replace(profile, **self.overrides()), names, self.overrides())
+        limits = partial(self.streams.limits, profile.streams)
+        stream_names = [f.name for f in fields(StreamLimits)]
+        for where, problem in core_rules(limits, stream_names, self.streams.given()):
+            yield ("streams", *where), problem
 
 
 def _advertisable(text: str) -> str:
@@ -132,6 +165,7 @@ class AgentFile(Section):
     log_format: LogFormat = "text"
     log_level: LogLevel = "info"
     tombstone_keep: float = Field(default=DEFAULT_TOMBSTONE_KEEP_S, gt=0.0)
+    conflict_window: float = Field(default=DEFAULT_CONFLICT_WINDOW_S, ge=0.0, le=MAX_CONFLICT_WINDOW_S)
     allow_exec_checks: bool = False
     exec_check_paths: list[Annotated[str, AfterValidator(_exec_path)]] = Field(default_factory=list)
     gossip: GossipSection = Field(default_factory=GossipSection)
