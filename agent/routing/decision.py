@@ -131,15 +131,22 @@ def router_id_key(path: Path) -> int:
 
 
 def _tiebreak(oldest: bool) -> Callable[[Path], tuple[float, int, int, tuple[int, int], int]]:
+    # router_id_key inlined: this runs for every ECMP candidate on every change
     if oldest:
         return lambda p: (
             p.received,
-            router_id_key(p),
+            p.peer.router_id_key if p.attrs.originator_key is None else p.attrs.originator_key,
             p.attrs.cluster_length,
             p.peer.address_key,
             p.path_id,
         )
-    return lambda p: (0.0, router_id_key(p), p.attrs.cluster_length, p.peer.address_key, p.path_id)
+    return lambda p: (
+        0.0,
+        p.peer.router_id_key if p.attrs.originator_key is None else p.attrs.originator_key,
+        p.attrs.cluster_length,
+        p.peer.address_key,
+        p.path_id,
+    )
 
 
 def _med_step(paths: list[Path], options: DecisionOptions) -> list[Path]:

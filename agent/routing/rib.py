@@ -314,7 +314,7 @@ class Rib:
         """``peer`` announces ``prefix`` (replacing its previous path there with the same
         ``path_id``). Re-announcing the same attributes is a no-op, so the path keeps its age."""
         adj = self._adj_of(peer)
-        tables = adj.of(path_id, create=True)
+        tables = adj if not path_id else adj.of(path_id, create=True)
         assert tables is not None
         self._announce(adj, tables, prefix, self._interner.attributes(attrs), now, igp_cost)
         self._maybe_retain()
@@ -339,7 +339,11 @@ class Rib:
 
     def withdraw(self, peer: Peer, prefix: Prefix, path_id: int = 0) -> None:
         """``peer`` withdraws its path ``path_id`` to ``prefix`` (its other paths there stay)."""
-        self.withdraw_many(peer, (prefix,), path_id)
+        if path_id:
+            self.withdraw_many(peer, (prefix,), path_id)
+        else:
+            adj = self._adj_of(peer)
+            self._withdraw(adj, adj, prefix)
 
     def withdraw_many(self, peer: Peer, prefixes: Iterable[Prefix], path_id: int = 0) -> None:
         adj = self._adj_of(peer)
