@@ -34,6 +34,8 @@ from agent.bgp.ingest import Ingest
 from agent.bgp.status import SessionTable
 from agent.bgp.supervisor import default_exabgp_argv
 from agent.config.bgp import AsnPlan
+from agent.http.bgp import destination
+from agent.kernel.fib import FibState
 from agent.routing import DecisionOptions, Prefix, Rib
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exabgp"
@@ -270,3 +272,32 @@ def test_ingest_keeps_one_path_per_path_id_and_withdraws_each_alone() -> None:
     assert Prefix.parse(OTHER) not in rib
     ingest.apply(msgs[8], 3.0)
     assert vip not in rib and rib.path_count() == 0
+
+
+class _View:
+    """Just what :func:`agent.http.bgp.destination` reads of a speaker."""
+
+    def __init__(self, rib: Rib) -> None:
+        self.machine, self.router_id, self.asn, self.rib = "me", ME, 65000, rib
+        self.fib_state = FibState()
+
+    def peer_name(self, address: str) -> str | None:
+        return "rr" if address == RR else None
+
+
+def test_the_rib_endpoint_shows_path_id_originator_and_cluster_list() -> None:
+    rib = Rib(router_id=ipaddress.IPv4Address(ME), asn=65000, options=DecisionOptions(max_paths=4))
+    ingest = Ingest(rib, SessionTable([RR]))
+    for m in messages()[:7]:
+        ingest.apply(m, 1.0)
+    out = destination(_View(rib), Prefix.parse(VIP), 2.0)  # type: ignore[arg-type]
+    assert out is not None and out.ecmp == [C1, C2]
+    assert [(p.peer, p.peer_name, p.path_id, p.originator_id, p.cluster_list) for p in out.paths] == [
+        (RR, "rr", 2, C1, [RR]),
+        (RR, "rr", 3, C2, [RR]),
+    ]
+    assert out.paths[1].lost_at == "Router ID"
+    assert out.paths[1].reason == (
+        "multipath, behind best at Router ID: 198.18.0.12 (originator) vs 198.18.0.11 (originator)"
+        " (via 198.18.0.1 path 2)"
+    )
