@@ -40,6 +40,7 @@ stops ExaBGP and removes our kernel routes and lo addresses (shielded, bounded).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import math
@@ -279,7 +280,7 @@ class BgpSpeaker:
             self._members(), self.machine, self.settings.plan, self.asn, own, refusals=self.refusals
         )
         for peer in self._mesh.values():
-            self._member_router_ids[peer.name] = peer.router_id
+            self._remember_router_id(peer.name, peer.router_id)
 
     def set_mesh_address(self, address: str | None) -> None:
         """The transit driver's word on this machine's mesh address: up (sessions to members that have
@@ -498,7 +499,7 @@ class BgpSpeaker:
             if member.name == name:
                 info = BGP.decode(member.kv.get(BGP_KEY, (0, None))[1], name, self.refusals)
                 if info is not None:
-                    self._member_router_ids[name] = info.router_id
+                    self._remember_router_id(name, info.router_id)
                 break
         known = self._member_router_ids.get(name)
         if known is None or known == self.router_id:
@@ -507,6 +508,13 @@ class BgpSpeaker:
             return ipaddress.IPv4Address(known)
         except ValueError:
             return None
+
+    def _remember_router_id(self, name: str, router_id: str) -> None:
+        previous = self._member_router_ids.get(name)
+        if previous is not None and previous != router_id:  # renumbered: the old id is no one's now
+            with contextlib.suppress(ValueError):
+                self.rib.revalidate_originator(ipaddress.IPv4Address(previous))
+        self._member_router_ids[name] = router_id
 
     def _membership(self, event: MemberEvent) -> None:
         before = {p.name: a for a, p in self._mesh.items()}
