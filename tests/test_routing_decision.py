@@ -49,16 +49,23 @@ class P:
     received: float = 0.0
     router_id: int | None = None
     next_hop: str | None = None
+    originator: int | None = None  # ORIGINATOR_ID 10.0.1.N: reflected
+    clusters: int = 0  # CLUSTER_LIST length
+    path_id: int = 0
 
     def path(self) -> Path:
+        originator = None if self.originator is None else ipaddress.IPv4Address(f"10.0.1.{self.originator}")
         attrs = Attributes(
             next_hop=ipaddress.IPv4Address(self.next_hop or f"198.18.0.{self.n}"),
             as_path=AsPath.parse(self.as_path),
             origin=self.origin,
             med=self.med,
             local_pref=self.lp,
+            originator_id=originator,
+            cluster_list=tuple(ipaddress.IPv4Address(f"10.0.2.{i}") for i in range(self.clusters)),
         )
-        return Path(PREFIX, attrs, peer(self.n, self.kind, self.router_id), self.received, self.igp)
+        peer_ = peer(self.n, self.kind, self.router_id)
+        return Path(PREFIX, attrs, peer_, self.received, self.igp, self.path_id)
 
 
 def by_path(ranked: tuple[Ranked, ...]) -> dict[int, Ranked]:
@@ -187,6 +194,42 @@ CASES: list[tuple[str, Step, P, P, DecisionOptions, str, str]] = [
         "10.0.0.2",
     ),
     (
+        "ORIGINATOR_ID stands in for the router id (RFC 4456 9)",
+        Step.ROUTER_ID,
+        P(1, INT, as_path="", router_id=9, originator=2, path_id=7),
+        P(1, INT, as_path="", router_id=9, originator=3, path_id=1),
+        DecisionOptions(),
+        "10.0.1.2 (originator)",
+        "10.0.1.3 (originator)",
+    ),
+    (
+        "ORIGINATOR_ID against a direct peer's router id",
+        Step.ROUTER_ID,
+        P(2, INT, as_path="", router_id=5),
+        P(1, INT, as_path="", router_id=1, originator=6),
+        DecisionOptions(),
+        "10.0.0.5",
+        "10.0.1.6 (originator)",
+    ),
+    (
+        "shorter CLUSTER_LIST, before the neighbor address (RFC 4456 9)",
+        Step.CLUSTER_LENGTH,
+        P(2, INT, as_path="", originator=4, clusters=1),
+        P(1, INT, as_path="", originator=4, clusters=2),
+        DecisionOptions(),
+        "1",
+        "2",
+    ),
+    (
+        "missing CLUSTER_LIST counts as empty",
+        Step.CLUSTER_LENGTH,
+        P(2, INT, as_path="", originator=4),
+        P(1, INT, as_path="", originator=4, clusters=1),
+        DecisionOptions(),
+        "0",
+        "1",
+    ),
+    (
         "lower neighbor address",
         Step.NEIGHBOR_IP,
         P(1, router_id=9),
@@ -230,6 +273,7 @@ def test_steps_are_named_as_frr_names_them_in_order() -> None:
         "IGP Metric",
         "Older Path",
         "Router ID",
+        "Cluster length",
         "Neighbor IP",
     ]
 

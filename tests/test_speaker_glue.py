@@ -449,3 +449,86 @@ async def test_over_the_mesh_nothing_is_published_until_the_mesh_address_is_up(t
             poll=0.02,
             detail=h.diagnostics,
         )
+
+
+async def test_behind_a_reflector_a_dead_members_paths_leave_by_originator_id(tmp_path: Path) -> None:
+    """m2 (PEER) reflects with ADD-PATH: m3's and m4's paths to one prefix arrive over m2's session,
+    ORIGINATOR_ID their router ids. m3 dead in gossip: its path leaves the FIB at once, m4's and the
+    session stay; alive again: back. Its router id is remembered, so this works even when the dead
+    member's ``bgp`` value is gone with it."""
+    m3, m4 = "198.18.0.12", "198.18.0.13"
+    async with running(tmp_path) as h:
+        sp = h.speaker
+        await eventually(
+            lambda: [v.status.state for v in sp.neighbor_views()] == ["up", "up"],
+            what="both sessions up",
+            timeout=WAIT,
+            poll=0.02,
+            detail=h.diagnostics,
+        )
+        h.node.set_member("m3", m3, MemberState.ALIVE)  # publishes router id 198.18.0.12
+        h.node.emit(EventKind.JOIN, "m3")
+        await eventually(lambda: len(sp.neighbor_views()) == 3, what="m3 a neighbor", timeout=WAIT, poll=0.02)
+        reflector = ApiPeer(PEER, ME, 64512, 64512)
+        routes = tuple(
+            ApiRoute("100.96.1.3/32", origin, RouteAttributes(originator_id=origin, cluster_list=(PEER,)), n)
+            for n, origin in ((2, m3), (3, m4))
+        )
+        now = trio.current_time()
+        sp._apply_event(PeerState(reflector, SessionState.UP), now)
+        sp._apply_event(Update(reflector, routes), now)
+        sp._rib_changed()
+        vip = Prefix.parse("100.96.1.3/32")
+        both = (ipaddress.ip_address(m3), ipaddress.ip_address(m4))
+        await eventually(
+            lambda: h.fib.routes.get(vip) == both, what="ECMP via the reflector", timeout=WAIT, poll=0.02
+        )
+
+        h.node.others["m3"] = MemberInfo("m3", (m3, 7946), 1, MemberState.DEAD, 0.0, b"", {})  # no bgp value
+        h.node.emit(EventKind.DEAD, "m3")
+        await eventually(
+            lambda: h.fib.routes.get(vip) == (ipaddress.ip_address(m4),),
+            what="m3's path gone, m4's kept",
+            timeout=WAIT,
+            poll=0.02,
+            detail=h.diagnostics,
+        )
+        assert sp.rib.is_valid(ipaddress.ip_address(PEER))  # the reflector's session is untouched
+
+        h.node.set_member("m3", m3, MemberState.ALIVE)
+        h.node.emit(EventKind.ALIVE, "m3")
+        await eventually(
+            lambda: h.fib.routes.get(vip) == both, what="m3's path back", timeout=WAIT, poll=0.02
+        )
+
+
+async def test_a_renumbered_member_frees_its_old_router_id(tmp_path: Path) -> None:
+    """m3 dead, then back with another router id: its old id must not keep paths out for ever."""
+    m3 = "198.18.0.12"
+    old, new = ipaddress.IPv4Address(m3), ipaddress.IPv4Address("198.18.0.14")
+    async with running(tmp_path) as h:
+        await eventually(
+            lambda: len(h.speaker.neighbor_views()) == 2, what="subscribed", timeout=WAIT, poll=0.02
+        )
+        h.node.set_member("m3", m3, MemberState.ALIVE)  # router id 198.18.0.12
+        h.node.emit(EventKind.JOIN, "m3")
+        await eventually(
+            lambda: len(h.speaker.neighbor_views()) == 3, what="m3 a neighbor", timeout=WAIT, poll=0.02
+        )
+        h.node.others["m3"] = MemberInfo("m3", (m3, 7946), 1, MemberState.DEAD, 0.0, b"", {})
+        h.node.emit(EventKind.DEAD, "m3")
+        await eventually(
+            lambda: not h.speaker.rib.is_valid_originator(old),
+            what="m3's id dropped",
+            timeout=WAIT,
+            poll=0.02,
+        )
+        info = BGP.encode(SpeakerInfo(64512, str(new), m3, (), None))
+        h.node.others["m3"] = MemberInfo(
+            "m3", (m3, 7946), 2, MemberState.ALIVE, 0.0, b"", {BGP_KEY: (2, info)}
+        )
+        h.node.emit(EventKind.ALIVE, "m3")
+        await eventually(
+            lambda: h.speaker.rib.is_valid_originator(old), what="the old id freed", timeout=WAIT, poll=0.02
+        )
+        assert h.speaker.rib.is_valid_originator(new)

@@ -25,6 +25,10 @@ Facts checked against ExaBGP 5.0.15 (see the fixtures in ``tests/fixtures/exabgp
   each next hop; the parser keeps the global one.
 - Confederation segments are reported as ``as-sequence`` like plain sequences; they cannot be told
   apart in the JSON.
+- With ADD-PATH receive negotiated (RFC 7911; behind a BIRD 2 route reflector, see
+  ``reflector_addpath.jsonl``) every NLRI, announced or withdrawn, carries ``"path-information"`` as a
+  dotted quad (``"0.0.0.3"``); one UPDATE may list the same prefix twice under different path ids.
+  Reflected routes carry ``"originator-id": "a.b.c.d"`` and ``"cluster-list": ["a.b.c.d", ...]``.
 """
 
 from __future__ import annotations
@@ -78,6 +82,15 @@ def _check_range(name: str, value: int, maximum: int, minimum: int = 0) -> None:
         raise ValueError(f"{name} must be an integer in {minimum}..{maximum}, not {value!r}")
 
 
+def _dotted_quad(name: str, value: object) -> str:
+    try:
+        if not isinstance(value, str):
+            raise TypeError
+        return str(ipaddress.IPv4Address(value))
+    except (ValueError, TypeError):
+        raise ValueError(f"{name} must be a dotted quad, not {value!r}") from None
+
+
 def community_pair(value: int) -> Community:
     """A standard community as the routing core keeps it (``asn << 16 | value``, e.g.
     :data:`agent.routing.GRACEFUL_SHUTDOWN`) in the (asn, value) form ExaBGP reads and writes."""
@@ -127,7 +140,11 @@ class RouteAttributes:
     so two attribute sets that mean the same compare equal (the desired-state diff relies on it).
 
     ``as_path`` is the AS_SEQUENCE; ``as_sets`` are AS_SET segments, which come after the sequence
-    (aggregation appends them). Empty ``as_path`` on a route we send means ExaBGP's default."""
+    (aggregation appends them). Empty ``as_path`` on a route we send means ExaBGP's default.
+
+    ``originator_id`` and ``cluster_list`` (RFC 4456, dotted quads, the list in wire order: the last
+    reflector first) are what a route reflector adds; they are read from received routes only, a route
+    we send never carries them (a client does not reflect)."""
 
     origin: Origin = Origin.IGP
     as_path: tuple[int, ...] = ()
@@ -136,9 +153,17 @@ class RouteAttributes:
     local_pref: int | None = None
     communities: tuple[Community, ...] = ()
     large_communities: tuple[LargeCommunity, ...] = ()
+    originator_id: str | None = None
+    cluster_list: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "origin", Origin(self.origin))
+        if self.originator_id is not None:
+            object.__setattr__(self, "originator_id", _dotted_quad("ORIGINATOR_ID", self.originator_id))
+        if self.cluster_list:
+            object.__setattr__(
+                self, "cluster_list", tuple(_dotted_quad("CLUSTER_LIST", c) for c in self.cluster_list)
+            )
         for asn in self.as_path:
             _check_range("AS number", asn, MAX_U32)
         sets = tuple(tuple(sorted(set(s))) for s in self.as_sets)
@@ -274,6 +299,7 @@ class ApiRoute:
     prefix: str
     next_hop: str | None
     attributes: RouteAttributes
+    path_id: int | None = None  # RFC 7911 path identifier; None: the session has no ADD-PATH receive
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,10 +312,14 @@ class PeerState:
 
 @dataclass(frozen=True, slots=True)
 class Update:
+    """One UPDATE. Withdrawals without a path id (no ADD-PATH) are ``withdrawn``; with one they are
+    ``withdrawn_paths``, (prefix, path id), and remove only that path of the prefix."""
+
     peer: ApiPeer
     announced: tuple[ApiRoute, ...] = ()
     withdrawn: tuple[str, ...] = ()  # prefixes
     time: float = 0.0
+    withdrawn_paths: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +477,10 @@ def _attributes(value: Any) -> RouteAttributes:
             raise ApiCodecError(f"large-community: expected three numbers, got {c!r}")
         a, b, c = (_int(part, "large-community") for part in parts)
         large.append((a, b, c))
+    originator_id = _quad(value["originator-id"], "originator-id") if "originator-id" in value else None
+    cluster_list = tuple(
+        _quad(c, "cluster-list") for c in _list(value.get("cluster-list", []), "cluster-list")
+    )
     return RouteAttributes(
         origin=origin,
         as_path=as_path,
@@ -455,7 +489,25 @@ def _attributes(value: Any) -> RouteAttributes:
         local_pref=local_pref,
         communities=tuple(communities),
         large_communities=tuple(large),
+        originator_id=originator_id,
+        cluster_list=cluster_list,
     )
+
+
+def _quad(value: Any, what: str) -> str:
+    """A dotted-quad field (originator id, cluster id, path id) in canonical form."""
+    text = _str(value, what)
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise ApiCodecError(f"{what}: expected a dotted quad, got {value!r}") from None
+
+
+def _path_id(entry: Any, what: str) -> int | None:
+    """The NLRI's RFC 7911 path identifier, which ExaBGP prints as a dotted quad; ``None`` if absent."""
+    if not isinstance(entry, dict) or "path-information" not in entry:
+        return None
+    return int(ipaddress.IPv4Address(_quad(entry["path-information"], f"{what} path-information")))
 
 
 def _list(value: Any, what: str) -> list[Any]:
@@ -480,7 +532,7 @@ def _update(peer: ApiPeer, update: Any, time: float) -> Update:
     if not isinstance(update, dict):
         raise ApiCodecError("update: expected an object")
     attributes = _attributes(update.get("attribute", {}))
-    announced: dict[str, ApiRoute] = {}
+    announced: dict[tuple[str, int | None], ApiRoute] = {}
     for family, by_next_hop in _dict(update.get("announce", {}), "announce").items():
         if family not in Family._value2member_map_:
             log.debug("skipping announcements of family %s from %s", family, peer.address)
@@ -489,17 +541,31 @@ def _update(peer: ApiPeer, update: Any, time: float) -> Update:
             next_hop = None if next_hop_text == "null" else _address(next_hop_text, "next hop")
             for entry in _list(entries, f"announce {family}"):
                 prefix = _nlri(entry, f"announce {family}")
-                known = announced.get(prefix)
+                path_id = _path_id(entry, f"announce {family}")
+                known = announced.get((prefix, path_id))
                 # A prefix listed under a global and a link-local next hop: keep the global one.
                 if known is None or (_is_link_local(known.next_hop) and not _is_link_local(next_hop)):
-                    announced[prefix] = ApiRoute(prefix, next_hop, attributes)
+                    announced[prefix, path_id] = ApiRoute(prefix, next_hop, attributes, path_id)
     withdrawn: list[str] = []
+    withdrawn_paths: list[tuple[str, int]] = []
     for family, entries in _dict(update.get("withdraw", {}), "withdraw").items():
         if family not in Family._value2member_map_:
             log.debug("skipping withdrawals of family %s from %s", family, peer.address)
             continue
-        withdrawn.extend(_nlri(entry, f"withdraw {family}") for entry in _list(entries, f"withdraw {family}"))
-    return Update(peer, tuple(announced.values()), tuple(dict.fromkeys(withdrawn)), time)
+        for entry in _list(entries, f"withdraw {family}"):
+            prefix = _nlri(entry, f"withdraw {family}")
+            path_id = _path_id(entry, f"withdraw {family}")
+            if path_id is None:
+                withdrawn.append(prefix)
+            else:
+                withdrawn_paths.append((prefix, path_id))
+    return Update(
+        peer,
+        tuple(announced.values()),
+        tuple(dict.fromkeys(withdrawn)),
+        time,
+        tuple(dict.fromkeys(withdrawn_paths)),
+    )
 
 
 def _dict(value: Any, what: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from agent.bgp.api import Family, normalize_address
 from agent.config.bgp import DEFAULT_HOLD_TIME, MAX_MD5_KEY, AsnPlan, ExternalPeer, check_asn
@@ -26,6 +27,16 @@ PROCESS_NAME = "wiremesh"
 BGP_PORT = 179
 
 _BARE_TOKEN = re.compile(r"[A-Za-z0-9_./:@+=%-]+")
+
+
+class AddPath(StrEnum):
+    """The ADD-PATH capability (RFC 7911) a session offers, in ExaBGP's spelling. A client behind a
+    route reflector receives (so it sees every announcer of a prefix, not the reflector's best only);
+    a reflector sends."""
+
+    RECEIVE = "receive"
+    SEND = "send"
+    SEND_RECEIVE = "send/receive"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +56,18 @@ class Neighbor:
     listen: bool = True  # accept the peer's connections on ``local_address``:``port``
     port: int = BGP_PORT
     description: str = ""
+    add_path: AddPath | None = None  # None: no ADD-PATH capability (the config renders as before)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "address", normalize_address(self.address))
+        if self.add_path is not None:
+            try:
+                object.__setattr__(self, "add_path", AddPath(self.add_path))
+            except ValueError:
+                choices = ", ".join(a.value for a in AddPath)
+                raise ValueError(
+                    f"neighbor {self.address}: add-path must be one of {choices}, not {self.add_path!r}"
+                ) from None
         if self.local_address is not None:
             object.__setattr__(self, "local_address", normalize_address(self.local_address))
             if ipaddress.ip_address(self.local_address).version != ipaddress.ip_address(self.address).version:
@@ -100,9 +120,11 @@ def mesh_neighbor(
     peer_asn: int | None = None,
     local_asn: int | None = None,
     hold_time: int = DEFAULT_HOLD_TIME,
+    add_path: AddPath | None = None,
 ) -> Neighbor:
     """The session to another mesh machine (over its mesh address), ASNs from the plan. ``peer_asn`` /
-    ``local_asn`` are the machines' configured ASNs, if any (per-machine mode)."""
+    ``local_asn`` are the machines' configured ASNs, if any (per-machine mode); ``add_path`` is
+    :attr:`AddPath.RECEIVE` on a client's session to a route reflector."""
     return Neighbor(
         address=address,
         peer_as=plan.asn_for(name, peer_asn),
@@ -111,6 +133,7 @@ def mesh_neighbor(
         local_address=local_address,
         hold_time=hold_time,
         description=f"mesh {name}",
+        add_path=add_path,
     )
 
 
@@ -184,6 +207,8 @@ def _render_neighbor(n: Neighbor, process: str) -> list[str]:
         lines += [f"    md5-password {encoded};", "    md5-base64 true;"]
     if n.multihop is not None:
         lines.append(f"    outgoing-ttl {n.multihop};")
+    if n.add_path is not None:  # for every family of the session (ExaBGP's default with no family list)
+        lines += ["    capability {", f"        add-path {n.add_path.value};", "    }"]
     lines += [
         "    family {",
         f"        {n.family.value};",

@@ -7,6 +7,10 @@ that comes from the peer's OPEN (:class:`agent.bgp.api.Open`, which arrives befo
 lookup the owner passes in (a mesh member publishes its own over gossip); failing both the peer's IPv4
 address stands in, or 0.0.0.0 for an IPv6 peer: it only breaks the last ties.
 
+Behind a route reflector (ADD-PATH receive), each route carries its path id and the reflector's
+ORIGINATOR_ID and CLUSTER_LIST; they go to the RIB as they are (path identity, the RFC 4456 decision
+steps and loop checks live there).
+
 Received GRACEFUL_SHUTDOWN (RFC 8326): a path carrying 65535:0 gets LOCAL_PREF 0 before the import
 policy sees it, as the RFC asks of a receiver, so traffic moves to any other path during a peer's
 drain (a policy can still set it back).
@@ -72,6 +76,8 @@ def routing_attributes(attrs: RouteAttributes, next_hop: str | None) -> Attribut
         local_pref=local_pref,
         communities=communities,
         large_communities=frozenset(attrs.large_communities),
+        originator_id=ipaddress.IPv4Address(attrs.originator_id) if attrs.originator_id is not None else None,
+        cluster_list=tuple(ipaddress.IPv4Address(c) for c in attrs.cluster_list),
     )
 
 
@@ -151,14 +157,22 @@ class Ingest:
         if event.withdrawn:
             self.rib.withdraw_many(peer, (Prefix.parse(p) for p in event.withdrawn))
             self._withdrawn += len(event.withdrawn)
-        groups: dict[tuple[str | None, RouteAttributes], list[Prefix]] = {}
+        if event.withdrawn_paths:
+            by_id: dict[int, list[Prefix]] = {}
+            for text, path_id in event.withdrawn_paths:
+                by_id.setdefault(path_id, []).append(Prefix.parse(text))
+            for path_id, prefixes in by_id.items():
+                self.rib.withdraw_many(peer, prefixes, path_id)
+            self._withdrawn += len(event.withdrawn_paths)
+        groups: dict[tuple[str | None, RouteAttributes, int], list[Prefix]] = {}
         for route in event.announced:
-            groups.setdefault((route.next_hop, route.attributes), []).append(Prefix.parse(route.prefix))
-        for (next_hop, wire), prefixes in groups.items():
+            key = (route.next_hop, route.attributes, route.path_id or 0)
+            groups.setdefault(key, []).append(Prefix.parse(route.prefix))
+        for (next_hop, wire, path_id), prefixes in groups.items():
             if next_hop is None:
                 self._skipped += len(prefixes)  # nothing to forward to: not a usable path
                 continue
-            self.rib.announce_many(peer, prefixes, routing_attributes(wire, next_hop), now)
+            self.rib.announce_many(peer, prefixes, routing_attributes(wire, next_hop), now, path_id=path_id)
             self._announced += len(prefixes)
 
     def speaker_down(self, reason: str | None = None, now: float = 0.0) -> None:

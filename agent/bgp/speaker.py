@@ -15,7 +15,11 @@ they return:
 * **Received routes** (:mod:`agent.bgp.ingest`): supervisor events into the :class:`Rib` through the
   import chain. A member that gossip declares dead or left has its paths invalidated at once
   (gossip-accelerated withdrawal: milliseconds after the gossip verdict rather than a hold time
-  later), and revalidated when it is alive again.
+  later), and revalidated when it is alive again. Two keys, as a machine's paths come two ways: by
+  the session address (a direct session, the full mesh) and by ORIGINATOR_ID (behind a route
+  reflector its paths arrive over the reflector's session, carrying its router id as published in
+  its ``bgp`` gossip value; the last one seen is remembered, so a member whose value went with it
+  still has its paths dropped).
 * **FIB** (:mod:`agent.kernel.fib`): :meth:`Rib.take_diff` after every batch of events into
   :class:`FibState`, applied by a worker thread, with a full reconcile against a kernel dump every
   ``full_reconcile`` seconds (and at start, which removes what a previous run left behind).
@@ -36,6 +40,7 @@ stops ExaBGP and removes our kernel routes and lo addresses (shielded, bounded).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import math
@@ -183,6 +188,7 @@ class BgpSpeaker:
         )
         self.sessions = SessionTable()
         self._mesh: dict[str, MeshPeer] = {}  # by peering address
+        self._member_router_ids: dict[str, str] = {}  # by member name: the last one it published
         self.refusals = Refusals(log)  # members' ``bgp`` values refused, each logged once
         # WireGuard on: the mesh address once it is up (None: refused, or off); nothing is published and
         # no mesh session configured until then (``_settled``), so no session starts on the underlay.
@@ -273,6 +279,8 @@ class BgpSpeaker:
         self._mesh = mesh_peers(
             self._members(), self.machine, self.settings.plan, self.asn, own, refusals=self.refusals
         )
+        for peer in self._mesh.values():
+            self._remember_router_id(peer.name, peer.router_id)
 
     def set_mesh_address(self, address: str | None) -> None:
         """The transit driver's word on this machine's mesh address: up (sessions to members that have
@@ -484,6 +492,30 @@ class BgpSpeaker:
                         continue
                 self._membership(event)
 
+    def _member_router_id(self, name: str) -> ipaddress.IPv4Address | None:
+        """The router id ``name`` publishes (or last published) in its ``bgp`` value: what its
+        paths carry as ORIGINATOR_ID behind a reflector. ``None`` if never seen, or ours."""
+        for member in self._members():
+            if member.name == name:
+                info = BGP.decode(member.kv.get(BGP_KEY, (0, None))[1], name, self.refusals)
+                if info is not None:
+                    self._remember_router_id(name, info.router_id)
+                break
+        known = self._member_router_ids.get(name)
+        if known is None or known == self.router_id:
+            return None
+        try:
+            return ipaddress.IPv4Address(known)
+        except ValueError:
+            return None
+
+    def _remember_router_id(self, name: str, router_id: str) -> None:
+        previous = self._member_router_ids.get(name)
+        if previous is not None and previous != router_id:  # renumbered: the old id is no one's now
+            with contextlib.suppress(ValueError):
+                self.rib.revalidate_originator(ipaddress.IPv4Address(previous))
+        self._member_router_ids[name] = router_id
+
     def _membership(self, event: MemberEvent) -> None:
         before = {p.name: a for a, p in self._mesh.items()}
         self._refresh_mesh()
@@ -492,16 +524,27 @@ class BgpSpeaker:
             ip = ipaddress.ip_address(address)
         except ValueError:
             ip = None
-        if ip is not None and event.name != self.machine:
+        originator = self._member_router_id(event.name) if event.name != self.machine else None
+        if event.name != self.machine and (ip is not None or originator is not None):
             if event.kind in (EventKind.DEAD, EventKind.LEFT):
-                if self.rib.is_valid(ip):
+                if (ip is not None and self.rib.is_valid(ip)) or (
+                    originator is not None and self.rib.is_valid_originator(originator)
+                ):
                     log.info("%s is %s: dropping its paths now", event.name, event.kind.value)
-                self.rib.invalidate(ip)
+                if ip is not None:
+                    self.rib.invalidate(ip)
+                if originator is not None:
+                    self.rib.invalidate_originator(originator)
                 self._rib_changed()
             elif event.kind in (EventKind.JOIN, EventKind.ALIVE, EventKind.UPDATE):
-                if not self.rib.is_valid(ip):
+                if (ip is not None and not self.rib.is_valid(ip)) or (
+                    originator is not None and not self.rib.is_valid_originator(originator)
+                ):
                     log.info("%s is alive again: its paths are back", event.name)
-                self.rib.revalidate(ip)
+                if ip is not None:
+                    self.rib.revalidate(ip)
+                if originator is not None:
+                    self.rib.revalidate_originator(originator)
                 self._rib_changed()
         self.supervisor.set_neighbors(self._neighbors())
 

@@ -36,6 +36,10 @@ class _Session:
     prefixes: set[str] = field(default_factory=set)
     last_error: str | None = None
     end_of_rib: bool = False
+    paths: dict[str, set[int]] = field(default_factory=dict)  # ADD-PATH: per prefix, its path ids
+
+    def all_prefixes(self) -> set[str]:
+        return self.prefixes | self.paths.keys()
 
 
 class SessionTable:
@@ -54,7 +58,7 @@ class SessionTable:
 
     def prefixes(self, neighbor: str) -> frozenset[str]:
         session = self._sessions.get(neighbor)
-        return frozenset(session.prefixes) if session else frozenset()
+        return frozenset(session.all_prefixes()) if session else frozenset()
 
     def apply(self, event: Event, now: float) -> dict[str, frozenset[str]]:
         """Record ``event``; returns, per neighbor, the prefixes it invalidated (a session that went
@@ -66,7 +70,17 @@ class SessionTable:
             return self._state(event.peer.address, session, event, now)
         if isinstance(event, Update):
             session.prefixes.difference_update(event.withdrawn)
-            session.prefixes.update(r.prefix for r in event.announced)
+            for prefix, path_id in event.withdrawn_paths:
+                ids = session.paths.get(prefix)
+                if ids is not None:
+                    ids.discard(path_id)
+                    if not ids:
+                        del session.paths[prefix]
+            for route in event.announced:
+                if route.path_id is None:
+                    session.prefixes.add(route.prefix)
+                else:
+                    session.paths.setdefault(route.prefix, set()).add(route.path_id)
         elif isinstance(event, EndOfRib):
             session.end_of_rib = True
         elif isinstance(event, Notification):
@@ -103,11 +117,10 @@ class SessionTable:
     @staticmethod
     def _drop(address: str, session: _Session) -> dict[str, frozenset[str]]:
         session.end_of_rib = False
-        if not session.prefixes:
-            return {}
-        gone = frozenset(session.prefixes)
+        gone = frozenset(session.all_prefixes())
         session.prefixes.clear()
-        return {address: gone}
+        session.paths.clear()
+        return {address: gone} if gone else {}
 
     def snapshot(self, now: float, prefixes_out: Mapping[str, int] | None = None) -> list[NeighborStatus]:
         out = prefixes_out or {}
@@ -117,7 +130,7 @@ class SessionTable:
                 state=s.state,
                 since=s.since,
                 uptime=(now - s.since) if s.state == SessionState.UP.value and s.since is not None else None,
-                prefixes_in=len(s.prefixes),
+                prefixes_in=len(s.all_prefixes()) if s.paths else len(s.prefixes),
                 prefixes_out=out.get(a, 0),
                 last_error=s.last_error,
                 end_of_rib=s.end_of_rib,

@@ -83,6 +83,9 @@ class PathOut(BaseModel):
     multipath: bool
     reason: str  # "best", or the step it lost at with both values and the winner
     lost_at: str | None
+    path_id: int = 0  # RFC 7911 path id: one of several paths the same peer (a route reflector) sent
+    originator_id: str | None = None  # RFC 4456: the machine that announced it, behind a reflector
+    cluster_list: list[str] = []  # the reflectors it passed, the last one first
 
 
 class DestinationOut(BaseModel):
@@ -142,6 +145,9 @@ def _path(view: SpeakerView, ranked: Ranked, now: float) -> PathOut:
         multipath=ranked.multipath,
         reason=ranked.reason(),
         lost_at=ranked.lost_at.value if ranked.lost_at is not None else None,
+        path_id=path.path_id,
+        originator_id=str(attrs.originator_id) if attrs.originator_id is not None else None,
+        cluster_list=[str(c) for c in attrs.cluster_list],
     )
 
 

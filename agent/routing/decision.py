@@ -13,9 +13,16 @@ MED             lowest MED, compared only between paths from the same neighbouri
 Peer Type       external over internal
 IGP Metric      lowest IGP cost to the next hop
 Older Path      the oldest path, if ``prefer_oldest`` and the paths left are all external (RFC 5004)
-Router ID       lowest router id
+Router ID       lowest router id; a reflected route's ORIGINATOR_ID stands in for the router id of
+                the peer that sent it (RFC 4456 section 9)
+Cluster length  shortest CLUSTER_LIST (missing counts as empty; RFC 4456 section 9)
 Neighbor IP     lowest peer address
 ==============  ======================================================================================
+
+Behind a route reflector with ADD-PATH one session brings several paths to a prefix, all with the
+reflector's address and router id: ORIGINATOR_ID is what tells the announcing machines apart, so
+they tie-break as they would over a full mesh. Two paths that tie on everything (the same peer and
+originator) are ordered by their path id, so the outcome still does not depend on arrival order.
 
 **Elimination, not pairwise comparison.** Because MED is compared only within a neighbouring AS, a
 pairwise "better than" is not transitive (A beats B on MED, B beats C on Peer Type, C beats A on Router
@@ -25,7 +32,9 @@ the best at that step (for MED: worse than the best of their own neighbouring AS
 only on the set, never on arrival order; only "Older Path", off by default, looks at time.
 
 **Multipath.** The paths left after "IGP Metric" (equal down to, excluding, the router-id step, and
-"Older Path" is a tie-break too) form the ECMP set, best first, cut at ``max_paths``.
+"Older Path" is a tie-break too) form the ECMP set, best first, cut at ``max_paths``. Router ID and
+Cluster length come after it, so machines announcing the same prefix through one reflector (different
+ORIGINATOR_IDs) share the set as they do over a full mesh.
 
 :func:`select` is the fast path the RIB runs on every change; :func:`rank` replays the same steps
 recording why each path lost, for the CLI and UI (the tests check both agree).
@@ -54,6 +63,7 @@ class Step(StrEnum):
     IGP_METRIC = "IGP Metric"
     OLDER_PATH = "Older Path"
     ROUTER_ID = "Router ID"
+    CLUSTER_LENGTH = "Cluster length"
     NEIGHBOR_IP = "Neighbor IP"
 
 
@@ -114,10 +124,29 @@ def _oldest_applies(paths: Sequence[Path], options: DecisionOptions) -> bool:
     return options.prefer_oldest and all(p.peer.kind is PeerKind.EXTERNAL for p in paths)
 
 
-def _tiebreak(oldest: bool) -> Callable[[Path], tuple[float, int, tuple[int, int]]]:
+def router_id_key(path: Path) -> int:
+    """What the Router ID step compares: the ORIGINATOR_ID if the path has one, else the sender's."""
+    key = path.attrs.originator_key
+    return path.peer.router_id_key if key is None else key
+
+
+def _tiebreak(oldest: bool) -> Callable[[Path], tuple[float, int, int, tuple[int, int], int]]:
+    # router_id_key inlined: this runs for every ECMP candidate on every change
     if oldest:
-        return lambda p: (p.received, p.peer.router_id_key, p.peer.address_key)
-    return lambda p: (0.0, p.peer.router_id_key, p.peer.address_key)
+        return lambda p: (
+            p.received,
+            p.peer.router_id_key if p.attrs.originator_key is None else p.attrs.originator_key,
+            p.attrs.cluster_length,
+            p.peer.address_key,
+            p.path_id,
+        )
+    return lambda p: (
+        0.0,
+        p.peer.router_id_key if p.attrs.originator_key is None else p.attrs.originator_key,
+        p.attrs.cluster_length,
+        p.peer.address_key,
+        p.path_id,
+    )
 
 
 def _med_step(paths: list[Path], options: DecisionOptions) -> list[Path]:
@@ -174,7 +203,8 @@ _KEYS: Mapping[Step, Callable[[Path, DecisionOptions], tuple[float, ...]]] = Map
         Step.PEER_TYPE: lambda p, o: (p.peer.kind is PeerKind.INTERNAL,),
         Step.IGP_METRIC: lambda p, o: (p.igp_cost,),
         Step.OLDER_PATH: lambda p, o: (p.received,),
-        Step.ROUTER_ID: lambda p, o: (p.peer.router_id_key,),
+        Step.ROUTER_ID: lambda p, o: (router_id_key(p),),
+        Step.CLUSTER_LENGTH: lambda p, o: (p.attrs.cluster_length,),
         Step.NEIGHBOR_IP: lambda p, o: p.peer.address_key,
     }
 )
@@ -200,7 +230,11 @@ def step_value(step: Step, path: Path, options: DecisionOptions = DEFAULT_OPTION
     if step is Step.OLDER_PATH:
         return f"received {path.received:g}"
     if step is Step.ROUTER_ID:
+        if attrs.originator_id is not None:
+            return f"{attrs.originator_id} (originator)"
         return str(path.peer.router_id)
+    if step is Step.CLUSTER_LENGTH:
+        return str(attrs.cluster_length)
     return str(path.peer.address)
 
 
@@ -243,9 +277,10 @@ class Ranked:
         if self.lost_at is None or self.beaten_by is None:
             return "no decision"
         head = "multipath, behind best at" if self.multipath else "lost at"
-        return (
-            f"{head} {self.lost_at}: {self.value} vs {self.winning_value} (via {self.beaten_by.peer.address})"
-        )
+        via = str(self.beaten_by.peer.address)
+        if self.beaten_by.path_id:
+            via += f" path {self.beaten_by.path_id}"
+        return f"{head} {self.lost_at}: {self.value} vs {self.winning_value} (via {via})"
 
 
 def rank(candidates: Sequence[Path], options: DecisionOptions = DEFAULT_OPTIONS) -> tuple[Ranked, ...]:
@@ -279,7 +314,7 @@ def rank(candidates: Sequence[Path], options: DecisionOptions = DEFAULT_OPTIONS)
             pool = remaining
     if not remaining:
         return ()
-    remaining.sort(key=_tiebreak(False))  # more than one only if two paths share a peer address
+    remaining.sort(key=_tiebreak(False))  # more than one only if they share a peer and originator
     best = remaining[0]
     if pool is None:
         pool = remaining

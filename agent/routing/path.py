@@ -257,7 +257,12 @@ class Attributes:
     """The path attributes of a route, shared by every prefix that carries the same ones. ``med`` and
     ``local_pref`` are ``None`` when the attribute is absent (a missing LOCAL_PREF compares as
     :data:`DEFAULT_LOCAL_PREF`; a missing MED as 0 unless the decision options say worst);
-    ``next_hop`` is ``None`` for a route this machine originates (nothing to install)."""
+    ``next_hop`` is ``None`` for a route this machine originates (nothing to install).
+
+    ``originator_id`` and ``cluster_list`` are RFC 4456's, set on a route a reflector passed on: the
+    machine that first announced it into the AS and the reflectors' cluster ids, the last one first.
+    ``originator_key`` (the originator as an integer) and ``cluster_length`` are what the decision
+    process compares."""
 
     next_hop: IPAddress | None = None
     as_path: AsPath = EMPTY_AS_PATH
@@ -266,13 +271,26 @@ class Attributes:
     local_pref: int | None = None
     communities: frozenset[int] = NO_COMMUNITIES
     large_communities: frozenset[LargeCommunity] = NO_LARGE_COMMUNITIES
+    originator_id: ipaddress.IPv4Address | None = None
+    cluster_list: tuple[ipaddress.IPv4Address, ...] = ()
+    originator_key: int | None = field(init=False, repr=False, compare=False)
+    cluster_length: int = field(init=False, repr=False, compare=False)
     _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name, value in (("med", self.med), ("local_pref", self.local_pref)):
             if value is not None and not 0 <= value <= MAX_U32:
                 raise ValueError(f"{name} must be 0..{MAX_U32}, got {value}")
-        object.__setattr__(
+        setattr_ = object.__setattr__
+        originator = self.originator_id
+        if originator is not None and not isinstance(originator, ipaddress.IPv4Address):
+            originator = ipaddress.IPv4Address(originator)
+            setattr_(self, "originator_id", originator)
+        if self.cluster_list:
+            setattr_(self, "cluster_list", tuple(ipaddress.IPv4Address(c) for c in self.cluster_list))
+        setattr_(self, "originator_key", int(originator) if originator is not None else None)
+        setattr_(self, "cluster_length", len(self.cluster_list))
+        setattr_(
             self,
             "_hash",
             hash(
@@ -284,6 +302,8 @@ class Attributes:
                     self.local_pref,
                     self.communities,
                     self.large_communities,
+                    originator,
+                    self.cluster_list,
                 )
             ),
         )
@@ -360,13 +380,16 @@ class Peer:
 @dataclass(frozen=True, slots=True)
 class Path:
     """One route to ``prefix`` from ``peer``: received at ``received`` (the caller's clock, used by the
-    optional "oldest path" step), reaching its next hop at ``igp_cost``."""
+    optional "oldest path" step), reaching its next hop at ``igp_cost``. ``path_id`` is the RFC 7911
+    path identifier: a session with ADD-PATH (a route reflector's) sends several paths to one prefix,
+    and a path is known by (peer, prefix, path id); 0 on a session without it."""
 
     prefix: Prefix
     attrs: Attributes
     peer: Peer
     received: float
     igp_cost: int = 0
+    path_id: int = 0
 
 
 class Interner:

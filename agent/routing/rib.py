@@ -11,7 +11,15 @@ and the Loc-RIB, and the Loc-RIB keeps per destination every candidate, the best
   declared the member dead) but keeps its Adj-RIB-In, still updated, so :meth:`Rib.revalidate` puts
   them back without the peer re-sending; :meth:`Rib.peer_down` (session lost) forgets them, and the
   next session relearns them. Invalidation is by address and outlives sessions: a member gossip calls
-  dead stays out even if its BGP session comes back first.
+  dead stays out even if its BGP session comes back first. Behind a route reflector a dead machine's
+  paths arrive over the reflector's session, so :meth:`Rib.invalidate_originator` does the same for
+  every path whose ORIGINATOR_ID is that machine's router id, whichever session brought it.
+* **ADD-PATH** (RFC 7911): a path is known by (peer, prefix, path id), so a reflector's session can
+  hold one path per announcing machine; a withdrawal names the path id and removes that path only.
+  A session without ADD-PATH has path id 0 throughout.
+* **Reflection loops** (RFC 4456 section 8): a path whose ORIGINATOR_ID is this machine's router id,
+  or whose CLUSTER_LIST holds this machine's cluster id while it is a reflector, is dropped after the
+  pre-policy table, like an AS-path loop, and counted (:attr:`Rib.loop_drops`).
 * **Diffs**: the first change to a destination since the last :meth:`Rib.take_diff` remembers its
   selection then; :meth:`Rib.take_diff` reports the destinations whose best or ECMP set now differs
   (a flap back and forth reports nothing). The FIB and the export side drain it after each batch.
@@ -91,14 +99,39 @@ class _Entry:
         self.selection: Selection | None = None
 
 
-class _AdjIn:
-    __slots__ = ("peer", "post", "pre", "valid")
+class _Tables:
+    """One path id's Adj-RIB-In of a session: what was sent (``pre``) and what was accepted."""
 
-    def __init__(self, peer: Peer, valid: bool) -> None:
-        self.peer = peer
-        self.valid = valid  # False: invalidated, its paths are kept out of the Loc-RIB
+    __slots__ = ("path_id", "post", "pre")
+
+    def __init__(self, path_id: int) -> None:
+        self.path_id = path_id
         self.pre: dict[Prefix, Path] = {}
         self.post: dict[Prefix, Path] = {}
+
+
+class _AdjIn(_Tables):
+    """A session's Adj-RIB-In: path id 0 (every path of a session without ADD-PATH) in itself, so the
+    common case costs no extra lookup, other path ids in ``by_id``."""
+
+    __slots__ = ("by_id", "peer", "valid")
+
+    def __init__(self, peer: Peer, valid: bool) -> None:
+        super().__init__(0)
+        self.peer = peer
+        self.valid = valid  # False: invalidated, its paths are kept out of the Loc-RIB
+        self.by_id: dict[int, _Tables] = {}
+
+    def tables(self) -> list[_Tables]:
+        return [self, *self.by_id.values()] if self.by_id else [self]
+
+    def of(self, path_id: int, create: bool) -> _Tables | None:
+        if not path_id:
+            return self
+        tables = self.by_id.get(path_id)
+        if tables is None and create:
+            tables = self.by_id[path_id] = _Tables(path_id)
+        return tables
 
 
 class Rib:
@@ -112,8 +145,12 @@ class Rib:
         asn: int,
         options: DecisionOptions = DEFAULT_OPTIONS,
         import_policy: PolicyChain | None = None,
+        cluster_id: ipaddress.IPv4Address | None = None,
     ) -> None:
         self.local = Peer.local(router_id, asn)
+        self._cluster_id = cluster_id  # None: this machine is not a route reflector
+        self._dead_originators: set[ipaddress.IPv4Address] = set()
+        self._loops = {"as-path": 0, "originator-id": 0, "cluster-list": 0}
         self._options = options
         self._policy = import_policy if import_policy is not None else PolicyChain()
         self._adj: dict[Peer, _AdjIn] = {self.local: _AdjIn(self.local, valid=True)}
@@ -145,10 +182,26 @@ class Rib:
         """A new import chain: every peer's pre-policy table runs through it again (soft
         reconfiguration); only destinations whose accepted paths change are decided again."""
         self._policy = policy
+        self._reimport()
+
+    @property
+    def cluster_id(self) -> ipaddress.IPv4Address | None:
+        return self._cluster_id
+
+    def set_cluster_id(self, cluster_id: ipaddress.IPv4Address | None) -> None:
+        """This machine became a route reflector with ``cluster_id`` (or, with ``None``, stopped being
+        one): the CLUSTER_LIST loop check changes, so every received path is imported again."""
+        if cluster_id == self._cluster_id:
+            return
+        self._cluster_id = cluster_id
+        self._reimport()
+
+    def _reimport(self) -> None:
         for adj in self._adj.values():
             if adj.peer is not self.local:
-                for path in list(adj.pre.values()):
-                    self._import(adj, path, reevaluate=True)
+                for tables in adj.tables():
+                    for path in list(tables.pre.values()):
+                        self._import(adj, tables, path, reevaluate=True)
 
     # -- sessions and membership -----------------------------------------------------------------
 
@@ -168,8 +221,9 @@ class Rib:
             raise ValueError("the local pseudo-peer is always up")
         adj = self._adj_of(peer)
         if adj.valid:
-            for prefix in adj.post:
-                self._place(prefix, adj.peer, None)
+            for tables in adj.tables():
+                for prefix in tables.post:
+                    self._place(prefix, adj.peer, tables.path_id, None)
         del self._adj[adj.peer]
         del self._by_address[adj.peer.address]
 
@@ -182,8 +236,9 @@ class Rib:
         if peer is not None:
             adj = self._adj[peer]
             adj.valid = False
-            for prefix in adj.post:
-                self._place(prefix, peer, None)
+            for tables in adj.tables():
+                for prefix in tables.post:
+                    self._place(prefix, peer, tables.path_id, None)
 
     def revalidate(self, address: IPAddress) -> None:
         """Put them back (gossip: alive again), as the Adj-RIB-In holds them now."""
@@ -194,11 +249,52 @@ class Rib:
         if peer is not None:
             adj = self._adj[peer]
             adj.valid = True
-            for prefix, path in adj.post.items():
-                self._place(prefix, peer, path)
+            dead = self._dead_originators
+            for tables in adj.tables():
+                for prefix, path in tables.post.items():
+                    if not dead or path.attrs.originator_id not in dead:
+                        self._place(prefix, peer, tables.path_id, path)
 
     def is_valid(self, address: IPAddress) -> bool:
         return address not in self._invalid
+
+    def invalidate_originator(self, router_id: ipaddress.IPv4Address) -> None:
+        """Take every path whose ORIGINATOR_ID is ``router_id`` out of the Loc-RIB at once, whichever
+        session (a route reflector's) brought it (gossip: that machine is dead). Like
+        :meth:`invalidate` it outlives sessions; paths keep being tracked in the Adj-RIBs-In. One pass
+        over the accepted paths: a dead machine is rare, an index would cost every update."""
+        if router_id in self._dead_originators:
+            return
+        self._dead_originators.add(router_id)
+        for adj in self._adj.values():
+            if not adj.valid or adj.peer is self.local:
+                continue
+            for tables in adj.tables():
+                for prefix, path in tables.post.items():
+                    if path.attrs.originator_id == router_id:
+                        self._place(prefix, adj.peer, tables.path_id, None)
+
+    def revalidate_originator(self, router_id: ipaddress.IPv4Address) -> None:
+        """Put them back (gossip: alive again)."""
+        if router_id not in self._dead_originators:
+            return
+        self._dead_originators.discard(router_id)
+        for adj in self._adj.values():
+            if not adj.valid or adj.peer is self.local:
+                continue
+            for tables in adj.tables():
+                for prefix, path in tables.post.items():
+                    if path.attrs.originator_id == router_id:
+                        self._place(prefix, adj.peer, tables.path_id, path)
+
+    def is_valid_originator(self, router_id: ipaddress.IPv4Address) -> bool:
+        return router_id not in self._dead_originators
+
+    @property
+    def loop_drops(self) -> Mapping[str, int]:
+        """Received paths dropped as loops, by the attribute that showed it (``as-path``,
+        ``originator-id``, ``cluster-list``)."""
+        return MappingProxyType(dict(self._loops))
 
     @property
     def peers(self) -> tuple[Peer, ...]:
@@ -206,29 +302,58 @@ class Rib:
 
     # -- updates -------------------------------------------------------------------------------------
 
-    def announce(self, peer: Peer, prefix: Prefix, attrs: Attributes, now: float, igp_cost: int = 0) -> None:
-        """``peer`` announces ``prefix`` (replacing its previous path there). Re-announcing the same
-        attributes is a no-op, so the path keeps its age."""
-        self._announce(self._adj_of(peer), prefix, self._interner.attributes(attrs), now, igp_cost)
+    def announce(
+        self,
+        peer: Peer,
+        prefix: Prefix,
+        attrs: Attributes,
+        now: float,
+        igp_cost: int = 0,
+        path_id: int = 0,
+    ) -> None:
+        """``peer`` announces ``prefix`` (replacing its previous path there with the same
+        ``path_id``). Re-announcing the same attributes is a no-op, so the path keeps its age."""
+        adj = self._adj_of(peer)
+        tables = adj if not path_id else adj.of(path_id, create=True)
+        assert tables is not None
+        self._announce(adj, tables, prefix, self._interner.attributes(attrs), now, igp_cost)
         self._maybe_retain()
 
     def announce_many(
-        self, peer: Peer, prefixes: Iterable[Prefix], attrs: Attributes, now: float, igp_cost: int = 0
+        self,
+        peer: Peer,
+        prefixes: Iterable[Prefix],
+        attrs: Attributes,
+        now: float,
+        igp_cost: int = 0,
+        path_id: int = 0,
     ) -> None:
-        """One UPDATE: many prefixes with the same attributes."""
+        """One UPDATE: many prefixes with the same attributes (and path id)."""
         adj = self._adj_of(peer)
+        tables = adj.of(path_id, create=True)
+        assert tables is not None
         shared = self._interner.attributes(attrs)
         for prefix in prefixes:
-            self._announce(adj, prefix, shared, now, igp_cost)
+            self._announce(adj, tables, prefix, shared, now, igp_cost)
         self._maybe_retain()
 
-    def withdraw(self, peer: Peer, prefix: Prefix) -> None:
-        self._withdraw(self._adj_of(peer), prefix)
+    def withdraw(self, peer: Peer, prefix: Prefix, path_id: int = 0) -> None:
+        """``peer`` withdraws its path ``path_id`` to ``prefix`` (its other paths there stay)."""
+        if path_id:
+            self.withdraw_many(peer, (prefix,), path_id)
+        else:
+            adj = self._adj_of(peer)
+            self._withdraw(adj, adj, prefix)
 
-    def withdraw_many(self, peer: Peer, prefixes: Iterable[Prefix]) -> None:
+    def withdraw_many(self, peer: Peer, prefixes: Iterable[Prefix], path_id: int = 0) -> None:
         adj = self._adj_of(peer)
+        tables = adj.of(path_id, create=False)
+        if tables is None:
+            return
         for prefix in prefixes:
-            self._withdraw(adj, prefix)
+            self._withdraw(adj, tables, prefix)
+        if tables is not adj and not tables.pre:
+            del adj.by_id[path_id]
 
     def originate(self, prefix: Prefix, attrs: Attributes, now: float) -> None:
         """A route of this machine's own (preferred at "Local Route"; no import policy)."""
@@ -279,15 +404,24 @@ class Rib:
         entry = self._loc.get(prefix)
         return rank(entry.paths, self._options) if entry is not None else ()
 
-    def explain_import(self, peer: Peer, prefix: Prefix) -> Explanation | None:
-        """How the import policy treated what ``peer`` sent for ``prefix``."""
-        path = self._adj_of(peer).pre.get(prefix)
+    def explain_import(self, peer: Peer, prefix: Prefix, path_id: int = 0) -> Explanation | None:
+        """How the import policy treated what ``peer`` sent for ``prefix`` (as path ``path_id``)."""
+        tables = self._adj_of(peer).of(path_id, create=False)
+        path = tables.pre.get(prefix) if tables is not None else None
         return self._policy.explain(prefix, path.attrs) if path is not None else None
 
-    def adj_rib_in(self, peer: Peer, *, post_policy: bool) -> Mapping[Prefix, Path]:
-        """A read-only view of what ``peer`` sent (``post_policy=False``) or what was accepted."""
+    def adj_rib_in(self, peer: Peer, *, post_policy: bool, path_id: int = 0) -> Mapping[Prefix, Path]:
+        """A read-only view of what ``peer`` sent (``post_policy=False``) or what was accepted, as path
+        ``path_id`` (see :meth:`path_ids` for the others of an ADD-PATH session)."""
+        tables = self._adj_of(peer).of(path_id, create=False)
+        if tables is None:
+            return MappingProxyType({})
+        return MappingProxyType(tables.post if post_policy else tables.pre)
+
+    def path_ids(self, peer: Peer) -> tuple[int, ...]:
+        """The path ids ``peer`` has paths under (``(0,)`` for a session without ADD-PATH)."""
         adj = self._adj_of(peer)
-        return MappingProxyType(adj.post if post_policy else adj.pre)
+        return tuple(t.path_id for t in adj.tables() if t.pre or t is adj)
 
     @property
     def attribute_sets(self) -> int:
@@ -296,7 +430,7 @@ class Rib:
 
     def path_count(self) -> int:
         """Paths held in the Adj-RIBs-In, before policy."""
-        return sum(len(adj.pre) for adj in self._adj.values())
+        return sum(len(t.pre) for adj in self._adj.values() for t in adj.tables())
 
     # -- internals -----------------------------------------------------------------------------------
 
@@ -306,23 +440,33 @@ class Rib:
             raise KeyError(f"no session with {peer}: call peer_up first")
         return adj
 
-    def _announce(self, adj: _AdjIn, prefix: Prefix, attrs: Attributes, now: float, igp_cost: int) -> None:
-        old = adj.pre.get(prefix)
+    def _announce(
+        self, adj: _AdjIn, tables: _Tables, prefix: Prefix, attrs: Attributes, now: float, igp_cost: int
+    ) -> None:
+        old = tables.pre.get(prefix)
         if old is not None and old.attrs is attrs and old.igp_cost == igp_cost:
             return
-        path = Path(prefix, attrs, adj.peer, now, igp_cost)
-        adj.pre[prefix] = path
-        self._import(adj, path, reevaluate=False)
+        path = Path(prefix, attrs, adj.peer, now, igp_cost, tables.path_id)
+        tables.pre[prefix] = path
+        self._import(adj, tables, path, reevaluate=False)
 
-    def _withdraw(self, adj: _AdjIn, prefix: Prefix) -> None:
-        if adj.pre.pop(prefix, None) is None:
+    def _withdraw(self, adj: _AdjIn, tables: _Tables, prefix: Prefix) -> None:
+        if tables.pre.pop(prefix, None) is None:
             return
-        if adj.post.pop(prefix, None) is not None and adj.valid:
-            self._place(prefix, adj.peer, None)
+        if tables.post.pop(prefix, None) is not None and adj.valid:
+            self._place(prefix, adj.peer, tables.path_id, None)
 
-    def _import(self, adj: _AdjIn, path: Path, *, reevaluate: bool) -> None:
+    def _loop(self, attrs: Attributes) -> str | None:
+        """Which RFC 4456 loop check ``attrs`` fails, if any (only reflected routes get here)."""
+        if attrs.originator_id is not None and attrs.originator_id == self.local.router_id:
+            return "originator-id"
+        if self._cluster_id is not None and self._cluster_id in attrs.cluster_list:
+            return "cluster-list"
+        return None
+
+    def _import(self, adj: _AdjIn, tables: _Tables, path: Path, *, reevaluate: bool) -> None:
         """Run ``path`` (just placed in the pre-policy table) through the import policy into the
-        post-policy table and, unless the peer is invalid, the Loc-RIB."""
+        post-policy table and, unless the peer or the path's originator is invalid, the Loc-RIB."""
         peer = adj.peer
         attrs = path.attrs
         out: Attributes | None
@@ -330,31 +474,41 @@ class Rib:
             out = attrs
         elif peer.kind is PeerKind.EXTERNAL and self.local.asn in attrs.as_path.asns:
             out = None
+            if not reevaluate:
+                self._loops["as-path"] += 1
+        elif (attrs.originator_id is not None or attrs.cluster_list) and (loop := self._loop(attrs)):
+            out = None
+            if not reevaluate:
+                self._loops[loop] += 1
         else:
             out = self._policy.evaluate(path.prefix, attrs)
         prefix = path.prefix
+        post = tables.post
         accepted: Path | None
         if out is None:
-            if adj.post.pop(prefix, None) is None and reevaluate:
+            if post.pop(prefix, None) is None and reevaluate:
                 return  # rejected before and after
             accepted = None
         else:
             if out is not attrs:
                 out = self._interner.attributes(out)
                 if reevaluate:
-                    current = adj.post.get(prefix)
+                    current = post.get(prefix)
                     if current is not None and current.attrs is out:
                         return
-                path = Path(prefix, out, peer, path.received, path.igp_cost)
-            elif reevaluate and adj.post.get(prefix) is path:
+                path = Path(prefix, out, peer, path.received, path.igp_cost, path.path_id)
+            elif reevaluate and post.get(prefix) is path:
                 return
-            adj.post[prefix] = path
+            post[prefix] = path
             accepted = path
+            if self._dead_originators and path.attrs.originator_id in self._dead_originators:
+                accepted = None  # kept, but out of the Loc-RIB while its originator is dead
         if adj.valid:
-            self._place(prefix, peer, accepted)
+            self._place(prefix, peer, tables.path_id, accepted)
 
-    def _place(self, prefix: Prefix, peer: Peer, path: Path | None) -> None:
-        """Set (or with ``None`` remove) ``peer``'s candidate for ``prefix`` and decide it again."""
+    def _place(self, prefix: Prefix, peer: Peer, path_id: int, path: Path | None) -> None:
+        """Set (or with ``None`` remove) ``peer``'s candidate ``path_id`` for ``prefix`` and decide
+        it again."""
         entry = self._loc.get(prefix)
         if entry is None:
             if path is None:
@@ -363,7 +517,7 @@ class Rib:
         paths = entry.paths
         index = -1
         for i, candidate in enumerate(paths):
-            if candidate.peer is peer:
+            if candidate.peer is peer and candidate.path_id == path_id:
                 index = i
                 break
         if index < 0 and path is None:
@@ -384,6 +538,10 @@ class Rib:
     def _maybe_retain(self) -> None:
         if len(self._interner) > self._retain_at:
             self._interner.retain(
-                p.attrs for adj in self._adj.values() for table in (adj.pre, adj.post) for p in table.values()
+                p.attrs
+                for adj in self._adj.values()
+                for tables in adj.tables()
+                for table in (tables.pre, tables.post)
+                for p in table.values()
             )
             self._retain_at = max(RETAIN_MIN, 2 * len(self._interner))
