@@ -1,4 +1,5 @@
-"""Behind a real route reflector: BIRD 2 reflects (``rr client; add paths tx;``) between three
+"""Behind a real route reflector: BIRD 2 with the reflector role's config (:mod:`agent.bgp.birdconf`:
+``rr client; add paths tx;``, listening on the reflector port) reflects between three
 clients, each a real ExaBGP 5 under our supervisor with ``add-path receive``, its events fed through
 our codec and ingest into a RIB with ECMP, each client in its own network namespace on one LAN.
 
@@ -25,6 +26,7 @@ import trio
 
 from agent.bgp.adjout import AdjRibOut
 from agent.bgp.api import RouteAttributes
+from agent.bgp.birdconf import REFLECTOR_PORT, ReflectorSpec, clients_of, render
 from agent.bgp.config import AddPath, Neighbor
 from agent.bgp.ingest import Ingest
 from agent.bgp.lifecycle import Resync
@@ -51,24 +53,6 @@ RR = "198.18.0.1"
 CLIENTS = ("198.18.0.11", "198.18.0.12", "198.18.0.13")
 VIP = "100.96.0.10/32"
 WAIT = 30.0
-
-RR_CONF = """
-router id {rr};
-log stderr {{ warning, error, fatal }};
-protocol device {{}}
-template bgp rrc {{
-  local {rr} as {asn};
-  rr client;
-  rr cluster id {rr};
-  direct;
-  hold time 9;
-  connect delay time 1;
-  connect retry time 2;
-  error wait time 1, 2;
-  ipv4 {{ import all; export all; add paths tx; }};
-}}
-{sessions}
-"""
 
 
 @dataclass
@@ -138,10 +122,8 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     with NetnsLab(tmp_path / "lab") as net:
         net.add_node("rr", [RR])
         namespaces = {a: net.add_node(f"c{i}", [a]) for i, a in enumerate(CLIENTS)}
-        sessions = "".join(
-            f"protocol bgp c{i} from rrc {{ neighbor {a} as {ASN}; }}\n" for i, a in enumerate(CLIENTS)
-        )
-        net.start_bird("rr", RR_CONF.format(rr=RR, asn=ASN, sessions=sessions))
+        machines = [(f"c{i}", a, ASN) for i, a in enumerate(CLIENTS)]  # the agent's own reflector config
+        net.start_bird("rr", render(ReflectorSpec(RR, RR, ASN, RR, clients_of(machines), log="stderr")))
         yield Lab(net, namespaces)
 
 
@@ -159,7 +141,15 @@ async def test_clients_behind_bird_see_every_announcer_through_add_path(lab: Lab
                     backoff_initial=0.5,
                 )
                 neighbor = Neighbor(
-                    RR, ASN, ASN, c.address, local_address=c.address, hold_time=9, add_path=AddPath.RECEIVE
+                    RR,
+                    ASN,
+                    ASN,
+                    c.address,
+                    local_address=c.address,
+                    hold_time=9,
+                    port=REFLECTOR_PORT,
+                    listen=False,  # the reflector is passive: our ExaBGP connects out to its port
+                    add_path=AddPath.RECEIVE,
                 )
                 c.sup = ExaBGPSupervisor(options, [neighbor], on_resync=c.on_resync)
                 await nursery.start(c.sup.run)
