@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from common.address import Address
 from gossip.config import GossipConfig
 from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
+from gossip.keyquery import MemoryKeys
 from gossip.keyring import Keyring, Sealer
 from gossip.names import is_member_name
 from gossip.swim import StreamRequest, Swim
@@ -38,6 +39,7 @@ from gossip.wire import (
     DecodeError,
     ErrorReply,
     IndirectPing,
+    KeyQuery,
     KvNotice,
     KvPull,
     KvUpdate,
@@ -363,7 +365,12 @@ class Harness:
             if node is None:
                 self._later(request.timeout, partial(self._result, name, request.id, None))
                 return
-            reply = node.handle_stream(src, request.data, self.now)
+            answer = node.handle_stream(src, request.data, self.now)
+            if isinstance(answer, KeyQuery):  # the peer's ring, in memory
+                answer = node.answer_key_query(
+                    MemoryKeys(self.sealers[peer].keyring).apply_now(answer.op, answer.key)
+                )
+            reply = answer
             self._collect(peer)
             self._later(self.latency, partial(self._result, name, request.id, reply))
 
