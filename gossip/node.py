@@ -31,7 +31,7 @@ from common.address import Address, format_address
 from common.files import write_file_atomically
 from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
 from gossip.keyquery import KEY_QUERY_TIMEOUT, KeyAnswer, KeyRound, KeyStore, RefuseKeys
-from gossip.keyring import fingerprint
+from gossip.keyring import KeyringError, fingerprint
 from gossip.snapshot import DEFAULT_LIMIT as SNAPSHOT_LIMIT
 from gossip.snapshot import MAX_FILE_SIZE as SNAPSHOT_MAX_SIZE
 from gossip.snapshot import Remembered, SnapshotError, remember
@@ -372,11 +372,11 @@ class GossipNode:
         """Apply a keyring operation on every live member and on this one; each member's answer by
         name, None for a member that did not answer within ``timeout``.
 
-        Refused here first (:class:`ValueError` saying why, nothing sent) when this member's own ring
-        would refuse it; this member applies it last (see :mod:`gossip.keyquery`)."""
+        Refused here first (:class:`KeyringError` saying why, nothing sent) when this member's own
+        ring would refuse it; this member applies it last (see :mod:`gossip.keyquery`)."""
         why = self.keys.check(op, key)
         if why is not None:
-            raise ValueError(why)
+            raise KeyringError(why)
         self._require_running()
         round_ = self.core.query_keys(op, key, timeout, trio.current_time())
         await self._flush()

@@ -40,6 +40,7 @@ from gossip.wire import (
     ErrorReply,
     IndirectPing,
     KeyQuery,
+    KeyReply,
     KvNotice,
     KvPull,
     KvUpdate,
@@ -535,4 +536,13 @@ def wire_messages(
         st.builds(AppUpdate, key, meta),
         st.builds(AppNotice, key, st.binary(max_size=64)),
         st.builds(AppPull, key),
+        st.just(KeyQuery("list", b"")),
+        st.builds(
+            KeyQuery, st.sampled_from(("install", "use", "remove")), st.binary(min_size=32, max_size=32)
+        ),
+        st.builds(
+            KeyReply,
+            st.text(max_size=1024),
+            st.lists(st.text("0123456789abcdef", min_size=1, max_size=64), max_size=8).map(tuple),
+        ),
     )

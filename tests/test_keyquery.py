@@ -271,11 +271,11 @@ async def test_refused_here_means_nothing_is_sent_anywhere(clock: trio.testing.M
     async with ring_of(3) as r:
         initiator = r.nodes["n0"]
         streams = initiator.stats.stream_requests
-        with pytest.raises(ValueError, match="is not installed"):
+        with pytest.raises(KeyringError, match="is not installed"):
             await initiator.rotate_keys("use", NEW)
-        with pytest.raises(ValueError, match="is the primary key"):
+        with pytest.raises(KeyringError, match="is the primary key"):
             await initiator.rotate_keys("remove", OLD)
-        with pytest.raises(ValueError, match="expected a 32-byte key"):
+        with pytest.raises(KeyringError, match="expected a 32-byte key"):
             await initiator.rotate_keys("install", b"short")
         assert initiator.stats.stream_requests == streams
         assert {name: ring.keys for name, ring in r.rings.items()} == dict.fromkeys(r.rings, (OLD,))

@@ -25,7 +25,7 @@ from agent.cli.keys import show
 from agent.cli.main import main as cli_main
 from agent.http.app import create_app
 from agent.keyfile import HEADER, KeyFileStore, render_keyring
-from gossip import KeyAnswer, Keyring, MemoryKeys, fingerprint, generate_key, parse_key
+from gossip import KeyAnswer, Keyring, KeyringError, MemoryKeys, fingerprint, generate_key, parse_key
 from labs.kit.localcluster import LocalCluster
 from labs.kit.wait import eventually_blocking
 from tests.fakes import FakeNode
@@ -120,7 +120,7 @@ class Rotator:
     async def rotate_keys(self, op: str, key: bytes) -> dict[str, KeyAnswer | None]:
         why = self.stores[self.here].check(op, key)
         if why is not None:
-            raise ValueError(why)
+            raise KeyringError(why)
         self.calls.append(op)
         return {
             name: None if s.keyring is None else await s.apply(op, key) for name, s in self.stores.items()

@@ -27,7 +27,9 @@ from gossip import KeyAnswer, KeyringError, fingerprint, parse_key
 class KeyRotator(Protocol):
     """The gossip node, as this router sees it."""
 
-    async def rotate_keys(self, op: str, key: bytes) -> Mapping[str, KeyAnswer | None]: ...
+    async def rotate_keys(self, op: str, key: bytes) -> Mapping[str, KeyAnswer | None]:
+        """Each member's answer by name (None: no answer); :class:`KeyringError` when refused here."""
+        ...
 
 
 class KeyBody(BaseModel):
@@ -111,7 +113,7 @@ def create_keys_router(rotator: KeyRotator | None) -> APIRouter:
             raise HTTPException(404, "key rotation is not available on this agent")
         try:
             answers = await rotator.rotate_keys(op, key)
-        except ValueError as exc:
+        except KeyringError as exc:
             raise HTTPException(409, f"refused by this machine, nothing changed anywhere: {exc}") from None
         return keys_view(op, key, answers)
 
