@@ -10,7 +10,8 @@ the leave skips the rest of it.
 On disk, under ``cfg.state_dir``: the API token, the cluster objects (SQLite), the members gossip
 knew (``members.json``, joined on the next start besides the seeds, so an agent without seeds finds
 the cluster again after a restart), the WireGuard key and mesh-address claim, and ExaBGP's config.
-Nothing is written anywhere else.
+Nothing else is written, but for the keyring file (``keyring_file``, wherever the config puts it),
+which ``wiremesh keys`` rewrites (:mod:`agent.keyfile`) so that a rotation outlives a restart.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from agent.health.runner import HealthRunner
 from agent.http.advertise import api_address
 from agent.http.app import create_app, serve_api
 from agent.http.auth import load_or_create_token
+from agent.keyfile import KeyFileStore
 from agent.published import API, API_KEY
 from common.address import Address, format_address
 from gossip import (
@@ -158,7 +160,7 @@ async def run_agent(
         core = Swim(
             cfg.gossip, cfg.name, advertise, sealer, random.Random(), trio.current_time(), shared=replicator
         )
-        node = GossipNode(core, transport)
+        node = GossipNode(core, transport, keys=KeyFileStore(sealer.keyring, cfg.keyring_file))
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             await nursery.start(partial(node.keep_snapshot, snapshot_path))
@@ -178,6 +180,7 @@ async def run_agent(
                 checks=health,
                 peers=transit,
                 bgp=speaker,
+                keys=node,
             )
             api_port = await nursery.start(serve_api, app, str(cfg.http_listen))
             await _publish_api(node, cfg, api_port)

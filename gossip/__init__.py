@@ -18,7 +18,17 @@ if TYPE_CHECKING:
     from gossip.codec import Codec, Framing, NewerVersion, Refusals, WireError
     from gossip.config import PROFILES, GossipConfig, StreamLimits
     from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
-    from gossip.keyring import KEY_SIZE, Keyring, KeyringError, Sealer, generate_key, parse_key
+    from gossip.keyquery import INSECURE, KEY_QUERY_TIMEOUT, KeyAnswer, KeyStore, MemoryKeys
+    from gossip.keyring import (
+        KEY_OPS,
+        KEY_SIZE,
+        Keyring,
+        KeyringError,
+        Sealer,
+        fingerprint,
+        generate_key,
+        parse_key,
+    )
     from gossip.memnet import MemoryNetwork, MemoryTransport
     from gossip.names import MAX_NAME_LEN, check_member_name, is_member_name, name_problem
     from gossip.node import GossipNode, read_snapshot
@@ -29,6 +39,9 @@ if TYPE_CHECKING:
     from gossip.transport import Transport, open_udp_tcp_transport
 
 __all__ = [
+    "INSECURE",
+    "KEY_OPS",
+    "KEY_QUERY_TIMEOUT",
     "KEY_SIZE",
     "MAX_NAME_LEN",
     "PROFILES",
@@ -38,11 +51,14 @@ __all__ = [
     "Framing",
     "GossipConfig",
     "GossipNode",
+    "KeyAnswer",
+    "KeyStore",
     "Keyring",
     "KeyringError",
     "MemberEvent",
     "MemberInfo",
     "MemberState",
+    "MemoryKeys",
     "MemoryNetwork",
     "MemoryTransport",
     "NewerVersion",
@@ -58,6 +74,7 @@ __all__ = [
     "WireError",
     "app_digest",
     "check_member_name",
+    "fingerprint",
     "generate_key",
     "is_member_name",
     "join_targets",
@@ -82,7 +99,14 @@ _HOME = MappingProxyType(
         "MemberEvent": "gossip.events",
         "MemberInfo": "gossip.events",
         "MemberState": "gossip.events",
+        "INSECURE": "gossip.keyquery",
+        "KEY_QUERY_TIMEOUT": "gossip.keyquery",
+        "KeyAnswer": "gossip.keyquery",
+        "KeyStore": "gossip.keyquery",
+        "MemoryKeys": "gossip.keyquery",
+        "KEY_OPS": "gossip.keyring",
         "KEY_SIZE": "gossip.keyring",
+        "fingerprint": "gossip.keyring",
         "Keyring": "gossip.keyring",
         "KeyringError": "gossip.keyring",
         "Sealer": "gossip.keyring",

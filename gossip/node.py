@@ -6,6 +6,10 @@ every input the driver *flushes*: sends the queued datagrams, starts one owned t
 request, fans events out to subscribers, and moves the timer to the core's new deadline. All tasks live
 in the nursery of :meth:`GossipNode.run`, so cancelling ``run`` is a complete shutdown.
 
+A :class:`gossip.wire.KeyQuery` that arrives is answered by the application's key store, awaited here
+(it may write a file first); :meth:`GossipNode.rotate_keys` runs one round of them across the cluster
+(:mod:`gossip.keyquery`).
+
 The driver also owns the file of remembered members (:mod:`gossip.snapshot` says what is in it):
 :func:`read_snapshot` before joining, :meth:`GossipNode.keep_snapshot` while running.
 """
@@ -14,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -25,13 +28,17 @@ from typing import Any, Protocol
 import trio
 
 from common.address import Address, format_address
+from common.files import write_file_atomically
 from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
+from gossip.keyquery import KEY_QUERY_TIMEOUT, KeyAnswer, KeyRound, KeyStore, RefuseKeys
+from gossip.keyring import KeyringError, fingerprint
 from gossip.snapshot import DEFAULT_LIMIT as SNAPSHOT_LIMIT
 from gossip.snapshot import MAX_FILE_SIZE as SNAPSHOT_MAX_SIZE
 from gossip.snapshot import Remembered, SnapshotError, remember
 from gossip.snapshot import decode as decode_snapshot
 from gossip.snapshot import encode as encode_snapshot
 from gossip.transport import Standing, Transport, TransportStats, host_key
+from gossip.wire import KeyQuery
 
 # How often leave() re-checks the core besides being woken by every flush.
 LEAVE_POLL_INTERVAL = 0.05
@@ -61,7 +68,9 @@ class SwimCore(Protocol):
     def addr(self) -> Address: ...
 
     def receive_datagram(self, src: Address, data: bytes, now: float) -> None: ...
-    def handle_stream(self, src: Address, data: bytes, now: float) -> bytes | None: ...
+    def handle_stream(self, src: Address, data: bytes, now: float) -> bytes | KeyQuery | None: ...
+    def answer_key_query(self, answer: KeyAnswer) -> bytes: ...
+    def query_keys(self, op: str, key: bytes, timeout: float, now: float) -> KeyRound: ...
     def stream_result(self, request_id: int, reply: bytes | None, now: float) -> None: ...
     def tick(self, now: float) -> None: ...
     def join(self, seeds: Sequence[Address], now: float) -> None: ...
@@ -115,9 +124,12 @@ class GossipNode:
         *,
         logger: logging.Logger | None = None,
         min_tick_interval: float = 0.001,
+        keys: KeyStore | None = None,
     ) -> None:
-        """``min_tick_interval`` spaces ticks so a core whose deadline fails to advance cannot spin."""
+        """``min_tick_interval`` spaces ticks so a core whose deadline fails to advance cannot spin.
+        ``keys`` answers key queries (without one, every query is refused)."""
         self.core = core
+        self.keys: KeyStore = keys if keys is not None else RefuseKeys()
         self.transport = transport
         self.stats = DriverStats()
         self._log = logger or logging.getLogger("wiremesh.gossip")
@@ -196,6 +208,10 @@ class GossipNode:
         self.stats.streams_handled += 1
         reply = self.core.handle_stream(src, data, trio.current_time())
         await self._flush()
+        if isinstance(reply, KeyQuery):
+            answer = await self.keys.apply(reply.op, reply.key)
+            self._log_key_change(reply.op, reply.key, answer, f"asked by {format_address(src)}")
+            return self.core.answer_key_query(answer)
         return reply
 
     async def _run_stream_request(self, request: StreamRequestLike) -> None:
@@ -350,6 +366,42 @@ class GossipNode:
         self.core.publish(key, payload, trio.current_time())
         await self._flush()
 
+    async def rotate_keys(
+        self, op: str, key: bytes, *, timeout: float = KEY_QUERY_TIMEOUT
+    ) -> dict[str, KeyAnswer | None]:
+        """Apply a keyring operation on every live member and on this one; each member's answer by
+        name, None for a member that did not answer within ``timeout``.
+
+        Refused here first (:class:`KeyringError` saying why, nothing sent) when this member's own
+        ring would refuse it; this member applies it last (see :mod:`gossip.keyquery`)."""
+        why = self.keys.check(op, key)
+        if why is not None:
+            raise KeyringError(why)
+        self._require_running()
+        round_ = self.core.query_keys(op, key, timeout, trio.current_time())
+        await self._flush()
+        # Every stream ends within its own timeout; the margin only covers the last flushes.
+        with trio.move_on_after(timeout + 1.0):
+            while not round_.done:
+                await self._wait_for_progress(timeout)
+        answers: dict[str, KeyAnswer | None] = {name: round_.answers.get(name) for name in round_.asked}
+        mine = await self.keys.apply(op, key)
+        self._log_key_change(op, key, mine, "asked here")
+        answers[self.core.name] = mine
+        return answers
+
+    def _log_key_change(self, op: str, key: bytes, answer: KeyAnswer, why: str) -> None:
+        """One line per change, naming the key by fingerprint only; a list is not worth a line."""
+        if op == "list":
+            return
+        extra = {"node": self.core.name}
+        if answer.error is None:
+            self._log.info("keyring: %s key %s (%s)", op, fingerprint(key), why, extra=extra)
+        else:
+            self._log.warning(
+                "keyring: %s key %s refused: %s (%s)", op, fingerprint(key), answer.error, why, extra=extra
+            )
+
     async def keep_snapshot(
         self,
         path: Path,
@@ -434,28 +486,6 @@ async def read_snapshot(
     except (OSError, SnapshotError) as exc:
         log.warning("ignoring the member snapshot %s: %s", path, exc)
         return []
-
-
-def write_file_atomically(path: Path, data: bytes) -> None:
-    """Write a temporary file (mode 0600) beside ``path``, fsync it, rename it over ``path`` and fsync
-    the directory: after a crash the file is the old one or the new one, never a torn mix."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)  # O_CREAT's mode does not apply to a leftover temporary file
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 async def _write_in_thread(path: Path, data: bytes) -> None:

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from common.address import Address
 from gossip.config import GossipConfig
 from gossip.events import MemberEvent
+from gossip.keyquery import MemoryKeys
 from gossip.keyring import Keyring, Sealer
 from gossip.shared import SharedState
 from gossip.swim import Swim
+from gossip.wire import KeyQuery
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +229,13 @@ class Simulation:
             peer = self._by_addr.get(request.addr)
             reply = None
             if peer is not None and self._nodes[peer].alive and self._same_side(node, self._nodes[peer]):
-                reply = self._nodes[peer].core.handle_stream(core.addr, request.data, self.now)
+                peer_core = self._nodes[peer].core
+                answer = peer_core.handle_stream(core.addr, request.data, self.now)
+                if isinstance(answer, KeyQuery):  # every node shares one ring: memory only
+                    answer = peer_core.answer_key_query(
+                        MemoryKeys(self._sealer.keyring).apply_now(answer.op, answer.key)
+                    )
+                reply = answer
                 self._flush(peer)
             core.stream_result(request.id, reply, self.now)
             self._flush(name)

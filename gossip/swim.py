@@ -22,6 +22,7 @@ from common.address import Address
 from gossip.config import GossipConfig
 from gossip.core import Core, StreamRequest, bump, node_key
 from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
+from gossip.keyquery import KeyAnswer, KeyRound, reply_for
 from gossip.keyring import AuthError, Sealer
 from gossip.kv import AppChannel, NodeKv, app_digest
 from gossip.merge import REAP_PERIOD, Membership
@@ -40,6 +41,7 @@ from gossip.wire import (
     ErrorReply,
     IndirectPing,
     InvalidName,
+    KeyQuery,
     KvNotice,
     KvPull,
     KvUpdate,
@@ -49,6 +51,7 @@ from gossip.wire import (
     PushPull,
     Suspect,
     decode_packet,
+    key_query,
 )
 
 __all__ = ["StreamRequest", "Swim", "app_digest"]
@@ -234,8 +237,11 @@ class Swim:
             stats.count_in(CODE_OF[type(msg)], size)
             self._handle(src, msg, now)
 
-    def handle_stream(self, src: Address, data: bytes, now: float) -> bytes | None:
-        """Answer one inbound stream request; the reply is sealed, ``None`` closes without one."""
+    def handle_stream(self, src: Address, data: bytes, now: float) -> bytes | KeyQuery | None:
+        """Answer one inbound stream request; the reply is sealed, ``None`` closes without one.
+
+        A :class:`KeyQuery` is returned as it is: the application answers it (the driver awaits its
+        key store), and :meth:`answer_key_query` seals that answer."""
         core = self._core
         self.stats.streams_in += 1
         msg = core.open_frame(data)
@@ -251,8 +257,26 @@ class Swim:
                 return core.seal_frame(self._app.answer_pull(msg))
             case KvPull():
                 return core.seal_frame(self._kv.answer_pull(msg))
+            case KeyQuery():
+                return msg
         self.stats.ignored += 1
         return core.seal_frame(ErrorReply("unexpected request"))
+
+    def answer_key_query(self, answer: KeyAnswer) -> bytes:
+        """The sealed reply to a :class:`KeyQuery` that :meth:`handle_stream` handed out."""
+        return self._core.seal_frame(reply_for(answer))
+
+    def query_keys(self, op: str, key: bytes, timeout: float, now: float) -> KeyRound:
+        """Send a key query to every live member; the round fills in as their streams end.
+
+        Sealed with the current primary, so change this member's own ring only after the round."""
+        core = self._core
+        msg = key_query(op, key)  # checked first: a malformed op or key raises before anything is queued
+        names = sorted(core.live)
+        round_ = KeyRound(op, tuple(names))
+        for name in names:
+            core.stream(core.members[name].addr, msg, round_.wait_for(name), timeout)
+        return round_
 
     def stream_result(self, request_id: int, reply: bytes | None, now: float) -> None:
         core = self._core

@@ -22,6 +22,10 @@ WIRE_VERSION = 1
 MAX_KEY_LEN = 128
 # The largest sequence number, incarnation or version the decoder accepts.
 MAX_COUNTER = (1 << 63) - 1
+# A key query names one of these; every op but ``list`` carries one AES-256 key.
+KEY_OPS = ("list", "install", "use", "remove")
+KEY_SIZE = 32
+MAX_KEY_ANSWER = 64  # fingerprints in one key reply
 
 
 class DecodeError(ValueError):
@@ -49,6 +53,8 @@ class MsgType(IntEnum):
     APP = 13
     APP_NOTICE = 14
     APP_PULL = 15
+    KEY_QUERY = 16
+    KEY_REPLY = 17
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +180,27 @@ class AppPull:
     key: str
 
 
+@dataclass(frozen=True, slots=True)
+class KeyQuery:
+    """Change (or just list) the receiver's keyring. Travels only sealed, over a stream; ``key`` is
+    empty for ``list``. The receiver answers with a :class:`KeyReply`."""
+
+    op: str
+    key: bytes
+
+    def __repr__(self) -> str:  # a key must never reach a log line by way of a repr
+        return f"KeyQuery(op={self.op!r}, key=<{len(self.key)} bytes>)"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyReply:
+    """What a member made of a :class:`KeyQuery`: ``error`` empty when it applied it, and the
+    fingerprints of the keys it holds afterwards, its primary first (never the keys themselves)."""
+
+    error: str
+    keys: tuple[str, ...]
+
+
 Message: TypeAlias = (
     Ping
     | IndirectPing
@@ -190,6 +217,8 @@ Message: TypeAlias = (
     | AppUpdate
     | AppNotice
     | AppPull
+    | KeyQuery
+    | KeyReply
 )
 
 MEMBER_STATES = ("alive", "suspect", "dead", "left")
@@ -256,6 +285,10 @@ def to_obj(msg: Message) -> list[Any]:
             return [MsgType.APP_NOTICE, msg.key, msg.digest]
         case AppPull():
             return [MsgType.APP_PULL, msg.key]
+        case KeyQuery():
+            return [MsgType.KEY_QUERY, msg.op, msg.key]
+        case KeyReply():
+            return [MsgType.KEY_REPLY, msg.error, list(msg.keys)]
     raise TypeError(f"not a gossip message: {msg!r}")  # pragma: no cover
 
 
@@ -383,6 +416,8 @@ _ARITY = {
     MsgType.APP: 3,
     MsgType.APP_NOTICE: 3,
     MsgType.APP_PULL: 2,
+    MsgType.KEY_QUERY: 3,
+    MsgType.KEY_REPLY: 3,
 }
 
 
@@ -405,7 +440,32 @@ CODE_OF: dict[type, int] = {
     AppUpdate: MsgType.APP,
     AppNotice: MsgType.APP_NOTICE,
     AppPull: MsgType.APP_PULL,
+    KeyQuery: MsgType.KEY_QUERY,
+    KeyReply: MsgType.KEY_REPLY,
 }
+
+
+def key_query(op: Any, key: Any) -> KeyQuery:
+    """A well-formed key query, or :class:`DecodeError` (a ValueError) saying what is wrong."""
+    if op not in KEY_OPS or type(op) is not str:
+        raise _fail(f"key query: op must be one of {', '.join(KEY_OPS)}")
+    raw = _bytes(key, "key query key", KEY_SIZE)
+    if len(raw) != (0 if op == "list" else KEY_SIZE):
+        raise _fail(f"key query: {op} takes {'no key' if op == 'list' else f'a {KEY_SIZE}-byte key'}")
+    return KeyQuery(op, raw)
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _key_reply(error: Any, keys: Any) -> KeyReply:
+    prints = _list(keys, "key reply keys")
+    if len(prints) > MAX_KEY_ANSWER:
+        raise _fail(f"key reply: more than {MAX_KEY_ANSWER} keys")
+    for p in prints:
+        if not _str(p, "key fingerprint", 64).isascii() or not set(p) <= _HEX:
+            raise _fail("key fingerprint: expected lowercase hex")
+    return KeyReply(_str(error, "key reply error", 1024, allow_empty=True), tuple(prints))
 
 
 def from_obj(obj: Any) -> Message:
@@ -468,6 +528,10 @@ def from_obj(obj: Any) -> Message:
             return AppNotice(_str(f[0], "app key", MAX_KEY_LEN), _bytes(f[1], "app digest", 64))
         case MsgType.APP_PULL:
             return AppPull(_str(f[0], "app key", MAX_KEY_LEN))
+        case MsgType.KEY_QUERY:
+            return key_query(f[0], f[1])
+        case MsgType.KEY_REPLY:
+            return _key_reply(f[0], f[1])
     raise _fail("unreachable")  # pragma: no cover
 
 

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from common.address import Address
 from gossip.config import GossipConfig
 from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
+from gossip.keyquery import MemoryKeys
 from gossip.keyring import Keyring, Sealer
 from gossip.names import is_member_name
 from gossip.swim import StreamRequest, Swim
@@ -38,6 +39,8 @@ from gossip.wire import (
     DecodeError,
     ErrorReply,
     IndirectPing,
+    KeyQuery,
+    KeyReply,
     KvNotice,
     KvPull,
     KvUpdate,
@@ -363,7 +366,12 @@ class Harness:
             if node is None:
                 self._later(request.timeout, partial(self._result, name, request.id, None))
                 return
-            reply = node.handle_stream(src, request.data, self.now)
+            answer = node.handle_stream(src, request.data, self.now)
+            if isinstance(answer, KeyQuery):  # the peer's ring, in memory
+                answer = node.answer_key_query(
+                    MemoryKeys(self.sealers[peer].keyring).apply_now(answer.op, answer.key)
+                )
+            reply = answer
             self._collect(peer)
             self._later(self.latency, partial(self._result, name, request.id, reply))
 
@@ -528,4 +536,13 @@ def wire_messages(
         st.builds(AppUpdate, key, meta),
         st.builds(AppNotice, key, st.binary(max_size=64)),
         st.builds(AppPull, key),
+        st.just(KeyQuery("list", b"")),
+        st.builds(
+            KeyQuery, st.sampled_from(("install", "use", "remove")), st.binary(min_size=32, max_size=32)
+        ),
+        st.builds(
+            KeyReply,
+            st.text(max_size=1024),
+            st.lists(st.text("0123456789abcdef", min_size=1, max_size=64), max_size=8).map(tuple),
+        ),
     )

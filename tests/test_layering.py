@@ -22,6 +22,7 @@ RANK = {
     "agent.config": 3,
     "agent.cluster": 4,
     "agent.logs": 4,
+    "agent.keyfile": 4,
     "agent.wirevalues": 4,
     "agent.published": 5,
     "agent.routing": 5,

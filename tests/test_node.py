@@ -16,6 +16,7 @@ from trio.testing import MockClock
 
 from common.address import Address
 from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
+from gossip.keyquery import KeyAnswer, KeyRound
 from gossip.memnet import MemoryNetwork
 from gossip.node import GossipNode
 from gossip.transport import Transport, open_udp_tcp_transport
@@ -87,6 +88,12 @@ class FakeCore:
         self.handled.append((src, data, now))
         self.out_datagrams.append((src, b"side-effect"))
         return None if data == b"none" else b"re:" + data
+
+    def answer_key_query(self, answer: KeyAnswer) -> bytes:
+        raise AssertionError("the fake core hands out no key queries")
+
+    def query_keys(self, op: str, key: bytes, timeout: float, now: float) -> KeyRound:
+        return KeyRound(op, ())
 
     def stream_result(self, request_id: int, reply: bytes | None, now: float) -> None:
         self.results.append((request_id, reply, now))

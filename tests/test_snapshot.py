@@ -14,11 +14,12 @@ import pytest
 import trio
 from trio.testing import MockClock
 
+from common.files import write_file_atomically
 from gossip.config import GossipConfig
 from gossip.events import MemberInfo, MemberState
 from gossip.keyring import Keyring, Sealer
 from gossip.memnet import MemoryNetwork
-from gossip.node import GossipNode, read_snapshot, write_file_atomically
+from gossip.node import GossipNode, read_snapshot
 from gossip.snapshot import (
     DEFAULT_LIMIT,
     MAX_FILE_SIZE,

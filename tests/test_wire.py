@@ -24,6 +24,8 @@ from gossip.wire import (
     ErrorReply,
     IndirectPing,
     InvalidName,
+    KeyQuery,
+    KeyReply,
     KvNotice,
     KvPull,
     KvUpdate,
@@ -76,6 +78,10 @@ ONE_OF_EACH: list[Message] = [
     AppUpdate("vip/web", b"record"),
     AppNotice("policy-set/edge", b"\x01" * 16),
     AppPull("policy-set/edge"),
+    KeyQuery("list", b""),
+    KeyQuery("install", b"\x42" * 32),
+    KeyReply("", ("72cd6e8422c4",)),
+    KeyReply("key 72cd6e8422c4 is not installed; install it first", ()),
 ]
 
 DECODER_SETTINGS = settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from agent.cli import announce, client, health, machine, output, policy
 from agent.cli import bgp as cli_bgp
+from agent.cli import keys as cli_keys
 from agent.cli import lab as cli_lab
 from agent.cli import peers as cli_peers
 from agent.config.loader import LOG_FORMATS, LOG_LEVELS, ConfigError, flag_for, load_config, load_keyring
@@ -180,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     machine.add_machine_commands(sub)
     health.add_health_command(sub)
     cli_peers.add_peers_command(sub)
+    cli_keys.add_keys_command(sub)
     cli_bgp.add_bgp_commands(sub)
     cli_lab.add_lab_command(sub)
     return parser
@@ -194,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _members(args, sys.stdout)
         if args.command == "debug":
             return _debug_gossip(args, sys.stdout)
-        if hasattr(args, "handler"):  # vip, route, policy, machine, health, peers
+        if hasattr(args, "handler"):  # vip, route, policy, machine, health, peers, keys
             handler: client.Handler = args.handler
             return handler(args, sys.stdout)
         print(generate_key())

@@ -35,6 +35,7 @@ from agent.config.loader import HostPort, parse_listen
 from agent.http.auth import OPEN_PATHS, BearerAuthMiddleware
 from agent.http.bgp import SpeakerView, create_bgp_router
 from agent.http.errors import CatchAllMiddleware, install_error_handlers
+from agent.http.keys import KeyRotator, create_keys_router
 from agent.http.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from agent.http.metrics import (
     ApiMetrics,
@@ -103,6 +104,7 @@ def create_app(
     checks: CheckSource | None = None,
     peers: PeersSource | None = None,
     bgp: SpeakerView | None = None,
+    keys: KeyRotator | None = None,
     clock: Callable[[], float] = trio.current_time,
     wall_clock: Callable[[], float] = time.time,
 ) -> FastAPI:
@@ -114,6 +116,7 @@ def create_app(
     ``status`` (health verdicts and announcement decisions) feeds the object views and the metrics;
     ``checks``, this machine's health runner, adds check run and failure counts to the metrics.
     ``peers``, the transit driver when WireGuard is on, serves ``/v1/peers`` (:mod:`agent.http.peers`).
+    ``keys``, the gossip node, lists and rotates the keyring at ``/v1/keys`` (:mod:`agent.http.keys`).
     Middleware, outermost first: request metrics (so 401s and 500s are counted), the catch-all that turns
     a bug into a clean 500, the web UI's session cookie (:mod:`agent.http.ui.session`), then auth.
     """
@@ -177,6 +180,7 @@ def create_app(
         return [member_view(m, now, wall_now) for m in sorted(node.members(), key=lambda m: m.name)]
 
     app.include_router(create_peers_router(peers, wall_clock=wall_clock))
+    app.include_router(create_keys_router(keys))
 
     # The web UI at /ui (agent.http.ui), over the same sources as the JSON endpoints.
     app.include_router(

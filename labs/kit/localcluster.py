@@ -80,7 +80,10 @@ class Agent:
 
 
 class LocalCluster:
-    """N agents on 127.0.0.1 sharing one keyring; the first is everyone's seed."""
+    """N agents on 127.0.0.1 starting with one shared key; the first is everyone's seed.
+
+    Each agent has its own keyring file (as separate machines would), made on its first start and
+    kept across restarts, since ``wiremesh keys`` rewrites it."""
 
     def __init__(
         self,
@@ -102,9 +105,7 @@ class LocalCluster:
         self.gossip = dict(gossip or {})
         self.config = dict(config or {})
         workdir.mkdir(parents=True, exist_ok=True)
-        self.keyring = workdir / "keyring"
-        self.keyring.write_text(generate_key() + "\n")
-        self.keyring.chmod(0o600)
+        self.key = generate_key()
         self.agents: dict[str, Agent] = {}
         for i in range(n):
             name = f"{prefix}{i + 1}"
@@ -128,16 +129,23 @@ class LocalCluster:
         """The agent's state directory, which is also its working directory."""
         return self.workdir / f"{name}.state"
 
+    def keyring_file(self, name: str) -> Path:
+        return self.workdir / f"{name}.keyring"
+
     def _write_config(self, agent: Agent) -> None:
         state_dir = self.state_dir(agent.name)
         state_dir.mkdir(exist_ok=True)
+        keyring = self.keyring_file(agent.name)
+        if not keyring.exists():
+            keyring.touch(mode=0o600)
+            keyring.write_text(self.key + "\n")
         top: dict[str, Any] = {
             "name": agent.name,
             "bind": f"{LOOPBACK}:{agent.gossip_port}",
             "join": self._seeds_for(agent),
             "join_retry_interval": 0.5,
             "join_attempts": 20,
-            "keyring_file": str(self.keyring),
+            "keyring_file": str(self.keyring_file(agent.name)),
             "cluster": self.cluster,
             "http_listen": f"{LOOPBACK}:{agent.http_port}",
             "state_dir": str(state_dir),
