@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,6 +27,7 @@ import trio
 from agent.bgp.birdconf import ReflectorSpec, render, sessions_by_protocol
 from common import process
 from common.backoff import RestartBackoff
+from common.files import write_file_atomically
 
 log = logging.getLogger("wiremesh.bgp.bird")
 
@@ -250,11 +250,7 @@ class BirdReflector:
         return done.stdout.decode(errors="replace")
 
     def _write(self, spec: ReflectorSpec) -> None:
-        tmp = self.config_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(render(spec))
-        os.replace(tmp, self.config_path)
+        write_file_atomically(self.config_path, render(spec).encode(), durable=False)
 
     def _tail(self) -> str:
         try:

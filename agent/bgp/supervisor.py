@@ -46,6 +46,7 @@ from agent.bgp.config import ApiProcess, Neighbor, render_config
 from agent.bgp.lifecycle import NeighborBatcher, Resync
 from common import process
 from common.backoff import RestartBackoff
+from common.files import write_file_atomically
 
 log = logging.getLogger("wiremesh.bgp")
 exabgp_log = logging.getLogger("wiremesh.bgp.exabgp")
@@ -297,12 +298,8 @@ class ExaBGPSupervisor:
 
     def _write_config(self, neighbors: Iterable[Neighbor]) -> None:
         process = ApiProcess((*self.options.bridge_argv, str(self.socket_path)))
-        text = render_config(neighbors, process)
-        tmp = self.config_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold MD5 passwords
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, self.config_path)
+        text = render_config(neighbors, process)  # 0600: it may hold MD5 passwords
+        write_file_atomically(self.config_path, text.encode(), durable=False)
 
     def _env(self) -> dict[str, str]:
         env = {
