@@ -343,20 +343,34 @@ def restarts(site: Site) -> dict[str, int]:
 
 def churn(site: Site) -> dict[str, Any]:
     """From the agents' logs: gossip suspicions and BGP sessions lost, by reason (hold timer expired
-    is ``notification sent (4,0)``): what a starved CPU does to the mesh."""
-    suspects, downs = 0, 0
+    is ``notification sent (4,0)``): what a starved CPU does to the mesh. A session that goes down
+    before it was ever up is not a loss but a refused attempt, counted apart: ExaBGP answers a
+    connection from a peer it has not configured yet with Cease 6/3 ("no session configured for the
+    peer"), which is what a start-up looks like while the members learn of each other."""
+    suspects, downs, refused = 0, 0, 0
     reasons: dict[str, int] = {}
     for m in site.machines.values():
         if m.agent is None or m.agent.proc is None or not m.agent.proc.log.exists():
             continue
+        established: set[str] = set()
         for line in m.agent.proc.log.read_text(errors="replace").splitlines():
             if '"event": "suspect"' in line:
                 suspects += 1
-            found = re.search(r"BGP session with \S+ down \(([^)]*\)?)\)", line)
-            if found:
+            if up := re.search(r"BGP session with (\S+) up", line):
+                established.add(up.group(1))
+            found = re.search(r"BGP session with (\S+) down \(([^)]*\)?)\)", line)
+            if found and found.group(1) not in established:
+                refused += 1
+            elif found:
+                established.discard(found.group(1))
                 downs += 1
-                reasons[found.group(1)] = reasons.get(found.group(1), 0) + 1
-    return {"gossip_suspect_events": suspects, "bgp_sessions_lost": downs, "bgp_lost_by_reason": reasons}
+                reasons[found.group(2)] = reasons.get(found.group(2), 0) + 1
+    return {
+        "gossip_suspect_events": suspects,
+        "bgp_sessions_lost": downs,
+        "bgp_lost_by_reason": reasons,
+        "bgp_attempts_refused_before_up": refused,
+    }
 
 
 def spread(values: list[int]) -> str:
