@@ -378,28 +378,32 @@ class BgpSpeaker:
 
     def _neighbors(self) -> list[Neighbor]:
         """ExaBGP's neighbors for the plan held: a full mesh as before; reflected, a session to each
-        reflector's BIRD (a reflector: to its own), direct sessions to legacy members and to the
-        previous plan's peers while a switch lasts. A reflector holds no ExaBGP session to a client:
-        its BIRD serves it (and BIRD tells sessions apart by address only, so a reflector's ExaBGP
-        peers with its own BIRD, not with the other reflectors' BIRDs, which its BIRD peers with)."""
+        reflector's BIRD (a reflector's to its own too) and direct sessions to legacy members and to
+        the previous plan's peers while a switch lasts. Every machine's ExaBGP is a client of every
+        reflector, other reflectors' included, and BIRDs do not peer with each other: each has every
+        route straight from its announcer, and a machine taking or leaving the role keeps its client
+        sessions to the other reflectors, so no session of the others is reset. A machine's session
+        to a machine it reflects to is that machine's to its BIRD, not an ExaBGP one."""
         self._reflector_peers = {}
         direct = self._mesh
         if self._held.sessions and self._settled:
-            held = self._held.peers_of(self.machine)
             reflected = self.placement.mode is Mode.REFLECTED
             reflectors = set(self.placement.reflectors) if reflected else set()
-            me = self.machine in reflectors
+            birds = set(reflectors)  # the machines whose BIRD we connect to
+            plain: set[str] = set()
+            for session in self._held.of(self.machine):
+                other = session.b if session.a == self.machine else session.a
+                if session.client == self.machine:
+                    birds.add(other)  # it reflects to us (still, while a switch lasts)
+                elif session.client is None:
+                    plain.add(other)
             direct = {}
             for address, peer in self._mesh.items():
-                if peer.name not in held and peer.name not in reflectors:
-                    continue
-                if me and peer.name not in self.placement.legacy:
-                    continue  # our BIRD serves it (a client, or another reflector's BIRD)
-                if peer.name in reflectors:
+                if peer.name in birds:
                     self._reflector_peers[address] = peer
-                else:
+                elif peer.name in plain:
                     direct[address] = peer
-            if me:
+            if self.machine in birds:
                 own = self._own_info()
                 local = session_addresses(own, own)
                 if local is not None:
@@ -488,19 +492,24 @@ class BgpSpeaker:
         return changed
 
     def _set_bird_spec(self, infos: Mapping[str, SpeakerInfo]) -> None:
+        """BIRD's clients: every live machine's ExaBGP (ours too) while this machine is a reflector;
+        while it hands the role over, those the held plan still has it reflect to. No BIRD otherwise."""
         if self.bird is None:
             return
-        if self.placement.role(self.machine) is not Role.REFLECTOR:
+        if self.placement.role(self.machine) is Role.REFLECTOR:
+            served = set(self.placement.machines - self.placement.legacy)
+        else:
+            served = {s.client for s in self._held.of(self.machine) if s.reflects(self.machine) and s.client}
+            if served:
+                served.add(self.machine)
+        own = self._own_info()
+        local = session_addresses(own, own)
+        if not served or local is None:
             self.bird.set_spec(None)
             self.bird_sessions = ()
             return
-        own = self._own_info()
-        local = session_addresses(own, own)
-        if local is None:
-            return
         clients: list[BirdSession] = [BirdSession(self.machine, local[0], self.asn, BGP_PORT)]
-        peers: list[BirdSession] = []
-        for name in sorted(self.placement.machines - self.placement.legacy - {self.machine}):
+        for name in sorted(served - {self.machine}):
             info = infos.get(name)
             pair_addresses = session_addresses(own, info) if info is not None else None
             if pair_addresses is None:
@@ -509,10 +518,7 @@ class BgpSpeaker:
                 log.warning("reflector: %s is reached from %s, not from %s: not served",
                             name, pair_addresses[0], local[0])  # fmt: skip
                 continue
-            if name in self.placement.reflectors:
-                peers.append(BirdSession(name, pair_addresses[1], self.asn))
-            else:
-                clients.append(BirdSession(name, pair_addresses[1], self.asn, BGP_PORT))
+            clients.append(BirdSession(name, pair_addresses[1], self.asn, BGP_PORT))
         self.bird.set_spec(
             ReflectorSpec(
                 router_id=bird_router_id(self.router_id),
@@ -520,7 +526,6 @@ class BgpSpeaker:
                 asn=self.asn,
                 local_address=local[0],
                 clients=tuple(clients),
-                peers=tuple(peers),
                 mode=ReflectorMode.REFLECT,
                 hold_time=self.settings.hold_time,
             )
