@@ -14,6 +14,7 @@ Shows, in order:
    while the others poll their kernels every few milliseconds no agent loses a route to a live
    machine's VIP, a new reflector is chosen and every client peers with it.
 4. The anycast VIP's check failing on one of its machines removes just that path everywhere.
+5. The surviving reflector's agent stopped with SIGTERM leaves no BIRD (nor anything else) behind.
 
 Needs root, ExaBGP and Debian's ``bird2``; every process is stopped by pid and every namespace deleted,
 also on failure.
@@ -237,3 +238,11 @@ def test_six_agents_reflect_through_two_reflectors_and_survive_a_reflector_death
     failing, staying = pair
     lab.stop(listeners[failing])
     until("the failing machine's anycast path gone everywhere", lambda: anycast_everywhere(live, [staying]))
+
+    # A reflector's agent stopped (SIGTERM): it stops its BIRD by pid, nothing of it is left running.
+    survivor = agents[reflectors[1]]
+    bird_pid = reflection(survivor)["bird_pid"]
+    assert bird_pid is not None
+    assert survivor.proc is not None and lab.stop(survivor.proc) == 0
+    left = sh("ip", "netns", "pids", nodes[survivor.name], check=False).split()  # no listener there
+    assert not Path(f"/proc/{bird_pid}").exists() and not left, left
