@@ -7,6 +7,12 @@ they return:
 
 * **Neighbors** (:mod:`agent.bgp.mesh`): every live member that publishes the ``bgp`` gossip value,
   plus the config's external peers, handed to the supervisor, which batches changes into one reload.
+* **Route reflection** (:mod:`agent.bgp.reflectors`): on every membership, ``bgp`` value and session
+  change the speaker places the reflectors, publishes its eligibility and claim (``rr`` in its ``bgp``
+  value) and the plan it has settled, and holds the previous plan's sessions with the new one's until
+  the new one is established. Reflected, ExaBGP's mesh sessions are one per reflector, to its BIRD
+  (port 1790, ADD-PATH receive), plus legacy members; a reflector runs :class:`BirdReflector` with every
+  live machine's ExaBGP as a client (shared ASN only: per-machine ASNs refuse the role).
 * **Announcements** (:mod:`agent.bgp.export`): on every change of this machine's ``announce`` gossip
   value (the announcer publishes its decisions there; its KV event is our wake-up, so no polling), on
   every store change and at a drain's deadline: decisions -> prefixes -> export chain -> drain ->
