@@ -470,3 +470,19 @@ def test_ecmp_members_equal_the_best_on_every_step_before_the_tie_breaks(
     for p in sel.multipath:
         for step in before_tie_breaks:
             assert step_value(step, p, options) == step_value(step, sel.best, options)
+
+
+def test_copies_of_one_announcer_through_several_reflectors_count_once_against_max_paths() -> None:
+    # Announcers 1 and 2 behind two reflectors (peers 8 and 9): each announcer's path arrives twice,
+    # and the copies of the first must not crowd the second out of a two-way ECMP set.
+    copies = [
+        P(via, INT, as_path="", next_hop=f"198.18.0.{origin}", originator=origin, path_id=origin).path()
+        for origin in (1, 2)
+        for via in (8, 9)
+    ]
+    options = DecisionOptions(max_paths=2)
+    hops = tuple(ipaddress.IPv4Address(f"198.18.0.{n}") for n in (1, 2))
+    both, one = select(copies, options), select(copies, DecisionOptions(max_paths=1))
+    assert both is not None and both.next_hops == hops
+    assert all(r.multipath for r in rank(copies, options))
+    assert one is not None and one.next_hops == hops[:1]

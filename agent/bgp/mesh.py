@@ -32,7 +32,8 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from agent.bgp.config import Neighbor, external_neighbor, mesh_neighbor
+from agent.bgp.birdconf import REFLECTOR_PORT
+from agent.bgp.config import AddPath, Neighbor, external_neighbor, mesh_neighbor
 from agent.config.bgp import AsnPlan, BgpSettings, MeshAsnMode
 from agent.published import BGP, BGP_KEY, SpeakerInfo
 from gossip import MemberInfo, MemberState, Refusals
@@ -119,10 +120,17 @@ def neighbors(
     own_address: str,
     router_id: str,
     peers: Mapping[str, MeshPeer],
+    reflectors: Mapping[str, MeshPeer] | None = None,
 ) -> list[Neighbor]:
     """ExaBGP's neighbor set: mesh peers (each from its session's local address: ``own_address``, the
-    underlay, unless the peer says otherwise), then external peers (an external peer on a mesh
-    member's address is the operator's explicit choice and wins)."""
+    underlay, unless the peer says otherwise), then the route reflectors' BIRDs (``reflectors``, by
+    their session address; this machine's own BIRD among them when it is one: the same address as
+    ours, port :data:`REFLECTOR_PORT`), then external peers (an external peer on a mesh member's
+    address is the operator's explicit choice and wins).
+
+    A session to a reflector's BIRD: we connect (BIRD is passive toward its clients), nobody connects
+    to us (``listen`` off: ExaBGP's port 179 stays for the direct and external sessions), and ADD-PATH
+    receive, so every announcer of a prefix reaches us, not only the reflector's best."""
     own_asn = settings.machine_asn(own_name)
     out: dict[str, Neighbor] = {}
     own_ip = ipaddress.ip_address(own_address)
@@ -144,6 +152,23 @@ def neighbors(
         )
         # The lower address waits, the higher connects.
         out[address] = replace(n, passive=True) if int(local_ip) < int(ip) else n
+    for address, peer in sorted((reflectors or {}).items()):
+        local = peer.local_address or own_address
+        if ipaddress.ip_address(address).version != ipaddress.ip_address(local).version:
+            continue
+        n = mesh_neighbor(
+            address=address,
+            name=peer.name,
+            local_name=own_name,
+            local_address=local,
+            router_id=router_id,
+            plan=settings.plan,
+            peer_asn=peer.asn,
+            local_asn=own_asn,
+            hold_time=settings.hold_time,
+            add_path=AddPath.RECEIVE,
+        )
+        out[address] = replace(n, port=REFLECTOR_PORT, listen=False, description=f"reflector {peer.name}")
     for external in settings.peers:
         out[external.address] = external_neighbor(external, router_id, own_asn)
     return list(out.values())

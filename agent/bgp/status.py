@@ -65,6 +65,12 @@ class SessionTable:
         down loses everything it sent). Empty for most events."""
         if isinstance(event, Shutdown):
             return self.speaker_down("exabgp shut down", now)
+        if (
+            isinstance(event, PeerState)
+            and event.state is SessionState.DOWN
+            and event.peer.address not in self._sessions
+        ):
+            return {}  # the last word of a neighbor a reload just removed: nothing to keep or drop
         session = self._sessions.setdefault(event.peer.address, _Session())
         if isinstance(event, PeerState):
             return self._state(event.peer.address, session, event, now)

@@ -1,4 +1,5 @@
-"""``wiremesh rib [PREFIX] [--machine M] [--all-paths] [--json]`` and ``wiremesh bgp neighbors [--json]``.
+"""``wiremesh rib [PREFIX] [--machine M] [--all-paths] [--json]``, ``wiremesh bgp neighbors [--json]`` and
+``wiremesh bgp reflectors [--json]``.
 
 ``rib`` prints one line per destination: the best path's next hop (the whole ECMP set when there is
 one), AS path, LOCAL_PREF, MED, origin, source and age; ``--all-paths`` adds, under each destination,
@@ -98,13 +99,14 @@ def destination_detail(dest: Mapping[str, Any]) -> str:
 def neighbors_table(neighbors: list[Mapping[str, Any]]) -> str:
     if not neighbors:
         return "no neighbors"
-    header = ("NEIGHBOR", "NAME", "AS", "TYPE", "STATE", "UPTIME", "IN", "OUT", "LAST ERROR")
+    header = ("NEIGHBOR", "NAME", "AS", "TYPE", "RR", "STATE", "UPTIME", "IN", "OUT", "LAST ERROR")
     rows = [
         (
             n["address"],
             n["name"] or n["description"] or "-",
             str(n["peer_as"]),
             "ibgp" if n["type"] == "internal" else "ebgp",
+            "reflector" if n.get("reflector") else "-",  # absent from an older agent
             n["state"] + (" (passive)" if n["passive"] and n["state"] != "up" else ""),
             format_age(n["uptime_seconds"]) if n["uptime_seconds"] is not None else "-",
             str(n["prefixes_in"]),
@@ -114,6 +116,32 @@ def neighbors_table(neighbors: list[Mapping[str, Any]]) -> str:
         for n in neighbors
     ]
     return table(header, rows)
+
+
+def reflectors_text(r: Mapping[str, Any]) -> str:
+    """``wiremesh bgp reflectors``: the mode, the reflectors, this machine's role, BIRD's sessions."""
+    lines = [
+        f"mode: {r['mode']}",
+        f"reflectors: {', '.join(r['reflectors']) or '-'}",
+        f"this machine: {r['role']} (may reflect: {r['eligibility']})"
+        + (f", refused: {r['refused']}" if r.get("refused") else "")
+        + (", switching plans" if r.get("switching") else ""),
+    ]
+    if r.get("bird_pid"):
+        lines.append(f"bird pid {r['bird_pid']}")
+        rows = [(b["machine"], b["address"], b["kind"], b["state"], b["info"]) for b in r["bird_sessions"]]
+        if rows:
+            lines.append(table(("MACHINE", "ADDRESS", "KIND", "STATE", "INFO"), rows))
+    return "\n".join(lines)
+
+
+def _reflectors(args: argparse.Namespace, out: TextIO) -> int:
+    data = client_for(args).get("/v1/bgp/reflectors")
+    if args.json:
+        print_json(data, out)
+    else:
+        print(reflectors_text(data), file=out)
+    return 0
 
 
 def _rib(args: argparse.Namespace, out: TextIO) -> int:
@@ -158,3 +186,8 @@ def add_bgp_commands(sub: Any) -> None:
     neighbors = bgp_sub.add_parser("neighbors", help="BGP sessions: state, uptime, prefixes in and out")
     add_client_options(neighbors)
     neighbors.set_defaults(handler=_neighbors)
+    reflectors = bgp_sub.add_parser(
+        "reflectors", help="route reflection: mode, reflectors, this machine's role, BIRD's sessions"
+    )
+    add_client_options(reflectors)
+    reflectors.set_defaults(handler=_reflectors)

@@ -6,7 +6,10 @@ candidate path with its attributes, its source peer, its age and why it is not b
 core's :meth:`agent.routing.Ranked.reason`: the step it lost at, both values and the winner).
 ``GET /v1/rib?prefix=P`` is one destination: ``P`` exactly if it is a prefix, the longest match if it
 is an address. ``GET /v1/bgp/neighbors`` lists every configured session: state, uptime, prefixes in
-and out, last error.
+and out, last error, and whether it is to a route reflector's BIRD. ``GET /v1/bgp/reflectors`` is
+route reflection as this machine computes it (:mod:`agent.bgp.reflectors`): full mesh or reflected,
+the reflectors, this machine's role, its claim, whether a switch between plans is in progress and,
+on a reflector, its BIRD's sessions.
 
 With BGP off (``[bgp] enabled = false``) they answer 404 with a message that says so.
 
@@ -27,7 +30,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, runtime_checkable
 
 import trio
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -42,7 +45,7 @@ from gossip import MemberInfo, MemberState, Refusals
 if TYPE_CHECKING:
     import httpx
 
-    from agent.bgp.speaker import NeighborView
+    from agent.bgp.speaker import NeighborView, ReflectionView
 
 log = logging.getLogger("wiremesh.api")
 
@@ -64,6 +67,13 @@ class SpeakerView(Protocol):
     def peer_name(self, address: str) -> str | None: ...
 
     def neighbor_views(self) -> list[NeighborView]: ...
+
+
+@runtime_checkable
+class Reflecting(Protocol):
+    """A speaker that places route reflectors (the real one does; test fakes may not)."""
+
+    def reflection_view(self) -> ReflectionView: ...
 
 
 class PathOut(BaseModel):
@@ -121,6 +131,28 @@ class NeighborOut(BaseModel):
     prefixes_out: int
     last_error: str | None
     end_of_rib: bool
+    reflector: bool = False  # to a route reflector's BIRD (port 1790), not to a machine's ExaBGP
+
+
+class BirdSessionOut(BaseModel):
+    machine: str
+    address: str
+    kind: str  # client or reflector
+    state: str  # BIRD's: up, start, down
+    since: str
+    info: str  # Established, Active, Connect, Passive, or why it failed
+
+
+class ReflectorsOut(BaseModel):
+    mode: str  # full-mesh or reflected
+    reflectors: list[str]
+    role: str  # reflector, client, peer (full mesh or legacy), absent
+    eligibility: str  # auto, always, never (as published; never when refused)
+    claim: int | None  # the HLC time this machine took the role, while it holds it
+    switching: bool  # still holding the previous plan's sessions
+    refused: str | None  # why this machine may not reflect although configured to
+    bird_pid: int | None
+    bird_sessions: list[BirdSessionOut]
 
 
 def _path(view: SpeakerView, ranked: Ranked, now: float) -> PathOut:
@@ -342,8 +374,37 @@ def create_bgp_router(
                     prefixes_out=s.prefixes_out,
                     last_error=s.last_error,
                     end_of_rib=s.end_of_rib,
+                    reflector=n.reflector,
                 )
             )
         return out
+
+    @router.get("/v1/bgp/reflectors")
+    async def bgp_reflectors() -> ReflectorsOut:
+        v = speaker()
+        if not isinstance(v, Reflecting):
+            raise HTTPException(404, "this speaker does not place route reflectors")
+        r = v.reflection_view()
+        return ReflectorsOut(
+            mode=r.mode,
+            reflectors=list(r.reflectors),
+            role=r.role,
+            eligibility=r.eligibility,
+            claim=r.claim,
+            switching=r.switching,
+            refused=r.refused,
+            bird_pid=r.bird_pid,
+            bird_sessions=[
+                BirdSessionOut(
+                    machine=b.machine,
+                    address=b.address,
+                    kind=b.kind,
+                    state=b.state,
+                    since=b.since,
+                    info=b.info,
+                )
+                for b in r.bird_sessions
+            ],
+        )
 
     return router

@@ -32,7 +32,8 @@ the best at that step (for MED: worse than the best of their own neighbouring AS
 only on the set, never on arrival order; only "Older Path", off by default, looks at time.
 
 **Multipath.** The paths left after "IGP Metric" (equal down to, excluding, the router-id step, and
-"Older Path" is a tie-break too) form the ECMP set, best first, cut at ``max_paths``. Router ID and
+"Older Path" is a tie-break too) form the ECMP set, best first, cut at ``max_paths`` next hops (a
+path's copies through several reflectors count once). Router ID and
 Cluster length come after it, so machines announcing the same prefix through one reflector (different
 ORIGINATOR_IDs) share the set as they do over a full mesh.
 
@@ -189,7 +190,25 @@ def select(candidates: Sequence[Path], options: DecisionOptions = DEFAULT_OPTION
         pool = [p for p in pool if (p.peer.kind is PeerKind.INTERNAL, p.igp_cost) == lowest]
     if len(pool) > 1:
         pool.sort(key=_tiebreak(_oldest_applies(pool, options)))
-    return Selection(pool[0], tuple(pool[: options.max_paths]))
+    return Selection(pool[0], _cut(pool, options.max_paths))
+
+
+def _cut(pool: Sequence[Path], max_paths: int) -> tuple[Path, ...]:
+    """The ECMP set: the paths of the first ``max_paths`` next hops, in order. Counted by next hop,
+    not by path: behind two reflectors each announcer's path arrives several times (one per reflector,
+    ADD-PATH), and those copies must not crowd another announcer out of the set."""
+    if max_paths == 1:
+        return tuple(pool[:1])  # no ECMP: the best alone
+    hops: set[object] = set()
+    out: list[Path] = []
+    for p in pool:
+        hop = p.attrs.next_hop
+        if hop not in hops:
+            if len(hops) >= max_paths:
+                continue
+            hops.add(hop)
+        out.append(p)
+    return tuple(out)
 
 
 # Per step: the key, lower is better.
@@ -318,7 +337,7 @@ def rank(candidates: Sequence[Path], options: DecisionOptions = DEFAULT_OPTIONS)
     best = remaining[0]
     if pool is None:
         pool = remaining
-    pool = sorted(pool, key=_tiebreak(_oldest_applies(pool, options)))[: options.max_paths]
+    pool = list(_cut(sorted(pool, key=_tiebreak(_oldest_applies(pool, options))), options.max_paths))
     in_pool = {id(p) for p in pool}
 
     def describe(path: Path) -> Ranked:

@@ -31,7 +31,7 @@ from agent.announce.status import NoStatus, StatusProvider
 from agent.cluster.objects import Kind, MachineSettings, PolicySet, Problem
 from agent.cluster.store import AlreadyExists, InUse, Invalid, NotFound, ObjectStore
 from agent.http.auth import token_matches
-from agent.http.bgp import DestinationOut, SpeakerView, first_destinations
+from agent.http.bgp import DestinationOut, Reflecting, SpeakerView, first_destinations
 from agent.http.metrics import CheckSource
 from agent.http.objects import ObjectsApi, nothing_to_wait_for
 from agent.http.peers import PeersSource, peers_view, reachability
@@ -677,6 +677,7 @@ def _tab_context(ui: Ui, name: str, tab: str, machine: JSONDict) -> JSONDict:
             "local": local,
             "rib": None if rib is None else rib[0],
             "rib_total": 0 if rib is None else rib[1],
+            "reflection": ui.bgp.reflection_view() if local and isinstance(ui.bgp, Reflecting) else None,
         }
     if tab == "peers":
         rows, message = ui.peer_rows(name)

@@ -1,0 +1,65 @@
+"""Route reflection as the API, the CLI and the UI show it: ``GET /v1/bgp/reflectors``, the routing tab's
+line, ``wiremesh bgp reflectors`` and the neighbors table's RR column (from a speaker fake)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from agent.bgp.bird import ReflectorSession
+from agent.bgp.speaker import ReflectionView
+from agent.cli.bgp import neighbors_table, reflectors_text
+from tests.test_ui_kit import AUTH, TOKEN, WALL, Fakes, FakeSpeaker
+
+BASE = "http://agent"
+VIEW = ReflectionView(
+    mode="reflected",
+    reflectors=("node-a", "node-c"),
+    role="reflector",
+    eligibility="auto",
+    claim=7 << 16,
+    switching=False,
+    refused=None,
+    bird_pid=4242,
+    bird_sessions=(
+        ReflectorSession(
+            "m198_18_0_1", "node-b", "198.18.0.1", "client", "up", "2026-12-02 02:00:00", "Established"
+        ),
+    ),
+)
+
+
+@dataclass
+class ReflectingSpeaker(FakeSpeaker):
+    def reflection_view(self) -> ReflectionView:
+        return VIEW
+
+
+async def test_the_reflectors_endpoint_and_the_routing_tab_show_the_role() -> None:
+    fakes = Fakes(speaker=ReflectingSpeaker())
+    transport = httpx.ASGITransport(app=fakes.app(clock=lambda: 10.0, wall_clock=lambda: WALL))
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        data = (await client.get("/v1/bgp/reflectors", headers=AUTH)).json()
+        assert data["mode"] == "reflected" and data["reflectors"] == ["node-a", "node-c"]
+        assert data["role"] == "reflector" and data["bird_pid"] == 4242
+        assert data["bird_sessions"][0]["machine"] == "node-b"
+        assert "reflector" in reflectors_text(data) and "node-b" in reflectors_text(data)
+        assert (await client.post("/ui/login", data={"token": TOKEN, "next": "/ui/vips"})).status_code == 303
+        routing = (await client.get("/ui/machines/node-a?tab=routing")).text
+        assert "via route reflectors node-a, node-c" in routing and "<strong>reflector</strong>" in routing
+
+
+async def test_a_speaker_that_places_no_reflectors_answers_404() -> None:
+    transport = httpx.ASGITransport(app=Fakes().app())
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        assert (await client.get("/v1/bgp/reflectors", headers=AUTH)).status_code == 404
+
+
+def test_the_neighbors_table_marks_sessions_to_a_reflector() -> None:
+    row = {"address": "198.18.0.3", "name": "node-c", "description": "", "peer_as": 64512, "type": "internal",
+           "state": "up", "passive": False, "uptime_seconds": 5.0, "prefixes_in": 3, "prefixes_out": 1,
+           "last_error": None}  # fmt: skip
+    text = neighbors_table([{**row, "reflector": True}, {**row, "address": "198.18.0.4", "name": "old"}])
+    lines = text.splitlines()
+    assert "RR" in lines[0] and "reflector" in lines[1] and "reflector" not in lines[2]

@@ -1,0 +1,137 @@
+"""The speaker's wiring of route reflection (agent.bgp.reflectors) without ExaBGP or BIRD running: what
+it publishes, which neighbors it hands ExaBGP and which clients its BIRD gets, from a gossip view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from agent.bgp.bird import BirdOptions
+from agent.bgp.birdconf import REFLECTOR_PORT
+from agent.bgp.config import AddPath, Neighbor
+from agent.bgp.reflectors import name_hash
+from agent.bgp.speaker import BgpSpeaker
+from agent.bgp.supervisor import SupervisorOptions
+from agent.cluster.store import ObjectStore
+from agent.config.bgp import AsnPlan, BgpSettings, MeshAsnMode
+from agent.published import BGP, BGP_KEY, Eligibility, ReflectorInfo, SpeakerInfo
+from gossip.codec import Refusals
+from gossip.events import MemberEvent, MemberInfo, MemberState
+
+ASN = 64512
+AUTO = ReflectorInfo()  # what an agent of today publishes by default
+
+
+def address(i: int) -> str:
+    return f"198.18.0.{10 + i}"
+
+
+class Gossip:
+    def __init__(self, members: list[MemberInfo]) -> None:
+        self.others = members
+        self.kv: dict[str, bytes | None] = {}
+
+    def members(self) -> list[MemberInfo]:
+        return list(self.others)
+
+    def subscribe(self, max_buffer: int = 1024) -> trio.MemoryReceiveChannel[MemberEvent]:
+        return trio.open_memory_channel[MemberEvent](max_buffer)[1]
+
+    async def set_kv(self, key: str, value: bytes | None) -> None:
+        self.kv[key] = value
+
+
+def member(i: int, rr: ReflectorInfo | None = AUTO) -> MemberInfo:
+    info = BGP.encode(SpeakerInfo(ASN, address(i), address(i), reflector=rr))
+    return MemberInfo(f"m{i}", (address(i), 7946), 1, MemberState.ALIVE, 0.0, b"", {BGP_KEY: (1, info)})
+
+
+def speaker(tmp_path: Path, members: list[MemberInfo], name: str = "m0", **settings: object) -> BgpSpeaker:
+    sp = BgpSpeaker(
+        BgpSettings(enabled=True, **settings),  # type: ignore[arg-type]
+        machine=name,
+        address=address(int(name[1:])),
+        store=ObjectStore(name, lambda: set()),
+        node=Gossip(members),
+        decisions=dict,
+        supervisor=SupervisorOptions(state_dir=tmp_path / "exabgp"),
+        bird=BirdOptions(state_dir=tmp_path / "bird"),
+    )
+    sp._refresh_mesh()
+    sp._replan()
+    return sp
+
+
+def mesh(neighbors: list[Neighbor]) -> dict[str, Neighbor]:
+    return {n.address: n for n in neighbors}
+
+
+def names(count: int) -> list[str]:
+    return [f"m{i}" for i in range(count)]
+
+
+def expected_reflectors(count: int, k: int = 2) -> list[str]:
+    return sorted(sorted(names(count), key=name_hash)[:k])
+
+
+async def test_below_full_mesh_below_the_neighbors_are_todays_full_mesh(tmp_path: Path) -> None:
+    sp = speaker(tmp_path, [member(i) for i in range(1, 5)])
+    assert sp.placement.mode.value == "full-mesh"
+    out = mesh(sp._neighbors())
+    assert set(out) == {address(i) for i in range(1, 5)}
+    assert all(n.port == 179 and n.add_path is None and n.listen for n in out.values())
+    assert all(n.passive for n in out.values())  # m0 has the lowest address: it waits
+    published = BGP.decode(BGP.encode(sp._own_info()), "m0", Refusals())
+    assert published is not None and published.reflector == ReflectorInfo(Eligibility.AUTO, None, None)
+
+
+async def test_a_client_peers_with_each_reflectors_bird_only(tmp_path: Path) -> None:
+    reflectors = expected_reflectors(8)
+    client = next(n for n in names(8) if n not in reflectors)
+    others = [member(i) for i in range(8) if f"m{i}" != client]
+    sp = speaker(tmp_path, others, name=client)
+    assert sp.placement.mode.value == "reflected" and list(sp.placement.reflectors) == reflectors
+    out = mesh(sp._neighbors())
+    assert set(out) == {address(int(r[1:])) for r in reflectors}
+    for n in out.values():
+        assert (n.port, n.listen, n.passive, n.add_path) == (REFLECTOR_PORT, False, False, AddPath.RECEIVE)
+    assert sp.claim is None and sp.bird is not None and sp.bird.spec is None
+    assert {v.name for v in sp.neighbor_views()} == set()  # nothing configured in ExaBGP yet
+
+
+async def test_a_reflector_claims_runs_bird_for_every_machine_and_peers_with_its_own(tmp_path: Path) -> None:
+    reflectors = expected_reflectors(8)
+    me = reflectors[0]
+    sp = speaker(tmp_path, [member(i) for i in range(8) if f"m{i}" != me], name=me)
+    assert sp.claim is not None  # published: the role is sticky from here on
+    published = BGP.decode(BGP.encode(sp._own_info()), me, Refusals())
+    assert published is not None and published.reflector is not None and published.reflector.claim == sp.claim
+    out = mesh(sp._neighbors())
+    assert set(out) == {address(int(r[1:])) for r in reflectors}  # its own BIRD and the other's
+    own = out[address(int(me[1:]))]
+    assert own.local_address == own.address and own.port == REFLECTOR_PORT and not own.listen
+    assert sp.bird is not None and sp.bird.spec is not None
+    spec = sp.bird.spec
+    assert {c.name for c in spec.clients} == set(names(8)) and spec.peers == ()
+    assert all(c.port == 179 and c.asn == ASN for c in spec.clients)
+    assert spec.router_id != sp.router_id  # ExaBGP refuses an OPEN with its own identifier
+
+
+async def test_a_legacy_member_keeps_a_direct_session(tmp_path: Path) -> None:
+    reflectors = expected_reflectors(8)
+    client = next(n for n in names(8) if n not in reflectors)
+    legacy = next(n for n in names(8) if n not in reflectors and n != client)
+    others = [member(i, None if f"m{i}" == legacy else AUTO) for i in range(8) if f"m{i}" != client]
+    out = mesh(speaker(tmp_path, others, name=client)._neighbors())
+    direct = out[address(int(legacy[1:]))]
+    assert direct.port == 179 and direct.add_path is None
+    assert len(out) == 3
+
+
+async def test_per_machine_asns_refuse_the_role_and_keep_the_full_mesh(tmp_path: Path) -> None:
+    plan = AsnPlan(mode=MeshAsnMode.PER_MACHINE)
+    sp = speaker(tmp_path, [member(i, ReflectorInfo(Eligibility.NEVER)) for i in range(1, 9)], plan=plan)
+    assert sp.eligibility is Eligibility.NEVER and sp.refused is not None and "per-machine" in sp.refused
+    assert sp.placement.mode.value == "full-mesh" and sp.reflection_view().refused == sp.refused
+    assert len(sp._neighbors()) == 8
