@@ -7,7 +7,8 @@ so each ExaBGP carries N sessions and the site N(N-1)/2 + N. All agents are star
 
 * **APIs up**: every agent answers ``/healthz`` (the interpreter start, on a shared CPU);
 * **full membership**: every agent's ``/v1/members`` lists all N alive;
-* **full BGP mesh**: every agent's ``/v1/bgp/neighbors`` has N sessions (N-1 mesh + the router), all
+* **full BGP mesh**: every agent's ``/v1/bgp/neighbors`` has N sessions (N-1 mesh + the router; in a
+  reflected mesh, from ``full_mesh_below`` machines up, one per reflector + the router), all
   ``up``, and BIRD has every session Established;
 * **CPU and RSS**: per machine, read from ``/proc``: the agent process, its ExaBGP, and ExaBGP's API
   process (the bridge to the agent), separately. CPU seconds spent from start to the full mesh, then
@@ -186,6 +187,18 @@ def sessions_seen(site: Site, agent: Agent) -> tuple[int, int]:
     return sum(1 for n in neighbors if n["state"] == "up"), len(neighbors)
 
 
+def sessions_wanted(site: Site, agent: Agent, n: int) -> int:
+    """Sessions ``agent`` should hold once settled: N (N - 1 mesh + the router) in a full mesh; in a
+    reflected mesh one per reflector's BIRD plus the router (``/v1/bgp/reflectors``)."""
+    try:
+        status, view = site.lab.request(agent, "GET", "/v1/bgp/reflectors", timeout=5)
+    except OSError:
+        return n
+    if status != 200 or view["mode"] != "reflected" or view["switching"]:
+        return n
+    return len(view["reflectors"]) + 1
+
+
 def dead(site: Site, pids: dict[str, Pids]) -> dict[str, str]:
     """Machines whose agent exited, or which have no ExaBGP right now."""
     out = {}
@@ -230,7 +243,8 @@ def run_size(n: int, tl: Timeline, *, timeout: float, window: float, hold_time: 
                         members_at[name] = round(now - t0, 3)
                 if mesh_at[name] is None:
                     sessions[name] = sessions_seen(site, m.agent)
-                    if sessions[name] == (n, n):
+                    wanted = sessions_wanted(site, m.agent, n)
+                    if sessions[name] == (wanted, wanted):
                         mesh_at[name] = round(now - t0, 3)
             if bird_at is None and site.sessions_up():
                 bird_at = round(now - t0, 3)
@@ -241,7 +255,9 @@ def run_size(n: int, tl: Timeline, *, timeout: float, window: float, hold_time: 
                 result["members"] = True
                 tl.say(f"[{n}] full membership: every agent sees all {n} alive", t0 + max(member_times))
             if all(v is not None for v in [*mesh_at.values(), bird_at]):
-                tl.say(f"[{n}] full BGP mesh: every agent has {n - 1} iBGP sessions + BIRD up")
+                tl.say(
+                    f"[{n}] full BGP mesh: every agent has all its sessions (mesh or reflectors) + BIRD up"
+                )
                 for name, p in pids.items():
                     p.refresh()
                     cpu_at_mesh[name] = p.sample()
