@@ -12,8 +12,11 @@ What the reflector does, in BIRD's terms:
   **Per-machine ASNs (eBGP)**: the same role is a route server (``rs client``, RFC 7947): no AS of its
   own in the path, next hop kept, so the paths read as if the machines peered directly.
 * ``add paths tx`` to clients (RFC 7911): every announcer of a VIP reaches every machine, not just the
-  reflector's best, so ECMP and the RIB's alternatives work as in a full mesh. Between reflectors
-  ``add paths`` both ways, so each reflector holds every path even from clients of another.
+  reflector's best, so ECMP and the RIB's alternatives work as in a full mesh. ``peers`` (sessions
+  between reflectors, ``add paths`` both ways) is supported but the speaker leaves it empty: every
+  machine is a client of every reflector, so each reflector hears every route from its announcer, and
+  BIRD, which matches a connection by address only, could not tell a peer reflector's BIRD from that
+  machine's ExaBGP on the same address.
 * Next hops are resolved in a table of their own (``igp4`` / ``igp6``, fed by the kernel's routes and
   the directly connected networks) that BGP never exports: the reflector needs the next hops to be
   valid, and must never reflect the kernel's routes (the VIPs the agent itself installed) back.
