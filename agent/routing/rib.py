@@ -266,26 +266,30 @@ class Rib:
         if router_id in self._dead_originators:
             return
         self._dead_originators.add(router_id)
-        for adj in self._adj.values():
-            if not adj.valid or adj.peer is self.local:
-                continue
-            for tables in adj.tables():
-                for prefix, path in tables.post.items():
-                    if path.attrs.originator_id == router_id:
-                        self._place(prefix, adj.peer, tables.path_id, None)
+        for prefix, peer, path_id, _ in self._paths_of_originator(router_id):
+            self._place(prefix, peer, path_id, None)
 
     def revalidate_originator(self, router_id: ipaddress.IPv4Address) -> None:
         """Put them back (gossip: alive again)."""
         if router_id not in self._dead_originators:
             return
         self._dead_originators.discard(router_id)
-        for adj in self._adj.values():
-            if not adj.valid or adj.peer is self.local:
-                continue
-            for tables in adj.tables():
-                for prefix, path in tables.post.items():
-                    if path.attrs.originator_id == router_id:
-                        self._place(prefix, adj.peer, tables.path_id, path)
+        for prefix, peer, path_id, path in self._paths_of_originator(router_id):
+            self._place(prefix, peer, path_id, path)
+
+    def _paths_of_originator(
+        self, router_id: ipaddress.IPv4Address
+    ) -> list[tuple[Prefix, Peer, int, Path]]:
+        """The accepted paths of valid sessions whose ORIGINATOR_ID is ``router_id`` (a list: the
+        caller changes the Loc-RIB while it walks them)."""
+        return [
+            (prefix, adj.peer, tables.path_id, path)
+            for adj in self._adj.values()
+            if adj.valid and adj.peer is not self.local
+            for tables in adj.tables()
+            for prefix, path in tables.post.items()
+            if path.attrs.originator_id == router_id
+        ]
 
     def is_valid_originator(self, router_id: ipaddress.IPv4Address) -> bool:
         return router_id not in self._dead_originators
