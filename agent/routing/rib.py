@@ -277,9 +277,7 @@ class Rib:
         for prefix, peer, path_id, path in self._paths_of_originator(router_id):
             self._place(prefix, peer, path_id, path)
 
-    def _paths_of_originator(
-        self, router_id: ipaddress.IPv4Address
-    ) -> list[tuple[Prefix, Peer, int, Path]]:
+    def _paths_of_originator(self, router_id: ipaddress.IPv4Address) -> list[tuple[Prefix, Peer, int, Path]]:
         """The accepted paths of valid sessions whose ORIGINATOR_ID is ``router_id`` (a list: the
         caller changes the Loc-RIB while it walks them)."""
         return [
