@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 
 from labs.kit.bird import Bird, bird_edge_conf
-from labs.kit.netns import Agent, NetnsLab, exabgp_pid
+from labs.kit.netns import Agent, NetnsLab, exabgp_pid, kernel_routes
 from labs.kit.proc import Proc, sh
 from labs.kit.wait import eventually_blocking
 
@@ -46,7 +46,6 @@ pytestmark = [
 R1, R2, EDGE = "198.18.0.1", "198.18.0.3", "198.18.0.10"
 MESH_AS, R1_AS, R2_AS = 64512, 65000, 65010
 VIP = "100.96.0.10"
-PROTO = 200
 WAIT = 40.0
 
 
@@ -156,18 +155,6 @@ def lab(tmp_path: Path) -> Iterator[NetnsLab]:
     assert shutil.which("bird") and shutil.which("birdc"), "BIRD 2 is missing: apt-get install bird2"
     with NetnsLab(tmp_path / "lab") as lab:
         yield lab
-
-
-def kernel_routes(ns: str) -> dict[str, list[str]]:
-    """Our routes in the namespace: prefix -> sorted gateways."""
-    out: dict[str, list[str]] = {}
-    for route in json.loads(sh("ip", "-n", ns, "-j", "route", "show", "proto", str(PROTO)) or "[]"):
-        hops = [route["gateway"]] if "gateway" in route else [h["gateway"] for h in route.get("nexthops", [])]
-        dst = route["dst"]
-        if "/" not in dst:  # iproute2 prints a host route without its length
-            dst += "/128" if ":" in dst else "/32"
-        out[dst] = sorted(hops)
-    return out
 
 
 def lo_addresses(ns: str) -> set[str]:

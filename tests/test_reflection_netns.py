@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from labs.kit.netns import Agent, NetnsLab
+from labs.kit.netns import Agent, NetnsLab, kernel_routes
 from labs.kit.proc import sh
 from labs.kit.wait import eventually_blocking
 
@@ -46,7 +46,6 @@ pytestmark = [
 MESH = {f"m{i}": f"198.18.0.{10 + i}" for i in range(1, 7)}
 VIPS = {name: f"100.96.1.{i}" for i, name in enumerate(MESH, start=1)}
 ANYCAST = "100.96.2.1"
-PROTO = 200
 WAIT = 30.0
 
 CONF = """
@@ -83,16 +82,6 @@ def lab(tmp_path: Path) -> Iterator[NetnsLab]:
     assert shutil.which("bird") and shutil.which("birdc"), "BIRD 2 is missing: apt-get install bird2"
     with NetnsLab(tmp_path / "lab") as lab:
         yield lab
-
-
-def kernel_routes(ns: str) -> dict[str, list[str]]:
-    """Our routes in the namespace: prefix -> sorted gateways."""
-    out: dict[str, list[str]] = {}
-    for route in json.loads(sh("ip", "-n", ns, "-j", "route", "show", "proto", str(PROTO)) or "[]"):
-        hops = [route["gateway"]] if "gateway" in route else [h["gateway"] for h in route.get("nexthops", [])]
-        dst = route["dst"] if "/" in route["dst"] else route["dst"] + "/32"
-        out[dst] = sorted(hops)
-    return out
 
 
 def test_six_agents_reflect_through_two_reflectors_and_survive_a_reflector_death(lab: NetnsLab) -> None:

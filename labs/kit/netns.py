@@ -58,6 +58,19 @@ def exabgp_pid(ns: str) -> int | None:
     return None
 
 
+def kernel_routes(ns: str, proto: int = 200) -> dict[str, list[str]]:
+    """The routes of kernel protocol ``proto`` (the agent's, 200 by default) in namespace ``ns``:
+    prefix -> sorted gateways."""
+    out: dict[str, list[str]] = {}
+    for route in json.loads(sh("ip", "-n", ns, "-j", "route", "show", "proto", str(proto)) or "[]"):
+        hops = [route["gateway"]] if "gateway" in route else [h["gateway"] for h in route.get("nexthops", [])]
+        dst = route["dst"]
+        if "/" not in dst:  # iproute2 prints a host route without its length
+            dst += "/128" if ":" in dst else "/32"
+        out[dst] = sorted(hops)
+    return out
+
+
 def in_netns(netns: str, fn: Callable[[], T], timeout: float = 30.0) -> T:
     """Run ``fn`` in a thread that has entered ``netns`` (setns is per thread): sockets it opens live
     there, while the rest of this process stays where it is. The thread ends with ``fn``."""
