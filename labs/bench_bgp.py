@@ -24,10 +24,10 @@ import json
 import statistics
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from labs.kit.agentlog import decisions, parse_wall
 from labs.kit.bird import Bird, bird_edge_conf
 from labs.kit.netns import Agent, NetnsLab, exabgp_pid
 from labs.kit.proc import sh
@@ -62,28 +62,6 @@ def bird_conf(prefixes: int) -> str:
         neighbor_as=MESH_AS,
         statics=statics,
     )
-
-
-def parse_wall(text: str) -> float:
-    """An RFC 3339 UTC time from the agent's JSON log, or BIRD's ``YYYY-MM-DD HH:MM:SS.mmm`` (local)."""
-    if text.endswith("Z"):
-        return datetime.fromisoformat(text[:-1] + "+00:00").timestamp()
-    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").timestamp()
-
-
-def decisions(agent: Agent, key: str, action: str) -> list[float]:
-    """Wall-clock times the agent logged ``key: action``."""
-    assert agent.proc is not None
-    out = []
-    for line in agent.proc.log.read_text().splitlines():
-        if not line.startswith("{"):
-            continue
-        record = json.loads(line)
-        if record.get("logger") == "wiremesh.announce" and record.get("msg", "").startswith(
-            f"{key}: {action} "
-        ):
-            out.append(parse_wall(record["time"]))
-    return out
 
 
 def bird_learned_at(bird: Bird, prefix: str) -> float | None:
@@ -122,6 +100,8 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def toggles(lab: NetnsLab, agent: Agent, bird: Bird, count: int) -> dict[str, Any]:
     prefix = f"{VIP}/32"
+    assert agent.proc is not None
+    log = agent.proc.log
     lab.call(agent, "POST", "/v1/vips", {"name": "web", "address": VIP, "machines": ["edge1"]})
     eventually_blocking(lambda: bird.route(prefix), what="the VIP in BIRD", timeout=30)
     announce: list[float] = []
@@ -134,14 +114,14 @@ def toggles(lab: NetnsLab, agent: Agent, bird: Bird, count: int) -> dict[str, An
             timeout=10,
             poll=0.005,
         )
-        decided = decisions(agent, "vip/web", "withdraw")[-1]
+        decided = decisions(log, "vip/web", "withdraw")[-1]
         withdraw.append(gone - decided)
         time.sleep(0.2)
         lab.call(agent, "PATCH", "/v1/vips/web", {"enabled": True})
         learned = eventually_blocking(
             lambda: bird_learned_at(bird, prefix), what="the route in BIRD", timeout=10, poll=0.01
         )
-        decided = decisions(agent, "vip/web", "announce")[-1]
+        decided = decisions(log, "vip/web", "announce")[-1]
         announce.append(learned - decided)
         time.sleep(0.2)
     lab.call(agent, "DELETE", "/v1/vips/web")  # the full-table part counts received routes only

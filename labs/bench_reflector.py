@@ -39,7 +39,7 @@ from typing import Any
 
 from labs.kit.bird import Bird
 from labs.kit.netns import NetnsLab
-from labs.kit.proc import Proc, children
+from labs.kit.proc import Proc, children, cpu_seconds
 from labs.kit.wait import eventually_blocking
 
 ASN = 64512
@@ -47,7 +47,6 @@ REFLECTOR = "198.18.0.1"
 FIRST_CLIENT = 10
 VIP = "100.96.0.10/32"
 MAX_CLIENTS = 240  # addresses .10 to .249 of the lab's /24
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def client_address(i: int) -> str:
@@ -168,11 +167,6 @@ def established(bird: Bird) -> bool:
     return "Established" in bird.birdc("show", "protocols", "up")
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def memory_kib(pid: int) -> tuple[int, int]:
     rss = pss = 0
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
@@ -247,9 +241,9 @@ def run(speaker: str, n: int, toggles: int, window: float, workdir: Path) -> dic
 
         time.sleep(2)
         pids = tree(reflector.pid)
-        cpu0, t0 = sum(cpu_seconds(p) for p in pids), time.monotonic()
+        cpu0, t0 = sum(cpu_seconds(p) or 0.0 for p in pids), time.monotonic()
         time.sleep(window)
-        cpu1, t1 = sum(cpu_seconds(p) for p in pids), time.monotonic()
+        cpu1, t1 = sum(cpu_seconds(p) or 0.0 for p in pids), time.monotonic()
         mem = [memory_kib(p) for p in pids]
         result["idle_cpu_pct"] = round(100 * (cpu1 - cpu0) / (t1 - t0), 2)
         result["rss_mib"] = round(sum(r for r, _ in mem) / 1024, 1)
@@ -261,7 +255,7 @@ def run(speaker: str, n: int, toggles: int, window: float, workdir: Path) -> dic
         delays: list[float] = []
         busy: list[float] = []
         for _ in range(toggles):
-            cpu_before = sum(cpu_seconds(p) for p in pids)
+            cpu_before = sum(cpu_seconds(p) or 0.0 for p in pids)
             sent = time.time()
             announcer.birdc("enable", "vip")
             seen: dict[int, float] = {}
@@ -276,7 +270,7 @@ def run(speaker: str, n: int, toggles: int, window: float, workdir: Path) -> dic
 
             eventually_blocking(everyone, what="the VIP at every client", timeout=30, poll=0.05)
             delays += [s - sent for s in seen.values()]
-            busy.append(sum(cpu_seconds(p) for p in pids) - cpu_before)
+            busy.append(sum(cpu_seconds(p) or 0.0 for p in pids) - cpu_before)
             announcer.birdc("disable", "vip")
             eventually_blocking(
                 lambda: all(origin not in vip_routes(b) for b in others),
