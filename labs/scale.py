@@ -60,7 +60,8 @@ from labs.report import Timeline
 from labs.site import VIP, Machine, Site
 
 NAME = "scale"
-POLL = 0.5  # seconds between rounds of polling every agent
+POLL = 0.5  # seconds between rounds of polling every agent, at least
+POLL_PER_AGENT = 0.02  # and this per agent: every answer costs an agent CPU the site is short of
 WORKERS = 16  # agents asked at once: a round must not take N times one answer
 ANYCAST_KEY = "vip/anycast"
 SETTLE_AFTER_KILL = 5.0  # seconds of watching after the last client peered with the new reflector
@@ -331,7 +332,7 @@ def converge(
                 f"{'all' if bird_at else 'not all'} Established; poll round {rounds[-1]:.2f} s; "
                 f"load {loadavg()}"
             )
-        time.sleep(max(0.0, POLL - (time.time() - began)))
+        time.sleep(max(0.0, max(POLL, POLL_PER_AGENT * n) - (time.time() - began)))
 
     def full(times: dict[str, float | None]) -> float | None:
         values = [v for v in times.values() if v is not None]
@@ -559,6 +560,11 @@ def run_size(
             )
             for p in pids.values():
                 p.refresh()
+            spent = {name: p.sample() for name, p in pids.items()}
+            result["cpu_s_until_converged"] = {
+                role: percentiles([c for row in spent.values() if (c := row[role][0]) is not None])
+                for role in ("agent", "exabgp", "bridge")
+            }
             if result["every_vip_route_s"] is None or result["full_bgp_s"] is None:
                 why = dead(site, pids)
                 result["stalled"] = {"bird_protocols": site.protocol_states(), "dead": why}
