@@ -151,7 +151,7 @@ async def run_agent(
         # Machines "known" to validation: every member gossip has seen, past ones included.
         store = ObjectStore(
             cfg.name,
-            lambda: {m.name for m in core.members()},
+            lambda: core.names(),
             records,
             conflict_window_ms=round(cfg.conflict_window * 1000),
             wall_ms=wall_ms(),

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from common.face import lazy_face
 
 if TYPE_CHECKING:
-    from gossip.codec import Codec, Framing, NewerVersion, Refusals, WireError
+    from gossip.codec import Codec, DecodeCache, Framing, NewerVersion, Refusals, WireError
     from gossip.config import PROFILES, GossipConfig, StreamLimits
     from gossip.events import EventKind, MemberEvent, MemberInfo, MemberState
     from gossip.keyquery import INSECURE, KEY_QUERY_TIMEOUT, KeyAnswer, KeyStore, MemoryKeys
@@ -47,6 +47,7 @@ __all__ = [
     "PROFILES",
     "SNAPSHOT_FILE",
     "Codec",
+    "DecodeCache",
     "EventKind",
     "Framing",
     "GossipConfig",
@@ -88,6 +89,7 @@ __all__ = [
 _HOME = MappingProxyType(
     {
         "Codec": "gossip.codec",
+        "DecodeCache": "gossip.codec",
         "Framing": "gossip.codec",
         "NewerVersion": "gossip.codec",
         "Refusals": "gossip.codec",

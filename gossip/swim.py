@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import random
-from collections.abc import Sequence
+from collections.abc import KeysView, Sequence
 from typing import Any
 
 from common.address import Address
@@ -111,6 +111,11 @@ class Swim:
 
     def members(self) -> list[MemberInfo]:
         return [m.info() for m in self._core.members.values()]
+
+    def names(self) -> KeysView[str]:
+        """Every member's name, past ones included: a live view, no copy of any member (the object
+        store asks on every read whether a machine is known)."""
+        return self._core.members.keys()
 
     def member(self, name: str) -> MemberInfo | None:
         m = self._core.members.get(name)
