@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import httpx
 
 from agent.bgp.bird import ReflectorSession
-from agent.bgp.speaker import ReflectionView
+from agent.bgp.reflection import ReflectionView
 from agent.cli.bgp import neighbors_table, reflectors_text
 from tests.test_ui_kit import AUTH, TOKEN, WALL, Fakes, FakeSpeaker
 

@@ -4,6 +4,7 @@ it publishes, which neighbors it hands ExaBGP and which clients its BIRD gets, f
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -16,7 +17,7 @@ from agent.bgp.supervisor import SupervisorOptions
 from agent.cluster.store import ObjectStore
 from agent.config.bgp import AsnPlan, BgpSettings, MeshAsnMode
 from agent.published import BGP, BGP_KEY, Eligibility, ReflectorInfo, SpeakerInfo
-from gossip.codec import Refusals
+from gossip.codec import Codec, Refusals
 from gossip.events import MemberEvent, MemberInfo, MemberState
 
 ASN = 64512
@@ -77,7 +78,7 @@ def expected_reflectors(count: int, k: int = 2) -> list[str]:
 
 async def test_below_full_mesh_below_the_neighbors_are_todays_full_mesh(tmp_path: Path) -> None:
     sp = speaker(tmp_path, [member(i) for i in range(1, 5)])
-    assert sp.placement.mode.value == "full-mesh"
+    assert sp.reflection.placement.mode.value == "full-mesh"
     out = mesh(sp._neighbors())
     assert set(out) == {address(i) for i in range(1, 5)}
     assert all(n.port == 179 and n.add_path is None and n.listen for n in out.values())
@@ -91,12 +92,15 @@ async def test_a_client_peers_with_each_reflectors_bird_only(tmp_path: Path) -> 
     client = next(n for n in names(8) if n not in reflectors)
     others = [member(i) for i in range(8) if f"m{i}" != client]
     sp = speaker(tmp_path, others, name=client)
-    assert sp.placement.mode.value == "reflected" and list(sp.placement.reflectors) == reflectors
+    assert (
+        sp.reflection.placement.mode.value == "reflected"
+        and list(sp.reflection.placement.reflectors) == reflectors
+    )
     out = mesh(sp._neighbors())
     assert set(out) == {address(int(r[1:])) for r in reflectors}
     for n in out.values():
         assert (n.port, n.listen, n.passive, n.add_path) == (REFLECTOR_PORT, False, False, AddPath.RECEIVE)
-    assert sp.claim is None and sp.bird is not None and sp.bird.spec is None
+    assert sp.reflection.claim is None and sp.bird is not None and sp.bird.spec is None
     assert {v.name for v in sp.neighbor_views()} == set()  # nothing configured in ExaBGP yet
 
 
@@ -104,9 +108,13 @@ async def test_a_reflector_claims_runs_bird_for_every_machine_and_peers_with_its
     reflectors = expected_reflectors(8)
     me = reflectors[0]
     sp = speaker(tmp_path, [member(i) for i in range(8) if f"m{i}" != me], name=me)
-    assert sp.claim is not None  # published: the role is sticky from here on
+    assert sp.reflection.claim is not None  # published: the role is sticky from here on
     published = BGP.decode(BGP.encode(sp._own_info()), me, Refusals())
-    assert published is not None and published.reflector is not None and published.reflector.claim == sp.claim
+    assert (
+        published is not None
+        and published.reflector is not None
+        and published.reflector.claim == sp.reflection.claim
+    )
     out = mesh(sp._neighbors())
     assert set(out) == {address(int(r[1:])) for r in reflectors}  # its own BIRD and the other's
     own = out[address(int(me[1:]))]
@@ -132,6 +140,32 @@ async def test_a_legacy_member_keeps_a_direct_session(tmp_path: Path) -> None:
 async def test_per_machine_asns_refuse_the_role_and_keep_the_full_mesh(tmp_path: Path) -> None:
     plan = AsnPlan(mode=MeshAsnMode.PER_MACHINE)
     sp = speaker(tmp_path, [member(i, ReflectorInfo(Eligibility.NEVER)) for i in range(1, 9)], plan=plan)
-    assert sp.eligibility is Eligibility.NEVER and sp.refused is not None and "per-machine" in sp.refused
-    assert sp.placement.mode.value == "full-mesh" and sp.reflection_view().refused == sp.refused
+    assert (
+        sp.reflection.eligibility is Eligibility.NEVER
+        and sp.reflection.refused is not None
+        and "per-machine" in sp.reflection.refused
+    )
+    assert (
+        sp.reflection.placement.mode.value == "full-mesh"
+        and sp.reflection_view().refused == sp.reflection.refused
+    )
     assert len(sp._neighbors()) == 8
+
+
+async def test_a_replan_decodes_each_members_bgp_value_once(tmp_path: Path, monkeypatch: Any) -> None:
+    me = expected_reflectors(8)[0]
+    members = [member(i) for i in range(8) if f"m{i}" != me]
+    sp = speaker(tmp_path, members, name=me)
+    decoded: list[str] = []
+    real = Codec.decode
+
+    def counting(self: Codec[Any], data: bytes | None, sender: str, refusals: Refusals) -> Any:
+        if self.key == BGP_KEY:
+            decoded.append(sender)
+        return real(self, data, sender, refusals)
+
+    monkeypatch.setattr(Codec, "decode", counting)
+    sp.reflection.claim = None  # a reflector without its claim takes one: the rule runs twice
+    sp._replan()
+    assert sp.reflection.claim is not None
+    assert sorted(decoded) == sorted(m.name for m in members)

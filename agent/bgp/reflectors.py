@@ -227,6 +227,21 @@ def speakers_from(
     echoed). ``now`` is on gossip's clock, the one ``MemberInfo.since`` is on. A value this agent
     cannot read is reported to ``refusals``, and that member counts as no speaker."""
 
+    decoded = [
+        (m, info)
+        for m in members
+        if m.name != own_name
+        and (info := BGP.decode(m.kv.get(BGP_KEY, (0, None))[1], m.name, refusals)) is not None
+    ]
+    return speakers_of(decoded, own_name, own, now)
+
+
+def speakers_of(
+    decoded: Iterable[tuple[MemberInfo, SpeakerInfo]], own_name: str, own: SpeakerInfo, now: float
+) -> list[Speaker]:
+    """:func:`speakers_from` for ``bgp`` values already decoded (one decode per replan serves the
+    rule and the rest of the plan)."""
+
     def speaker(name: str, state: MemberState, info: SpeakerInfo, suspect_for: float) -> Speaker:
         rr = info.reflector
         if rr is None:
@@ -234,11 +249,8 @@ def speakers_from(
         return Speaker(name, state, rr.eligibility, rr.claim, suspect_for)
 
     out = [speaker(own_name, MemberState.ALIVE, own, 0.0)]
-    for member in members:
+    for member, info in decoded:
         if member.name == own_name:
-            continue
-        info = BGP.decode(member.kv.get(BGP_KEY, (0, None))[1], member.name, refusals)
-        if info is None:
             continue
         suspect_for = max(0.0, now - member.since) if member.state is MemberState.SUSPECT else 0.0
         out.append(speaker(member.name, member.state, info, suspect_for))

@@ -45,7 +45,8 @@ from gossip import MemberInfo, MemberState, Refusals
 if TYPE_CHECKING:
     import httpx
 
-    from agent.bgp.speaker import NeighborView, ReflectionView
+    from agent.bgp.reflection import ReflectionView
+    from agent.bgp.speaker import NeighborView
 
 log = logging.getLogger("wiremesh.api")
 
