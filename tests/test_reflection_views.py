@@ -3,12 +3,12 @@ line, ``wiremesh bgp reflectors`` and the neighbors table's RR column (from a sp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import httpx
 
 from agent.bgp.bird import ReflectorSession
-from agent.bgp.reflection import ReflectionView
+from agent.bgp.reflection import Disagreement, ReflectionView
 from agent.cli.bgp import neighbors_table, reflectors_text
 from tests.test_ui_kit import AUTH, TOKEN, WALL, Fakes, FakeSpeaker
 
@@ -63,3 +63,29 @@ def test_the_neighbors_table_marks_sessions_to_a_reflector() -> None:
     text = neighbors_table([{**row, "reflector": True}, {**row, "address": "198.18.0.4", "name": "old"}])
     lines = text.splitlines()
     assert "RR" in lines[0] and "reflector" in lines[1] and "reflector" not in lines[2]
+
+
+@dataclass
+class DisagreeingSpeaker(FakeSpeaker):
+    def reflection_view(self) -> ReflectionView:
+        return replace(VIEW, disagree=(Disagreement("node-b", "reflectors", 2, 3),))
+
+
+async def test_knobs_that_differ_show_in_the_api_the_cli_and_the_routing_tab() -> None:
+    fakes = Fakes(speaker=DisagreeingSpeaker())
+    transport = httpx.ASGITransport(app=fakes.app(clock=lambda: 10.0, wall_clock=lambda: WALL))
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        data = (await client.get("/v1/bgp/reflectors", headers=AUTH)).json()
+        assert data["disagree"] == [{"machine": "node-b", "knob": "reflectors", "ours": 2, "theirs": 3}]
+        text = reflectors_text(data)
+        assert "knobs differ: node-b has reflectors = 3, this machine 2" in text
+        assert (await client.post("/ui/login", data={"token": TOKEN, "next": "/ui/vips"})).status_code == 303
+        routing = (await client.get("/ui/machines/node-a?tab=routing")).text
+        assert "knobs differ" in routing and "node-b has reflectors = 3, this machine 2" in routing
+
+
+def test_an_older_agents_reflectors_answer_has_no_disagree() -> None:
+    data: dict[str, object] = {"mode": "full-mesh", "reflectors": [], "role": "peer", "eligibility": "auto",
+                               "claim": None, "switching": False, "refused": None, "bird_pid": None,
+                               "bird_sessions": []}  # fmt: skip
+    assert "knobs differ" not in reflectors_text(data)

@@ -3,20 +3,23 @@ it publishes, which neighbors it hands ExaBGP and which clients its BIRD gets, f
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from agent.bgp.bird import BirdOptions
 from agent.bgp.birdconf import REFLECTOR_PORT
 from agent.bgp.config import AddPath, Neighbor
+from agent.bgp.reflection import Disagreement
 from agent.bgp.reflectors import name_hash
 from agent.bgp.speaker import BgpSpeaker
 from agent.bgp.supervisor import SupervisorOptions
 from agent.cluster.store import ObjectStore
 from agent.config.bgp import AsnPlan, BgpSettings, MeshAsnMode
-from agent.published import BGP, BGP_KEY, Eligibility, ReflectorInfo, SpeakerInfo
+from agent.published import BGP, BGP_KEY, Eligibility, ReflectorInfo, ReflectorKnobs, SpeakerInfo
 from gossip.codec import Codec, Refusals
 from gossip.events import MemberEvent, MemberInfo, MemberState
 
@@ -84,7 +87,9 @@ async def test_below_full_mesh_below_the_neighbors_are_todays_full_mesh(tmp_path
     assert all(n.port == 179 and n.add_path is None and n.listen for n in out.values())
     assert all(n.passive for n in out.values())  # m0 has the lowest address: it waits
     published = BGP.decode(BGP.encode(sp._own_info()), "m0", Refusals())
-    assert published is not None and published.reflector == ReflectorInfo(Eligibility.AUTO, None, None)
+    assert published is not None and published.reflector == ReflectorInfo(
+        Eligibility.AUTO, None, None, ReflectorKnobs(2, 8, 2, 30.0)
+    )
 
 
 async def test_a_client_peers_with_each_reflectors_bird_only(tmp_path: Path) -> None:
@@ -169,3 +174,50 @@ async def test_a_replan_decodes_each_members_bgp_value_once(tmp_path: Path, monk
     sp._replan()
     assert sp.reflection.claim is not None
     assert sorted(decoded) == sorted(m.name for m in members)
+
+
+def as_member(sp: BgpSpeaker) -> MemberInfo:
+    """``sp``'s ``bgp`` value as another machine's gossip holds it."""
+    i = int(sp.machine[1:])
+    value = BGP.encode(sp._own_info())
+    return MemberInfo(sp.machine, (address(i), 7946), 1, MemberState.ALIVE, 0.0, b"", {BGP_KEY: (1, value)})
+
+
+async def test_knobs_that_differ_are_reported_once_and_placement_keeps_our_own(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    others = [member(i) for i in range(2, 9)]  # publish no knobs (older agents): not reported
+    a = speaker(tmp_path / "a", others, name="m0", reflectors=3)
+    b = speaker(tmp_path / "b", others, name="m1", reflector_hold=10.0)
+    own_a, own_b = a._own_info().reflector, b._own_info().reflector
+    assert own_a is not None and own_a.knobs == ReflectorKnobs(3, 8, 2, 30.0)
+    assert own_b is not None and own_b.knobs == ReflectorKnobs(2, 8, 2, 10.0)
+    assert isinstance(a.node, Gossip) and isinstance(b.node, Gossip)
+    a.node.others = [*others, as_member(b)]
+    b.node.others = [*others, as_member(a)]
+    with caplog.at_level(logging.WARNING, logger="wiremesh.bgp.reflection"):
+        a._replan()
+        a._replan()  # nothing changed: nothing logged again
+        b._replan()
+    assert a.reflection_view().disagree == (
+        Disagreement("m1", "reflectors", 3, 2),
+        Disagreement("m1", "reflector_hold", 30.0, 10.0),
+    )
+    assert b.reflection_view().disagree == (
+        Disagreement("m0", "reflectors", 2, 3),
+        Disagreement("m0", "reflector_hold", 10.0, 30.0),
+    )
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 4
+    assert "m1 uses reflectors = 2, this machine 3" in warnings[0]
+    assert "m1 uses reflector_hold = 10.0, this machine 30.0" in warnings[1]
+    # each keeps computing with its own knobs: a 3 reflectors, b 2
+    assert len(a.reflection.placement.reflectors) == 3 and len(b.reflection.placement.reflectors) == 2
+
+    caplog.clear()
+    fixed = speaker(tmp_path / "c", others, name="m1", reflectors=3)
+    a.node.others = [*others, as_member(fixed)]
+    with caplog.at_level(logging.INFO, logger="wiremesh.bgp.reflection"):
+        a._replan()
+    assert a.reflection_view().disagree == ()
+    assert any("m1's knobs agree" in r.getMessage() for r in caplog.records)

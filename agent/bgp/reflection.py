@@ -35,7 +35,7 @@ from agent.bgp.reflectors import (
     transition,
 )
 from agent.config.bgp import BgpSettings, MeshAsnMode
-from agent.published import BGP, BGP_KEY, Eligibility, ReflectorInfo, SpeakerInfo
+from agent.published import BGP, BGP_KEY, Eligibility, ReflectorInfo, ReflectorKnobs, SpeakerInfo
 from gossip import MemberInfo, Refusals
 
 log = logging.getLogger("wiremesh.bgp.reflection")
@@ -52,6 +52,31 @@ def bird_router_id(router_id: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Disagreement:
+    """One knob of the placement rule a live member publishes with another value than ours."""
+
+    machine: str
+    knob: str  # reflectors, full_mesh_below, margin, reflector_hold
+    ours: int | float
+    theirs: int | float
+
+
+def disagreements(
+    machine: str, ours: ReflectorKnobs, theirs: ReflectorKnobs | None
+) -> tuple[Disagreement, ...]:
+    """Each knob ``machine`` publishes (``theirs``) with another value than ``ours``; none when it
+    publishes no knobs (an agent from before they were published)."""
+    if theirs is None:
+        return ()
+    out = []
+    for f in dataclasses.fields(ReflectorKnobs):
+        a, b = getattr(ours, f.name), getattr(theirs, f.name)
+        if a != b:
+            out.append(Disagreement(machine, f.name, a, b))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
 class ReflectionView:
     """Route reflection as ``/v1/bgp/reflectors`` shows it: the placement this machine computes, its
     role, what it publishes, whether a switch is in progress, and on a reflector BIRD's sessions."""
@@ -65,6 +90,7 @@ class ReflectionView:
     refused: str | None  # why this machine may not reflect, if it was configured to
     bird_pid: int | None
     bird_sessions: tuple[ReflectorSession, ...]
+    disagree: tuple[Disagreement, ...] = ()  # live members whose rule knobs differ from ours
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +135,12 @@ class Reflection:
         self.target = session_plan(self.placement)
         self.held = self.target
         self.bird_sessions: tuple[ReflectorSession, ...] = ()
+        self.knobs = self.params.knobs()
+        self.disagree: dict[str, tuple[Disagreement, ...]] = {}  # by live member, as last logged
 
     def info(self) -> ReflectorInfo:
         """What this machine publishes as ``rr`` in its ``bgp`` value."""
-        return ReflectorInfo(self.eligibility, self.claim, self.settled)
+        return ReflectorInfo(self.eligibility, self.claim, self.settled, self.knobs)
 
     @property
     def switching(self) -> bool:
@@ -155,6 +183,7 @@ class Reflection:
         self.placement = placement
         target = session_plan(placement)
         infos = {m.name: info for m, info in decoded if m.state in PEERING_STATES}
+        self._compare_knobs(infos)
         established = self._established(target, infos, up)
         held = transition(self.held, target, established)
         changed = held != self.held or target != self.target
@@ -166,6 +195,27 @@ class Reflection:
             publish = True
         spec = self._bird_spec(self._own(own), infos) if self.has_bird else None
         return Replanned(changed, publish, spec)
+
+    def _compare_knobs(self, infos: Mapping[str, SpeakerInfo]) -> None:
+        """Keep :attr:`disagree` for the live members, logging each change once: the rule goes on
+        with our knobs (see :mod:`agent.bgp.reflectors`), so the operator has to be told."""
+        current: dict[str, tuple[Disagreement, ...]] = {}
+        for name, info in sorted(infos.items()):
+            theirs = info.reflector.knobs if info.reflector is not None else None
+            found = disagreements(name, self.knobs, theirs)
+            if found:
+                current[name] = found
+            if found == self.disagree.get(name, ()):
+                continue
+            for d in found:
+                log.warning(
+                    "reflector placement: %s uses %s = %s, this machine %s; placing with this "
+                    "machine's (set the same [bgp] value on every machine)",
+                    name, d.knob, d.theirs, d.ours,
+                )  # fmt: skip
+            if not found:
+                log.info("reflector placement: %s's knobs agree with this machine's now", name)
+        self.disagree = current
 
     def _own(self, own: SpeakerInfo) -> SpeakerInfo:
         return dataclasses.replace(own, reflector=self.info())
@@ -269,4 +319,5 @@ class Reflection:
             refused=self.refused,
             bird_pid=bird_pid,
             bird_sessions=self.bird_sessions,
+            disagree=tuple(d for found in self.disagree.values() for d in found),
         )

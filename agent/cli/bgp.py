@@ -119,7 +119,8 @@ def neighbors_table(neighbors: list[Mapping[str, Any]]) -> str:
 
 
 def reflectors_text(r: Mapping[str, Any]) -> str:
-    """``wiremesh bgp reflectors``: the mode, the reflectors, this machine's role, BIRD's sessions."""
+    """``wiremesh bgp reflectors``: the mode, the reflectors, this machine's role, the members whose
+    placement knobs differ from ours, BIRD's sessions."""
     lines = [
         f"mode: {r['mode']}",
         f"reflectors: {', '.join(r['reflectors']) or '-'}",
@@ -127,6 +128,11 @@ def reflectors_text(r: Mapping[str, Any]) -> str:
         + (f", refused: {r['refused']}" if r.get("refused") else "")
         + (", switching plans" if r.get("switching") else ""),
     ]
+    for d in r.get("disagree", []):  # absent from an older agent
+        lines.append(
+            f"knobs differ: {d['machine']} has {d['knob']} = {d['theirs']}, this machine {d['ours']} "
+            "(placing with this machine's; set the same [bgp] value everywhere)"
+        )
     if r.get("bird_pid"):
         lines.append(f"bird pid {r['bird_pid']}")
         rows = [(b["machine"], b["address"], b["kind"], b["state"], b["info"]) for b in r["bird_sessions"]]

@@ -8,8 +8,9 @@ core's :meth:`agent.routing.Ranked.reason`: the step it lost at, both values and
 is an address. ``GET /v1/bgp/neighbors`` lists every configured session: state, uptime, prefixes in
 and out, last error, and whether it is to a route reflector's BIRD. ``GET /v1/bgp/reflectors`` is
 route reflection as this machine computes it (:mod:`agent.bgp.reflectors`): full mesh or reflected,
-the reflectors, this machine's role, its claim, whether a switch between plans is in progress and,
-on a reflector, its BIRD's sessions.
+the reflectors, this machine's role, its claim, whether a switch between plans is in progress, the
+live members whose placement knobs differ from ours (``disagree``) and, on a reflector, its BIRD's
+sessions.
 
 With BGP off (``[bgp] enabled = false``) they answer 404 with a message that says so.
 
@@ -144,6 +145,13 @@ class BirdSessionOut(BaseModel):
     info: str  # Established, Active, Connect, Passive, or why it failed
 
 
+class DisagreeOut(BaseModel):
+    machine: str  # a live member whose placement knobs differ from this machine's
+    knob: str  # reflectors, full_mesh_below, margin, reflector_hold
+    ours: int | float
+    theirs: int | float
+
+
 class ReflectorsOut(BaseModel):
     mode: str  # full-mesh or reflected
     reflectors: list[str]
@@ -154,6 +162,7 @@ class ReflectorsOut(BaseModel):
     refused: str | None  # why this machine may not reflect although configured to
     bird_pid: int | None
     bird_sessions: list[BirdSessionOut]
+    disagree: list[DisagreeOut] = []  # placement still uses this machine's knobs; fix the configs
 
 
 def _path(view: SpeakerView, ranked: Ranked, now: float) -> PathOut:
@@ -405,6 +414,9 @@ def create_bgp_router(
                     info=b.info,
                 )
                 for b in r.bird_sessions
+            ],
+            disagree=[
+                DisagreeOut(machine=d.machine, knob=d.knob, ours=d.ours, theirs=d.theirs) for d in r.disagree
             ],
         )
 
