@@ -221,3 +221,11 @@ async def test_knobs_that_differ_are_reported_once_and_placement_keeps_our_own(
         a._replan()
     assert a.reflection_view().disagree == ()
     assert any("m1's knobs agree" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_speaker_names_an_originator_by_the_router_id_its_member_publishes(tmp_path: Path) -> None:
+    sp = speaker(tmp_path, [member(i) for i in range(1, 4)])
+    assert sp.originator_name(address(2)) == "m2" and sp.originator_name(sp.router_id) == "m0"
+    assert sp.originator_name("192.0.2.1") is None
+    sp._remember_router_id("m2", "192.0.2.2")  # m2 renumbered: its old id is no one's now
+    assert sp.originator_name(address(2)) is None and sp.originator_name("192.0.2.2") == "m2"

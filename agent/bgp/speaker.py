@@ -207,6 +207,7 @@ class BgpSpeaker:
         self.sessions = SessionTable()
         self._mesh: dict[str, MeshPeer] = {}  # by peering address
         self._member_router_ids: dict[str, str] = {}  # by member name: the last one it published
+        self._router_names: dict[str, str] = {}  # the reverse: member name by router id
         self.refusals = Refusals(log)  # members' ``bgp`` values refused, each logged once
         # WireGuard on: the mesh address once it is up (None: refused, or off); nothing is published and
         # no mesh session configured until then (``_settled``), so no session starts on the underlay.
@@ -256,6 +257,13 @@ class BgpSpeaker:
     def peer_name(self, address: str) -> str | None:
         peer = self._mesh.get(address) or self._reflector_peers.get(address)
         return peer.name if peer is not None else None
+
+    def originator_name(self, router_id: str) -> str | None:
+        """The machine whose router id is ``router_id`` (a reflected path's ORIGINATOR_ID), as its
+        ``bgp`` gossip value says (or last said); ``None`` for a router id no member published."""
+        if router_id == self.router_id:
+            return self.machine
+        return self._router_names.get(router_id)
 
     # -- settings from the store ---------------------------------------------------------------------
 
@@ -596,7 +604,10 @@ class BgpSpeaker:
         if previous is not None and previous != router_id:  # renumbered: the old id is no one's now
             with contextlib.suppress(ValueError):
                 self.rib.revalidate_originator(ipaddress.IPv4Address(previous))
+            if self._router_names.get(previous) == name:
+                del self._router_names[previous]
         self._member_router_ids[name] = router_id
+        self._router_names[router_id] = name
 
     def _membership(self, event: MemberEvent) -> None:
         before = {p.name: a for a, p in self._mesh.items()}
