@@ -18,8 +18,9 @@ key                  publisher                    version  value
                                                            (a bare map: predates versioning, ``v`` implied)
 ``bgp``              agent.bgp.speaker            1        :class:`SpeakerInfo`: ASN, router id, underlay
                                                            and mesh address, keys on the wire, reflector
-                                                           eligibility / claim / settled (``rr``,
-                                                           optional: older agents ignore it)
+                                                           eligibility / claim / settled / the rule's
+                                                           knobs (``rr``, optional: older agents ignore
+                                                           it; ``rr.p`` optional the same way)
 ``transit.reach``    transit.driver               1        the reachability vector: per peer, direct up,
                                                            RTT ms, route (``[1, {peer: [...]}]``)
 ``transit.meta``     transit.driver (metadata)    1        :class:`transit.meta.TransitMeta`: public key,
@@ -38,7 +39,16 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from agent.wirevalues import ANNOUNCING, Announced, Eligibility, Reason, ReflectorInfo, SpeakerInfo, Verdict
+from agent.wirevalues import (
+    ANNOUNCING,
+    Announced,
+    Eligibility,
+    Reason,
+    ReflectorInfo,
+    ReflectorKnobs,
+    SpeakerInfo,
+    Verdict,
+)
 from gossip import Codec, Framing, WireError
 from transit import META, REACH, ReachVector, TransitMeta
 
@@ -167,6 +177,9 @@ def _rr_body(rr: ReflectorInfo) -> dict[str, Any]:
         body["c"] = rr.claim
     if rr.settled is not None:
         body["s"] = rr.settled
+    if rr.knobs is not None:
+        p = rr.knobs
+        body["p"] = {"k": p.reflectors, "b": p.full_mesh_below, "m": p.margin, "h": p.reflector_hold}
     return body
 
 
@@ -187,7 +200,28 @@ def _rr_from_body(body: Any) -> ReflectorInfo | None:
     if not isinstance(e, str) or e not in set(Eligibility):
         raise WireError(f"rr.e: {e!r} is not auto, always or never")
     eligibility = Eligibility(e)
-    return ReflectorInfo(eligibility, _uint(body.get("c"), 63, "rr.c"), _uint(body.get("s"), 32, "rr.s"))
+    return ReflectorInfo(
+        eligibility,
+        _uint(body.get("c"), 63, "rr.c"),
+        _uint(body.get("s"), 32, "rr.s"),
+        _knobs_from_body(body.get("p")),
+    )
+
+
+def _knobs_from_body(body: Any) -> ReflectorKnobs | None:
+    """``rr.p``: absent from agents before it (``None``); keys this agent does not know are ignored."""
+    if body is None:
+        return None
+    if not isinstance(body, dict):
+        raise WireError("rr.p: expected a map")
+    values = {key: _uint(body.get(key), 32, f"rr.p.{key}") for key in ("k", "b", "m")}
+    hold = body.get("h")
+    if isinstance(hold, bool) or not isinstance(hold, int | float) or not 0 <= hold < float("inf"):
+        raise WireError(f"rr.p.h: {hold!r} is not a number of seconds")
+    k, below, margin = values["k"], values["b"], values["m"]
+    if k is None or below is None or margin is None:
+        raise WireError("rr.p: needs k, b and m")
+    return ReflectorKnobs(k, below, margin, float(hold))
 
 
 def _ip(value: Any, what: str) -> str:
@@ -244,6 +278,7 @@ __all__ = [
     "Announced",
     "Eligibility",
     "ReflectorInfo",
+    "ReflectorKnobs",
     "SpeakerInfo",
     "Verdict",
 ]

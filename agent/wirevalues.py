@@ -128,15 +128,29 @@ class Eligibility(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ReflectorKnobs:
+    """The placement rule's knobs a machine computes with (``[bgp] reflectors``, ``full_mesh_below``,
+    ``reflector_hold`` and the fixed hysteresis margin). Published because the rule gives the same set
+    everywhere only if every machine uses the same values: a machine that sees other values says so."""
+
+    reflectors: int
+    full_mesh_below: int
+    margin: int
+    reflector_hold: float
+
+
+@dataclass(frozen=True, slots=True)
 class ReflectorInfo:
     """What a machine publishes for reflector placement (:mod:`agent.bgp.reflectors`): whether it may
     reflect; ``claim``, while it is a reflector, the HLC time it took the role (packed
     ``wall_ms << 16 | counter``, comparable across machines); ``settled``, the digest of the placement
-    whose sessions it has all established (how others know a switch is done on its side)."""
+    whose sessions it has all established (how others know a switch is done on its side);
+    ``knobs``, the rule's knobs it uses (absent from an agent from before they were published)."""
 
     eligibility: Eligibility = Eligibility.AUTO
     claim: int | None = None
     settled: int | None = None
+    knobs: ReflectorKnobs | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +177,7 @@ __all__ = [
     "Eligibility",
     "Reason",
     "ReflectorInfo",
+    "ReflectorKnobs",
     "SpeakerInfo",
     "State",
     "Verdict",

@@ -33,6 +33,7 @@ from agent.bgp.config import AddPath, ApiProcess, Neighbor, mesh_neighbor, rende
 from agent.bgp.ingest import Ingest
 from agent.bgp.status import SessionTable
 from agent.bgp.supervisor import default_exabgp_argv
+from agent.cli.bgp import destination_detail, rib_table
 from agent.config.bgp import AsnPlan
 from agent.http.bgp import destination
 from agent.kernel.fib import FibState
@@ -301,3 +302,29 @@ def test_the_rib_endpoint_shows_path_id_originator_and_cluster_list() -> None:
         "multipath, behind best at Router ID: 198.18.0.12 (originator) vs 198.18.0.11 (originator)"
         " (via 198.18.0.1 path 2)"
     )
+
+
+class _Naming(_View):
+    """A speaker that knows one of the two originators' router ids (as gossip told it)."""
+
+    def originator_name(self, router_id: str) -> str | None:
+        return "m11" if router_id == C1 else None
+
+
+def test_a_reflected_paths_origin_machine_is_its_originator_not_the_reflector() -> None:
+    rib = Rib(router_id=ipaddress.IPv4Address(ME), asn=65000, options=DecisionOptions(max_paths=4))
+    ingest = Ingest(rib, SessionTable([RR]))
+    for m in messages()[:7]:
+        ingest.apply(m, 1.0)
+    out = destination(_Naming(rib), Prefix.parse(VIP), 2.0)  # type: ignore[arg-type]
+    assert out is not None
+    assert [(p.peer_name, p.originator_id, p.origin_machine) for p in out.paths] == [
+        ("rr", C1, "m11"),
+        ("rr", C2, None),  # a router id no member publishes: not guessed from the reflector
+    ]
+    data = {"routes": [out.model_dump()], "destinations": 1, "truncated": False}
+    assert "m11 via rr AS65000" in rib_table(data, all_paths=True)
+    detail = destination_detail(out.model_dump())
+    assert "from m11 via rr AS65000" in detail and "from rr AS65000" in detail
+    unnamed = destination(_View(rib), Prefix.parse(VIP), 2.0)  # type: ignore[arg-type]
+    assert unnamed is not None and [p.origin_machine for p in unnamed.paths] == [None, None]  # no mapping

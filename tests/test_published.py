@@ -24,6 +24,7 @@ from agent.published import (
     Announced,
     Eligibility,
     ReflectorInfo,
+    ReflectorKnobs,
     SpeakerInfo,
     Verdict,
 )
@@ -204,6 +205,14 @@ speakers = st.builds(
         st.sampled_from(Eligibility),
         st.none() | st.integers(0, (1 << 63) - 1),
         st.none() | st.integers(0, (1 << 32) - 1),
+        st.none()
+        | st.builds(
+            ReflectorKnobs,
+            st.integers(1, 16),
+            st.integers(0, 100_000),
+            st.integers(0, 100),
+            st.floats(0, 3600, allow_nan=False),
+        ),
     ),
 )
 
@@ -217,6 +226,17 @@ def test_an_older_agent_reads_a_speaker_that_publishes_reflector_info() -> None:
     assert BGP.parse(msgpack.packb(body)) == SpeakerInfo(64512, "198.18.0.2", "198.18.0.2")
 
 
+def test_reflector_knobs_are_optional_and_unknown_knobs_ignored() -> None:
+    """A value from before the knobs were published decodes with none; a newer agent's extra knob is
+    ignored, not a reason to refuse the whole value."""
+    old = {"v": 1, "asn": 64512, "rid": "198.18.0.2", "addr": "198.18.0.2", "sent": [], "rr": {"e": "auto"}}
+    info = BGP.parse(msgpack.packb(old))
+    assert info.reflector == ReflectorInfo(Eligibility.AUTO) and info.reflector.knobs is None
+    newer = {**old, "rr": {"e": "auto", "p": {"k": 3, "b": 8, "m": 2, "h": 30, "z": 1}}}
+    read = BGP.parse(msgpack.packb(newer)).reflector
+    assert read is not None and read.knobs == ReflectorKnobs(3, 8, 2, 30.0)
+
+
 @pytest.mark.parametrize(
     ("rr", "words"),
     [
@@ -226,6 +246,11 @@ def test_an_older_agent_reads_a_speaker_that_publishes_reflector_info() -> None:
         ({"e": "auto", "c": -1}, "rr.c"),
         ({"e": "auto", "c": True}, "rr.c"),
         ({"e": "auto", "s": 1 << 32}, "rr.s"),
+        ({"e": "auto", "p": [2, 8, 2, 30.0]}, "rr.p: expected a map"),
+        ({"e": "auto", "p": {"k": 2, "b": 8, "m": 2}}, "rr.p.h"),
+        ({"e": "auto", "p": {"k": 2, "b": 8, "m": 2, "h": float("inf")}}, "rr.p.h"),
+        ({"e": "auto", "p": {"k": -1, "b": 8, "m": 2, "h": 30.0}}, "rr.p.k"),
+        ({"e": "auto", "p": {"b": 8, "m": 2, "h": 30.0}}, "rr.p: needs k, b and m"),
     ],
 )
 def test_bad_reflector_info_is_refused(rr: object, words: str) -> None:

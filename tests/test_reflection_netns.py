@@ -113,7 +113,8 @@ def test_six_agents_reflect_through_two_reflectors_and_survive_a_reflector_death
             status, data = lab.request(a, "GET", f"/v1/rib?prefix={ANYCAST}/32")
             for p in data["routes"][0]["paths"] if status == 200 else []:
                 out.append(
-                    f"  {ANYCAST} from {p['peer']} via {p['next_hop']} by {p['originator_id']}: {p['reason']}"
+                    f"  {ANYCAST} from {p['peer']} via {p['next_hop']} by {p['originator_id']} "
+                    f"({p['origin_machine']}): {p['reason']}"
                 )
             out.append(lab.tail(a, 8))
         return "\n".join(out)
@@ -128,6 +129,7 @@ def test_six_agents_reflect_through_two_reflectors_and_survive_a_reflector_death
         sets = {tuple(v["reflectors"]) for v in views}
         if len(sets) != 1 or any(v["mode"] != "reflected" or v["switching"] for v in views):
             return None
+        assert all(v["disagree"] == [] for v in views), "the same knobs everywhere: nothing to report"
         (reflectors,) = sets
         return reflectors if len(reflectors) == 2 and not set(reflectors) & without else None
 
@@ -186,6 +188,8 @@ def test_six_agents_reflect_through_two_reflectors_and_survive_a_reflector_death
             origins = {p["originator_id"] or p["peer"] for p in data["routes"][0]["paths"]}
             if origins != {MESH[n] for n in announcers}:
                 return False
+            if {p["origin_machine"] for p in data["routes"][0]["paths"]} != set(announcers):
+                return False  # each reflected path names its announcer, not the reflector
         return True
 
     until("the anycast VIP with both announcers everywhere", lambda: anycast_everywhere(agents, pair))

@@ -3,20 +3,24 @@ it publishes, which neighbors it hands ExaBGP and which clients its BIRD gets, f
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 
 from agent.bgp.bird import BirdOptions
 from agent.bgp.birdconf import REFLECTOR_PORT
 from agent.bgp.config import AddPath, Neighbor
+from agent.bgp.reflection import Disagreement
 from agent.bgp.reflectors import name_hash
 from agent.bgp.speaker import BgpSpeaker
 from agent.bgp.supervisor import SupervisorOptions
 from agent.cluster.store import ObjectStore
 from agent.config.bgp import AsnPlan, BgpSettings, MeshAsnMode
-from agent.published import BGP, BGP_KEY, Eligibility, ReflectorInfo, SpeakerInfo
-from gossip.codec import Refusals
+from agent.published import BGP, BGP_KEY, Eligibility, ReflectorInfo, ReflectorKnobs, SpeakerInfo
+from gossip.codec import Codec, Refusals
 from gossip.events import MemberEvent, MemberInfo, MemberState
 
 ASN = 64512
@@ -77,13 +81,15 @@ def expected_reflectors(count: int, k: int = 2) -> list[str]:
 
 async def test_below_full_mesh_below_the_neighbors_are_todays_full_mesh(tmp_path: Path) -> None:
     sp = speaker(tmp_path, [member(i) for i in range(1, 5)])
-    assert sp.placement.mode.value == "full-mesh"
+    assert sp.reflection.placement.mode.value == "full-mesh"
     out = mesh(sp._neighbors())
     assert set(out) == {address(i) for i in range(1, 5)}
     assert all(n.port == 179 and n.add_path is None and n.listen for n in out.values())
     assert all(n.passive for n in out.values())  # m0 has the lowest address: it waits
     published = BGP.decode(BGP.encode(sp._own_info()), "m0", Refusals())
-    assert published is not None and published.reflector == ReflectorInfo(Eligibility.AUTO, None, None)
+    assert published is not None and published.reflector == ReflectorInfo(
+        Eligibility.AUTO, None, None, ReflectorKnobs(2, 8, 2, 30.0)
+    )
 
 
 async def test_a_client_peers_with_each_reflectors_bird_only(tmp_path: Path) -> None:
@@ -91,12 +97,15 @@ async def test_a_client_peers_with_each_reflectors_bird_only(tmp_path: Path) -> 
     client = next(n for n in names(8) if n not in reflectors)
     others = [member(i) for i in range(8) if f"m{i}" != client]
     sp = speaker(tmp_path, others, name=client)
-    assert sp.placement.mode.value == "reflected" and list(sp.placement.reflectors) == reflectors
+    assert (
+        sp.reflection.placement.mode.value == "reflected"
+        and list(sp.reflection.placement.reflectors) == reflectors
+    )
     out = mesh(sp._neighbors())
     assert set(out) == {address(int(r[1:])) for r in reflectors}
     for n in out.values():
         assert (n.port, n.listen, n.passive, n.add_path) == (REFLECTOR_PORT, False, False, AddPath.RECEIVE)
-    assert sp.claim is None and sp.bird is not None and sp.bird.spec is None
+    assert sp.reflection.claim is None and sp.bird is not None and sp.bird.spec is None
     assert {v.name for v in sp.neighbor_views()} == set()  # nothing configured in ExaBGP yet
 
 
@@ -104,9 +113,13 @@ async def test_a_reflector_claims_runs_bird_for_every_machine_and_peers_with_its
     reflectors = expected_reflectors(8)
     me = reflectors[0]
     sp = speaker(tmp_path, [member(i) for i in range(8) if f"m{i}" != me], name=me)
-    assert sp.claim is not None  # published: the role is sticky from here on
+    assert sp.reflection.claim is not None  # published: the role is sticky from here on
     published = BGP.decode(BGP.encode(sp._own_info()), me, Refusals())
-    assert published is not None and published.reflector is not None and published.reflector.claim == sp.claim
+    assert (
+        published is not None
+        and published.reflector is not None
+        and published.reflector.claim == sp.reflection.claim
+    )
     out = mesh(sp._neighbors())
     assert set(out) == {address(int(r[1:])) for r in reflectors}  # its own BIRD and the other's
     own = out[address(int(me[1:]))]
@@ -132,6 +145,87 @@ async def test_a_legacy_member_keeps_a_direct_session(tmp_path: Path) -> None:
 async def test_per_machine_asns_refuse_the_role_and_keep_the_full_mesh(tmp_path: Path) -> None:
     plan = AsnPlan(mode=MeshAsnMode.PER_MACHINE)
     sp = speaker(tmp_path, [member(i, ReflectorInfo(Eligibility.NEVER)) for i in range(1, 9)], plan=plan)
-    assert sp.eligibility is Eligibility.NEVER and sp.refused is not None and "per-machine" in sp.refused
-    assert sp.placement.mode.value == "full-mesh" and sp.reflection_view().refused == sp.refused
+    assert (
+        sp.reflection.eligibility is Eligibility.NEVER
+        and sp.reflection.refused is not None
+        and "per-machine" in sp.reflection.refused
+    )
+    assert (
+        sp.reflection.placement.mode.value == "full-mesh"
+        and sp.reflection_view().refused == sp.reflection.refused
+    )
     assert len(sp._neighbors()) == 8
+
+
+async def test_a_replan_decodes_each_members_bgp_value_once(tmp_path: Path, monkeypatch: Any) -> None:
+    me = expected_reflectors(8)[0]
+    members = [member(i) for i in range(8) if f"m{i}" != me]
+    sp = speaker(tmp_path, members, name=me)
+    decoded: list[str] = []
+    real = Codec.decode
+
+    def counting(self: Codec[Any], data: bytes | None, sender: str, refusals: Refusals) -> Any:
+        if self.key == BGP_KEY:
+            decoded.append(sender)
+        return real(self, data, sender, refusals)
+
+    monkeypatch.setattr(Codec, "decode", counting)
+    sp.reflection.claim = None  # a reflector without its claim takes one: the rule runs twice
+    sp._replan()
+    assert sp.reflection.claim is not None
+    assert sorted(decoded) == sorted(m.name for m in members)
+
+
+def as_member(sp: BgpSpeaker) -> MemberInfo:
+    """``sp``'s ``bgp`` value as another machine's gossip holds it."""
+    i = int(sp.machine[1:])
+    value = BGP.encode(sp._own_info())
+    return MemberInfo(sp.machine, (address(i), 7946), 1, MemberState.ALIVE, 0.0, b"", {BGP_KEY: (1, value)})
+
+
+async def test_knobs_that_differ_are_reported_once_and_placement_keeps_our_own(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    others = [member(i) for i in range(2, 9)]  # publish no knobs (older agents): not reported
+    a = speaker(tmp_path / "a", others, name="m0", reflectors=3)
+    b = speaker(tmp_path / "b", others, name="m1", reflector_hold=10.0)
+    own_a, own_b = a._own_info().reflector, b._own_info().reflector
+    assert own_a is not None and own_a.knobs == ReflectorKnobs(3, 8, 2, 30.0)
+    assert own_b is not None and own_b.knobs == ReflectorKnobs(2, 8, 2, 10.0)
+    assert isinstance(a.node, Gossip) and isinstance(b.node, Gossip)
+    a.node.others = [*others, as_member(b)]
+    b.node.others = [*others, as_member(a)]
+    with caplog.at_level(logging.WARNING, logger="wiremesh.bgp.reflection"):
+        a._replan()
+        a._replan()  # nothing changed: nothing logged again
+        b._replan()
+    assert a.reflection_view().disagree == (
+        Disagreement("m1", "reflectors", 3, 2),
+        Disagreement("m1", "reflector_hold", 30.0, 10.0),
+    )
+    assert b.reflection_view().disagree == (
+        Disagreement("m0", "reflectors", 2, 3),
+        Disagreement("m0", "reflector_hold", 10.0, 30.0),
+    )
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 4
+    assert "m1 uses reflectors = 2, this machine 3" in warnings[0]
+    assert "m1 uses reflector_hold = 10.0, this machine 30.0" in warnings[1]
+    # each keeps computing with its own knobs: a 3 reflectors, b 2
+    assert len(a.reflection.placement.reflectors) == 3 and len(b.reflection.placement.reflectors) == 2
+
+    caplog.clear()
+    fixed = speaker(tmp_path / "c", others, name="m1", reflectors=3)
+    a.node.others = [*others, as_member(fixed)]
+    with caplog.at_level(logging.INFO, logger="wiremesh.bgp.reflection"):
+        a._replan()
+    assert a.reflection_view().disagree == ()
+    assert any("m1's knobs agree" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_speaker_names_an_originator_by_the_router_id_its_member_publishes(tmp_path: Path) -> None:
+    sp = speaker(tmp_path, [member(i) for i in range(1, 4)])
+    assert sp.originator_name(address(2)) == "m2" and sp.originator_name(sp.router_id) == "m0"
+    assert sp.originator_name("192.0.2.1") is None
+    sp._remember_router_id("m2", "192.0.2.2")  # m2 renumbered: its old id is no one's now
+    assert sp.originator_name(address(2)) is None and sp.originator_name("192.0.2.2") == "m2"

@@ -60,6 +60,16 @@ be reconfigured without a reset, or counted as a new session, when this is wired
 :func:`uncovered` states the property the tests check: no pair of live machines without a direct
 established session or an established pair of sessions through a machine that reflects between them.
 
+**Knobs that differ.** The rule is the same on every machine only if ``k``, ``full_mesh_below``, the
+margin and ``suspect_hold`` are; each machine publishes the ones it uses (``ReflectorInfo.knobs``).
+A machine that sees a live member publish other values keeps computing with its own (it never
+adopts another's, which could flap between two camps, and there is no one to say whose are right);
+it logs a warning once per change naming the member and each differing knob with both values, and
+``/v1/bgp/reflectors`` lists them (``disagree``). The operator fixes the config. Until then the
+machines may place different reflectors: a session one of them expects can stay down, and its plan
+stays switching (the old sessions held), which the same view shows. A member that publishes no
+knobs (an older agent) is not reported.
+
 Pure: no clock (``suspect_for`` and the claim times are passed in), no I/O.
 """
 
@@ -71,7 +81,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from agent.config.bgp import DEFAULT_FULL_MESH_BELOW, DEFAULT_REFLECTOR_HOLD, DEFAULT_REFLECTORS, BgpSettings
-from agent.published import BGP, BGP_KEY, Eligibility, SpeakerInfo
+from agent.published import BGP, BGP_KEY, Eligibility, ReflectorKnobs, SpeakerInfo
 from gossip import MemberInfo, MemberState, Refusals
 
 DEFAULT_MARGIN = 2  # a reflected mesh returns to a full mesh only below full_mesh_below - this
@@ -102,6 +112,10 @@ class Params:
     full_mesh_below: int = DEFAULT_FULL_MESH_BELOW
     margin: int = DEFAULT_MARGIN
     suspect_hold: float = DEFAULT_REFLECTOR_HOLD
+
+    def knobs(self) -> ReflectorKnobs:
+        """The knobs as published (``rr.p``), so other machines can tell whether they agree."""
+        return ReflectorKnobs(self.k, self.full_mesh_below, self.margin, self.suspect_hold)
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -227,6 +241,21 @@ def speakers_from(
     echoed). ``now`` is on gossip's clock, the one ``MemberInfo.since`` is on. A value this agent
     cannot read is reported to ``refusals``, and that member counts as no speaker."""
 
+    decoded = [
+        (m, info)
+        for m in members
+        if m.name != own_name
+        and (info := BGP.decode(m.kv.get(BGP_KEY, (0, None))[1], m.name, refusals)) is not None
+    ]
+    return speakers_of(decoded, own_name, own, now)
+
+
+def speakers_of(
+    decoded: Iterable[tuple[MemberInfo, SpeakerInfo]], own_name: str, own: SpeakerInfo, now: float
+) -> list[Speaker]:
+    """:func:`speakers_from` for ``bgp`` values already decoded (one decode per replan serves the
+    rule and the rest of the plan)."""
+
     def speaker(name: str, state: MemberState, info: SpeakerInfo, suspect_for: float) -> Speaker:
         rr = info.reflector
         if rr is None:
@@ -234,11 +263,8 @@ def speakers_from(
         return Speaker(name, state, rr.eligibility, rr.claim, suspect_for)
 
     out = [speaker(own_name, MemberState.ALIVE, own, 0.0)]
-    for member in members:
+    for member, info in decoded:
         if member.name == own_name:
-            continue
-        info = BGP.decode(member.kv.get(BGP_KEY, (0, None))[1], member.name, refusals)
-        if info is None:
             continue
         suspect_for = max(0.0, now - member.since) if member.state is MemberState.SUSPECT else 0.0
         out.append(speaker(member.name, member.state, info, suspect_for))

@@ -7,12 +7,13 @@ they return:
 
 * **Neighbors** (:mod:`agent.bgp.mesh`): every live member that publishes the ``bgp`` gossip value,
   plus the config's external peers, handed to the supervisor, which batches changes into one reload.
-* **Route reflection** (:mod:`agent.bgp.reflectors`): on every membership, ``bgp`` value and session
-  change the speaker places the reflectors, publishes its eligibility and claim (``rr`` in its ``bgp``
-  value) and the plan it has settled, and holds the previous plan's sessions with the new one's until
-  the new one is established. Reflected, ExaBGP's mesh sessions are one per reflector, to its BIRD
-  (port 1790, ADD-PATH receive), plus legacy members; a reflector runs :class:`BirdReflector` with every
-  live machine's ExaBGP as a client (shared ASN only: per-machine ASNs refuse the role).
+* **Route reflection** (:mod:`agent.bgp.reflection`, the rule in :mod:`agent.bgp.reflectors`): on
+  every membership, ``bgp`` value and session change the speaker places the reflectors, publishes its
+  eligibility and claim (``rr`` in its ``bgp`` value) and the plan it has settled, and holds the
+  previous plan's sessions with the new one's until the new one is established. Reflected,
+  ExaBGP's mesh sessions are one per reflector, to its BIRD (port 1790, ADD-PATH receive), plus legacy
+  members; a reflector runs :class:`BirdReflector` with every live machine's ExaBGP as a client
+  (shared ASN only: per-machine ASNs refuse the role).
 * **Announcements** (:mod:`agent.bgp.export`): on every change of this machine's ``announce`` gossip
   value (the announcer publishes its decisions there; its KV event is our wake-up, so no polling), on
   every store change and at a drain's deadline: decisions -> prefixes -> export chain -> drain ->
@@ -62,10 +63,8 @@ from agent.announce.planner import Decision
 from agent.announce.status import Decisions, StatusProvider
 from agent.bgp.adjout import AdjRibOut
 from agent.bgp.api import Command, PeerState, SessionState
-from agent.bgp.bird import BirdOptions, BirdReflector, ReflectorSession
-from agent.bgp.birdconf import ReflectorMode, ReflectorSpec
-from agent.bgp.birdconf import Session as BirdSession
-from agent.bgp.config import BGP_PORT, Neighbor
+from agent.bgp.bird import BirdOptions, BirdReflector
+from agent.bgp.config import Neighbor
 from agent.bgp.export import (
     Drain,
     Session,
@@ -76,20 +75,8 @@ from agent.bgp.export import (
 )
 from agent.bgp.ingest import Ingest
 from agent.bgp.lifecycle import ReloadReason, Resync
-from agent.bgp.mesh import PEERING_STATES, MeshPeer, mesh_peers, neighbors, session_addresses
-from agent.bgp.reflectors import (
-    Mode,
-    Pair,
-    Placement,
-    Role,
-    SessionPlan,
-    own_claim,
-    params_from,
-    place,
-    session_plan,
-    speakers_from,
-    transition,
-)
+from agent.bgp.mesh import PEERING_STATES, MeshPeer, mesh_peers, neighbors
+from agent.bgp.reflection import Reflection, ReflectionView
 from agent.bgp.status import NeighborStatus, SessionTable
 from agent.bgp.supervisor import (
     CommandFailed,
@@ -103,11 +90,11 @@ from agent.bgp.supervisor import (
 )
 from agent.cluster.objects import Kind, MachineSettings, PolicySet, Route, Vip
 from agent.cluster.store import NotFound, ObjectStore
-from agent.config.bgp import BgpSettings, MeshAsnMode
+from agent.config.bgp import BgpSettings
 from agent.health.verdict import Verdict
 from agent.kernel.fib import FibOp, FibState, NextHops
 from agent.kernel.loopback import desired_addresses
-from agent.published import ANNOUNCE_KEY, BGP, BGP_KEY, Eligibility, ReflectorInfo, SpeakerInfo
+from agent.published import ANNOUNCE_KEY, BGP, BGP_KEY, SpeakerInfo
 from agent.routing import Attributes, DecisionOptions, PolicyChain, Prefix, Rib
 from common.address import IPAddress
 from gossip import EventKind, MemberEvent, MemberInfo, Refusals
@@ -129,16 +116,6 @@ BIRD_POLL = 1.0  # seconds between reads of the reflector BIRD's sessions while 
 def hlc_now() -> int:
     """A claim time as :class:`agent.wirevalues.ReflectorInfo` packs it (``wall_ms << 16 | counter``)."""
     return (time.time_ns() // 1_000_000) << 16
-
-
-def bird_router_id(router_id: str) -> str:
-    """The reflector BIRD's own router id: not the machine's, because the machine's ExaBGP peers with
-    it over iBGP and an OPEN carrying the receiver's own identifier is refused (RFC 4271 6.2). In
-    127/8, where no machine's router id is (they are its addresses), derived from the machine's."""
-    a, b, c, d = (int(x) for x in router_id.split("."))
-    if a == 127:  # a loopback router id (a lab): still another one
-        b = (b + 1) % 256
-    return f"127.{b}.{c}.{d or 1}"
 
 
 class GossipView(Protocol):
@@ -181,22 +158,6 @@ class NeighborView:
     passive: bool
     status: NeighborStatus
     reflector: bool = False  # the session is to a route reflector's BIRD (port 1790)
-
-
-@dataclass(frozen=True, slots=True)
-class ReflectionView:
-    """Route reflection as ``/v1/bgp/reflectors`` shows it: the placement this machine computes, its
-    role, what it publishes, whether a switch is in progress, and on a reflector BIRD's sessions."""
-
-    mode: str
-    reflectors: tuple[str, ...]
-    role: str
-    eligibility: str
-    claim: int | None
-    switching: bool  # holding the previous plan's sessions until the new plan's are established
-    refused: str | None  # why this machine may not reflect, if it was configured to
-    bird_pid: int | None
-    bird_sessions: tuple[ReflectorSession, ...]
 
 
 def _missing_set(name: str) -> PolicySet:
@@ -246,6 +207,7 @@ class BgpSpeaker:
         self.sessions = SessionTable()
         self._mesh: dict[str, MeshPeer] = {}  # by peering address
         self._member_router_ids: dict[str, str] = {}  # by member name: the last one it published
+        self._router_names: dict[str, str] = {}  # the reverse: member name by router id
         self.refusals = Refusals(log)  # members' ``bgp`` values refused, each logged once
         # WireGuard on: the mesh address once it is up (None: refused, or off); nothing is published and
         # no mesh session configured until then (``_settled``), so no session starts on the underlay.
@@ -259,27 +221,12 @@ class BgpSpeaker:
         self.adjout = AdjRibOut()
         self.drain = Drain(settings.drain_time)
         self.fib_state = FibState()
-        # Route reflection (agent.bgp.reflectors): who reflects, the plan held (the previous plan's
-        # sessions too while a switch lasts) and, while this machine reflects, its BIRD.
-        self.refused: str | None = None
-        self.eligibility = Eligibility(settings.reflector)
-        if self.eligibility is not Eligibility.NEVER:
-            if bird is None:
-                self.refused = "no BIRD for the reflector role on this machine"
-            elif settings.plan.mode is not MeshAsnMode.SHARED:
-                self.refused = "reflection needs the shared ASN plan (per-machine ASNs: full mesh)"
-            if self.refused is not None:
-                level = logging.WARNING if self.eligibility is Eligibility.ALWAYS else logging.INFO
-                log.log(level, "this machine will not be a route reflector: %s", self.refused)
-                self.eligibility = Eligibility.NEVER
-        self.claim: int | None = None
-        self._settled_digest: int | None = None
-        self._params = params_from(settings)
-        self.placement = Placement(Mode.FULL_MESH, frozenset({machine}))
-        self._target = session_plan(self.placement)
-        self._held = self._target
+        # Route reflection (agent.bgp.reflection): who reflects, the plans, BIRD's spec; and, while this
+        # machine reflects, its BIRD.
+        self.reflection = Reflection(
+            settings, machine=machine, router_id=self.router_id, asn=self.asn, has_bird=bird is not None
+        )
         self.bird = BirdReflector(bird) if bird is not None else None
-        self.bird_sessions: tuple[ReflectorSession, ...] = ()
         self._reflector_peers: dict[str, MeshPeer] = {}  # ExaBGP's sessions to BIRDs, by address
         self.supervisor = ExaBGPSupervisor(supervisor, self._neighbors(), on_resync=self._on_resync)
         self._configured: dict[str, Session] = {}  # neighbors ExaBGP has been given, after their resync
@@ -310,6 +257,13 @@ class BgpSpeaker:
     def peer_name(self, address: str) -> str | None:
         peer = self._mesh.get(address) or self._reflector_peers.get(address)
         return peer.name if peer is not None else None
+
+    def originator_name(self, router_id: str) -> str | None:
+        """The machine whose router id is ``router_id`` (a reflected path's ORIGINATOR_ID), as its
+        ``bgp`` gossip value says (or last said); ``None`` for a router id no member published."""
+        if router_id == self.router_id:
+            return self.machine
+        return self._router_names.get(router_id)
 
     # -- settings from the store ---------------------------------------------------------------------
 
@@ -348,10 +302,10 @@ class BgpSpeaker:
         return self.node.members()
 
     def _own_info(self) -> SpeakerInfo:
-        rr = ReflectorInfo(self.eligibility, self.claim, self._settled_digest)
         return SpeakerInfo(
-            self.asn, self.router_id, self.address, tuple(self.sent_keys), self.mesh_address, rr
-        )
+            self.asn, self.router_id, self.address, tuple(self.sent_keys), self.mesh_address,
+            self.reflection.info(),
+        )  # fmt: skip
 
     def _refresh_mesh(self) -> None:
         if not self._settled:
@@ -383,40 +337,12 @@ class BgpSpeaker:
         self._export_wake.set()
 
     def _neighbors(self) -> list[Neighbor]:
-        """ExaBGP's neighbors for the plan held: a full mesh as before; reflected, a session to each
-        reflector's BIRD (a reflector's to its own too) and direct sessions to legacy members and to
-        the previous plan's peers while a switch lasts. Every machine's ExaBGP is a client of every
-        reflector, other reflectors' included, and BIRDs do not peer with each other: each has every
-        route straight from its announcer, and a machine taking or leaving the role keeps its client
-        sessions to the other reflectors, so no session of the others is reset. A machine's session
-        to a machine it reflects to is that machine's to its BIRD, not an ExaBGP one."""
+        """ExaBGP's neighbors for the plan held (:meth:`Reflection.split`): direct sessions and, in a
+        reflected mesh, sessions to reflectors' BIRDs."""
+        direct: Mapping[str, MeshPeer] = self._mesh
         self._reflector_peers = {}
-        direct = self._mesh
-        if self._held.sessions and self._settled:
-            reflected = self.placement.mode is Mode.REFLECTED
-            reflectors = set(self.placement.reflectors) if reflected else set()
-            birds = set(reflectors)  # the machines whose BIRD we connect to
-            plain: set[str] = set()
-            for session in self._held.of(self.machine):
-                other = session.b if session.a == self.machine else session.a
-                if session.client == self.machine:
-                    birds.add(other)  # it reflects to us (still, while a switch lasts)
-                elif session.client is None:
-                    plain.add(other)
-            direct = {}
-            for address, peer in self._mesh.items():
-                if peer.name in birds:
-                    self._reflector_peers[address] = peer
-                elif peer.name in plain:
-                    direct[address] = peer
-            if self.machine in birds:
-                own = self._own_info()
-                local = session_addresses(own, own)
-                if local is not None:
-                    self._reflector_peers[local[0]] = MeshPeer(
-                        self.machine, local[0], self.asn, bird_router_id(self.router_id),
-                        None if local[0] == self.address else local[0],
-                    )  # fmt: skip
+        if self._settled and self.reflection.held.sessions:
+            direct, self._reflector_peers = self.reflection.split(self._mesh, self._own_info())
         return neighbors(
             self.settings,
             own_name=self.machine,
@@ -428,114 +354,27 @@ class BgpSpeaker:
 
     # -- route reflection ---------------------------------------------------------------------------
 
-    def _infos(self) -> dict[str, SpeakerInfo]:
-        out: dict[str, SpeakerInfo] = {}
-        for member in self._members():
-            if member.name != self.machine and member.state in PEERING_STATES:
-                info = BGP.decode(member.kv.get(BGP_KEY, (0, None))[1], member.name, self.refusals)
-                if info is not None:
-                    out[member.name] = info
-        return out
-
-    def _established(self, target: SessionPlan, infos: Mapping[str, SpeakerInfo]) -> set[Pair]:
-        """The target plan's sessions known to be up: ours as ExaBGP (and, on a reflector, BIRD)
-        reports them; the others' from the plan each machine publishes as settled."""
-        up_names = {
-            self.peer_name(s.address) for s in self.sessions.snapshot(0.0) if s.state == "up"
-        }  # fmt: skip
-        up_names |= {s.machine for s in self.bird_sessions if s.info.startswith("Established")}
-        digest = self.placement.digest()
-        done = {n for n, info in infos.items() if info.reflector and info.reflector.settled == digest}
-        out: set[Pair] = set()
-        for s in target.sessions:
-            ends = {s.a, s.b}
-            if self.machine in ends:
-                other = s.b if s.a == self.machine else s.a
-                if other in up_names:
-                    out.add(s.pair)
-            elif ends & done:
-                out.add(s.pair)
-        return out
-
     def _replan(self) -> bool:
-        """Placement, claim and session plan from the current membership; reconfigures BIRD. Returns
-        whether ExaBGP's neighbors may have changed."""
+        """Placement, claim and session plan from the current membership (:meth:`Reflection.replan`);
+        reconfigures BIRD. Returns whether ExaBGP's neighbors may have changed."""
         if not self._settled:
             return False
-        members = self._members()
-        now = trio.current_time()
-        placement = place(
-            speakers_from(members, self.machine, self._own_info(), now, refusals=self.refusals), self._params
+        up = {self.peer_name(s.address) for s in self.sessions.snapshot(0.0) if s.state == "up"}
+        out = self.reflection.replan(
+            self._members(),
+            self._own_info(),
+            now=trio.current_time(),
+            hlc=hlc_now(),
+            up={n for n in up if n is not None},
+            refusals=self.refusals,
         )
-        claim = own_claim(placement, self.machine, self.claim, hlc_now())
-        if claim != self.claim:
-            self.claim = claim
-            placement = place(
-                speakers_from(members, self.machine, self._own_info(), now, refusals=self.refusals),
-                self._params,
-            )
-            self._export_wake.set()  # publish the claim
-        if (placement.mode, placement.reflectors) != (self.placement.mode, self.placement.reflectors):
-            log.info(
-                "BGP mesh %s%s; this machine: %s",
-                placement.mode.value,
-                f" via {', '.join(placement.reflectors)}" if placement.reflectors else "",
-                placement.role(self.machine).value,
-            )
-        self.placement = placement
-        target = session_plan(placement)
-        infos = self._infos()
-        established = self._established(target, infos)
-        held = transition(self._held, target, established)
-        changed = held != self._held or target != self._target
-        self._target, self._held = target, held
-        mine = target.of(self.machine)
-        settled = placement.digest() if all(s.pair in established for s in mine) else None
-        if settled != self._settled_digest:
-            self._settled_digest = settled
-            self._export_wake.set()
-        self._set_bird_spec(infos)
-        return changed
-
-    def _set_bird_spec(self, infos: Mapping[str, SpeakerInfo]) -> None:
-        """BIRD's clients: every live machine's ExaBGP (ours too) while this machine is a reflector;
-        while it hands the role over, those the held plan still has it reflect to. No BIRD otherwise."""
-        if self.bird is None:
-            return
-        if self.placement.role(self.machine) is Role.REFLECTOR:
-            served = set(self.placement.machines - self.placement.legacy)
-        else:
-            served = {s.client for s in self._held.of(self.machine) if s.reflects(self.machine) and s.client}
-            if served:
-                served.add(self.machine)
-        own = self._own_info()
-        local = session_addresses(own, own)
-        if not served or local is None:
-            self.bird.set_spec(None)
-            self.bird_sessions = ()
-            return
-        clients: list[BirdSession] = [BirdSession(self.machine, local[0], self.asn, BGP_PORT)]
-        for name in sorted(served - {self.machine}):
-            info = infos.get(name)
-            pair_addresses = session_addresses(own, info) if info is not None else None
-            if pair_addresses is None:
-                continue
-            if pair_addresses[0] != local[0]:
-                log.warning("reflector: %s is reached from %s, not from %s: not served",
-                            name, pair_addresses[0], local[0])  # fmt: skip
-                continue
-            clients.append(BirdSession(name, pair_addresses[1], self.asn, BGP_PORT))
-        self.bird.set_spec(
-            ReflectorSpec(
-                router_id=bird_router_id(self.router_id),
-                cluster_id=self.router_id,
-                asn=self.asn,
-                local_address=local[0],
-                clients=tuple(clients),
-                mode=ReflectorMode.REFLECT,
-                hold_time=self.settings.hold_time,
-            )
-        )
+        if out.publish:
+            self._export_wake.set()  # publish the claim or the settled plan
+        if self.bird is not None:
+            self.bird.set_spec(out.spec)
+            if out.spec is None:
+                self.reflection.bird_sessions = ()
+        return out.neighbors
 
     def _reconfigure(self) -> None:
         """Replan and hand ExaBGP its neighbors."""
@@ -551,22 +390,12 @@ class BgpSpeaker:
         while True:
             await trio.sleep(BIRD_POLL)
             sessions = tuple(await bird.sessions()) if bird.spec is not None else ()
-            if sessions != self.bird_sessions:
-                self.bird_sessions = sessions
+            if sessions != self.reflection.bird_sessions:
+                self.reflection.bird_sessions = sessions
                 self._reconfigure()
 
     def reflection_view(self) -> ReflectionView:
-        return ReflectionView(
-            mode=self.placement.mode.value,
-            reflectors=self.placement.reflectors,
-            role=self.placement.role(self.machine).value,
-            eligibility=self.eligibility.value,
-            claim=self.claim,
-            switching=self._held != self._target,
-            refused=self.refused,
-            bird_pid=self.bird.pid if self.bird is not None else None,
-            bird_sessions=self.bird_sessions,
-        )
+        return self.reflection.view(self.bird.pid if self.bird is not None else None)
 
     def _session(self, neighbor: Neighbor) -> Session:
         return Session(neighbor.address, neighbor.local_as, neighbor.peer_as)
@@ -775,7 +604,10 @@ class BgpSpeaker:
         if previous is not None and previous != router_id:  # renumbered: the old id is no one's now
             with contextlib.suppress(ValueError):
                 self.rib.revalidate_originator(ipaddress.IPv4Address(previous))
+            if self._router_names.get(previous) == name:
+                del self._router_names[previous]
         self._member_router_ids[name] = router_id
+        self._router_names[router_id] = name
 
     def _membership(self, event: MemberEvent) -> None:
         before = {p.name: a for a, p in self._mesh.items()}

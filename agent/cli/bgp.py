@@ -2,7 +2,8 @@
 ``wiremesh bgp reflectors [--json]``.
 
 ``rib`` prints one line per destination: the best path's next hop (the whole ECMP set when there is
-one), AS path, LOCAL_PREF, MED, origin, source and age; ``--all-paths`` adds, under each destination,
+one), AS path, LOCAL_PREF, MED, origin, source (for a reflected path, the machine that announced it
+and the reflector it came through: ``m3 via m1``) and age; ``--all-paths`` adds, under each destination,
 every other candidate with the reason it is not best. With ``PREFIX`` (a prefix, or an address for the
 longest match) it prints that one destination with every path and its communities. ``--machine M``
 shows machine M's RIB instead, fetched by the agent the CLI talks to from M's agent
@@ -28,6 +29,9 @@ def _source(path: Mapping[str, Any]) -> str:
     if path["peer"] == "local":
         return "local"
     who = path.get("peer_name") or path["peer"]
+    origin = path.get("origin_machine")  # absent from an older agent
+    if origin and origin != path.get("peer_name"):  # reflected: the announcer, then the reflector
+        return f"{origin} via {who} AS{path['peer_asn']}"
     return f"{who} AS{path['peer_asn']}"
 
 
@@ -119,7 +123,8 @@ def neighbors_table(neighbors: list[Mapping[str, Any]]) -> str:
 
 
 def reflectors_text(r: Mapping[str, Any]) -> str:
-    """``wiremesh bgp reflectors``: the mode, the reflectors, this machine's role, BIRD's sessions."""
+    """``wiremesh bgp reflectors``: the mode, the reflectors, this machine's role, the members whose
+    placement knobs differ from ours, BIRD's sessions."""
     lines = [
         f"mode: {r['mode']}",
         f"reflectors: {', '.join(r['reflectors']) or '-'}",
@@ -127,6 +132,11 @@ def reflectors_text(r: Mapping[str, Any]) -> str:
         + (f", refused: {r['refused']}" if r.get("refused") else "")
         + (", switching plans" if r.get("switching") else ""),
     ]
+    for d in r.get("disagree", []):  # absent from an older agent
+        lines.append(
+            f"knobs differ: {d['machine']} has {d['knob']} = {d['theirs']}, this machine {d['ours']} "
+            "(placing with this machine's; set the same [bgp] value everywhere)"
+        )
     if r.get("bird_pid"):
         lines.append(f"bird pid {r['bird_pid']}")
         rows = [(b["machine"], b["address"], b["kind"], b["state"], b["info"]) for b in r["bird_sessions"]]

@@ -2,14 +2,17 @@
 
 ``GET /v1/rib`` lists destinations in prefix order (``limit`` of them, 1,000 by default: a full
 table is large), each with its best path, its ECMP next hops, what the kernel holds for it, and every
-candidate path with its attributes, its source peer, its age and why it is not best (the routing
-core's :meth:`agent.routing.Ranked.reason`: the step it lost at, both values and the winner).
+candidate path with its attributes, its source peer, the machine that originated it
+(``origin_machine``: behind a reflector, the member whose router id is the ORIGINATOR_ID), its age
+and why it is not best (the routing core's :meth:`agent.routing.Ranked.reason`: the step it lost at,
+both values and the winner).
 ``GET /v1/rib?prefix=P`` is one destination: ``P`` exactly if it is a prefix, the longest match if it
 is an address. ``GET /v1/bgp/neighbors`` lists every configured session: state, uptime, prefixes in
 and out, last error, and whether it is to a route reflector's BIRD. ``GET /v1/bgp/reflectors`` is
 route reflection as this machine computes it (:mod:`agent.bgp.reflectors`): full mesh or reflected,
-the reflectors, this machine's role, its claim, whether a switch between plans is in progress and,
-on a reflector, its BIRD's sessions.
+the reflectors, this machine's role, its claim, whether a switch between plans is in progress, the
+live members whose placement knobs differ from ours (``disagree``) and, on a reflector, its BIRD's
+sessions.
 
 With BGP off (``[bgp] enabled = false``) they answer 404 with a message that says so.
 
@@ -45,7 +48,8 @@ from gossip import MemberInfo, MemberState, Refusals
 if TYPE_CHECKING:
     import httpx
 
-    from agent.bgp.speaker import NeighborView, ReflectionView
+    from agent.bgp.reflection import ReflectionView
+    from agent.bgp.speaker import NeighborView
 
 log = logging.getLogger("wiremesh.api")
 
@@ -76,6 +80,13 @@ class Reflecting(Protocol):
     def reflection_view(self) -> ReflectionView: ...
 
 
+@runtime_checkable
+class NamesOriginators(Protocol):
+    """A speaker that knows which machine a router id is (the real one does; test fakes may not)."""
+
+    def originator_name(self, router_id: str) -> str | None: ...
+
+
 class PathOut(BaseModel):
     peer: str  # the neighbor's address; "local" for a route this machine originates
     peer_name: str | None  # the mesh machine the neighbor is, if it is one
@@ -96,6 +107,7 @@ class PathOut(BaseModel):
     path_id: int = 0  # RFC 7911 path id: one of several paths the same peer (a route reflector) sent
     originator_id: str | None = None  # RFC 4456: the machine that announced it, behind a reflector
     cluster_list: list[str] = []  # the reflectors it passed, the last one first
+    origin_machine: str | None = None  # the mesh machine that announced it (behind a reflector too)
 
 
 class DestinationOut(BaseModel):
@@ -143,6 +155,13 @@ class BirdSessionOut(BaseModel):
     info: str  # Established, Active, Connect, Passive, or why it failed
 
 
+class DisagreeOut(BaseModel):
+    machine: str  # a live member whose placement knobs differ from this machine's
+    knob: str  # reflectors, full_mesh_below, margin, reflector_hold
+    ours: int | float
+    theirs: int | float
+
+
 class ReflectorsOut(BaseModel):
     mode: str  # full-mesh or reflected
     reflectors: list[str]
@@ -153,6 +172,7 @@ class ReflectorsOut(BaseModel):
     refused: str | None  # why this machine may not reflect although configured to
     bird_pid: int | None
     bird_sessions: list[BirdSessionOut]
+    disagree: list[DisagreeOut] = []  # placement still uses this machine's knobs; fix the configs
 
 
 def _path(view: SpeakerView, ranked: Ranked, now: float) -> PathOut:
@@ -160,9 +180,10 @@ def _path(view: SpeakerView, ranked: Ranked, now: float) -> PathOut:
     attrs = path.attrs
     local = path.peer.kind is PeerKind.LOCAL
     address = "local" if local else str(path.peer.address)
+    peer_name = view.machine if local else view.peer_name(address)
     return PathOut(
         peer=address,
-        peer_name=view.machine if local else view.peer_name(address),
+        peer_name=peer_name,
         peer_asn=path.peer.asn,
         peer_router_id=str(path.peer.router_id),
         peer_type=path.peer.kind.name.lower(),
@@ -180,7 +201,18 @@ def _path(view: SpeakerView, ranked: Ranked, now: float) -> PathOut:
         path_id=path.path_id,
         originator_id=str(attrs.originator_id) if attrs.originator_id is not None else None,
         cluster_list=[str(c) for c in attrs.cluster_list],
+        origin_machine=_origin_machine(view, attrs.originator_id, peer_name),
     )
+
+
+def _origin_machine(
+    view: SpeakerView, originator: ipaddress.IPv4Address | None, peer_name: str | None
+) -> str | None:
+    """Behind a reflector the machine whose router id is the path's ORIGINATOR_ID (``None`` if no
+    member publishes it); otherwise the peer itself, as mesh machines announce only their own routes."""
+    if originator is None:
+        return peer_name
+    return view.originator_name(str(originator)) if isinstance(view, NamesOriginators) else None
 
 
 def destination(view: SpeakerView, prefix: Prefix, now: float) -> DestinationOut | None:
@@ -404,6 +436,9 @@ def create_bgp_router(
                     info=b.info,
                 )
                 for b in r.bird_sessions
+            ],
+            disagree=[
+                DisagreeOut(machine=d.machine, knob=d.knob, ours=d.ours, theirs=d.theirs) for d in r.disagree
             ],
         )
 

@@ -187,6 +187,12 @@
     parent.appendChild(document.createTextNode(" "));
   }
 
+  // Where a path came from: the peer, and for a reflected path the machine that announced it first.
+  function source(p) {
+    const peer = p.peer_name || p.peer;
+    return p.origin_machine && p.origin_machine !== p.peer_name ? `${p.origin_machine} via ${peer}` : peer;
+  }
+
   function renderRib(holder, data) {
     const table = document.createElement("table");
     table.className = "list rib";
@@ -212,7 +218,7 @@
       button.textContent = d.prefix;
       th.appendChild(button);
       tr.appendChild(th);
-      cell(tr, `via ${b.next_hop || "local"} from ${b.peer_name || b.peer}`, "best");
+      cell(tr, `via ${b.next_hop || "local"} from ${source(b)}`, "best");
       const q = cell(tr, "");
       if (d.installed && d.installed.length) badge(q, "in kernel", "healthy");
       else if (d.fib_error) badge(q, "kernel error", "unhealthy");
@@ -240,7 +246,7 @@
         row.className = p.best ? "best" : p.multipath ? "multipath" : "lost";
         row.dataset.peer = p.peer;
         cell(row, p.best ? "best" : p.multipath ? "multipath" : "alternative");
-        cell(row, `${p.peer_name || p.peer} AS${p.peer_asn}, ${p.peer_type}`);
+        cell(row, `${source(p)} AS${p.peer_asn}, ${p.peer_type}`);
         cell(row, p.next_hop || "—");
         cell(row, p.as_path || "(empty)");
         cell(row, p.local_pref ?? "—");
