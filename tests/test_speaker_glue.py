@@ -532,3 +532,36 @@ async def test_a_renumbered_member_frees_its_old_router_id(tmp_path: Path) -> No
             lambda: h.speaker.rib.is_valid_originator(old), what="the old id freed", timeout=WAIT, poll=0.02
         )
         assert h.speaker.rib.is_valid_originator(new)
+
+
+async def test_queued_member_events_cost_one_replan_and_each_drops_its_paths(tmp_path: Path) -> None:
+    """Events queued together are one batch: one replan for all of them, and every dead member's
+    paths invalidated (the per-event work is not batched away)."""
+    m3, m4 = "198.18.0.12", "198.18.0.13"
+    async with running(tmp_path) as h:
+        sp = h.speaker
+        await eventually(lambda: len(sp.neighbor_views()) == 2, what="subscribed", timeout=WAIT, poll=0.02)
+        replans: list[int] = []
+        real = sp._reconfigure
+
+        def counted() -> None:
+            replans.append(1)
+            real()
+
+        sp._reconfigure = counted  # type: ignore[method-assign]
+        for name, address in (("m3", m3), ("m4", m4)):
+            h.node.set_member(name, address, MemberState.ALIVE)
+            h.node.emit(EventKind.JOIN, name)
+        await eventually(
+            lambda: len(sp.neighbor_views()) == 4, what="m3, m4 neighbors", timeout=WAIT, poll=0.02
+        )
+        assert replans == [1]
+        assert sp.rib.is_valid(ipaddress.ip_address(m3)) and sp.rib.is_valid(ipaddress.ip_address(m4))
+        replans.clear()
+        for name, address in (("m3", m3), ("m4", m4)):
+            h.node.set_member(name, address, MemberState.DEAD)
+            h.node.emit(EventKind.DEAD, name)
+        await eventually(lambda: len(sp.neighbor_views()) == 2, what="m3, m4 gone", timeout=WAIT, poll=0.02)
+        assert replans == [1]
+        assert not sp.rib.is_valid(ipaddress.ip_address(m3))
+        assert not sp.rib.is_valid(ipaddress.ip_address(m4))

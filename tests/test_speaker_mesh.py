@@ -7,7 +7,7 @@ import msgpack
 from agent.bgp.mesh import mesh_peers, neighbors, session_addresses
 from agent.config.bgp import AsnPlan, BgpSettings, ExternalPeer, MeshAsnMode
 from agent.published import BGP, BGP_KEY, SpeakerInfo
-from gossip.codec import Refusals
+from gossip.codec import DecodeCache, Refusals
 from gossip.events import MemberInfo, MemberState
 
 
@@ -44,15 +44,19 @@ def test_only_live_members_running_a_speaker_are_peers() -> None:
         member("a5", "198.18.0.14", MemberState.LEFT, info=info(64512, "198.18.0.14")),
         member("nobgp", "198.18.0.15"),
     ]
-    peers = mesh_peers(members, "me", AsnPlan(), 64512, refusals=Refusals())
+    peers = mesh_peers(members, "me", AsnPlan(), 64512, values=DecodeCache(BGP, Refusals()))
     assert {p.name for p in peers.values()} == {"a2", "a3"}
 
 
 def test_asns_follow_the_plan() -> None:
     members = [member("a2", "198.18.0.11", info=info(4200000002, "198.18.0.11"))]
-    shared = mesh_peers(members, "me", AsnPlan(MeshAsnMode.SHARED, 64512), 64512, refusals=Refusals())
+    shared = mesh_peers(
+        members, "me", AsnPlan(MeshAsnMode.SHARED, 64512), 64512, values=DecodeCache(BGP, Refusals())
+    )
     assert shared["198.18.0.11"].asn == 64512  # a misconfigured member gets our ASN: its OPEN fails loudly
-    per_machine = mesh_peers(members, "me", AsnPlan(MeshAsnMode.PER_MACHINE), 4200000001, refusals=Refusals())
+    per_machine = mesh_peers(
+        members, "me", AsnPlan(MeshAsnMode.PER_MACHINE), 4200000001, values=DecodeCache(BGP, Refusals())
+    )
     assert per_machine["198.18.0.11"].asn == 4200000002
 
 
@@ -67,7 +71,7 @@ def test_neighbors_mesh_and_external() -> None:
         member("a3", "198.18.0.12", info=info(64512, "198.18.0.12")),
         member("v6", "2001:db8::5", info=info(64512, "2001:db8::5")),
     ]
-    peers = mesh_peers(members, "a2", settings.plan, 64512, refusals=Refusals())
+    peers = mesh_peers(members, "a2", settings.plan, 64512, values=DecodeCache(BGP, Refusals()))
     out = {n.address: n for n in neighbors(settings, own_name="a2", own_address="198.18.0.11",
                                            router_id="198.18.0.11", peers=peers)}  # fmt: skip
     assert set(out) == {"198.18.0.10", "198.18.0.12", "198.18.0.1"}  # no IPv6 session over an IPv4 underlay
@@ -118,7 +122,7 @@ def test_neighbors_over_the_mesh_use_mesh_addresses_at_both_ends() -> None:
         member("a3", "198.18.0.12", info=BGP.encode(mesh_info("198.18.0.12", "100.64.0.3"))),
         member("old", "198.18.0.13", info=info(64512, "198.18.0.13")),  # no WireGuard: underlay
     ]
-    peers = mesh_peers(members, "a2", settings.plan, 64512, own, refusals=Refusals())
+    peers = mesh_peers(members, "a2", settings.plan, 64512, own, values=DecodeCache(BGP, Refusals()))
     assert set(peers) == {"100.64.0.1", "100.64.0.3", "198.18.0.13"}
     assert peers["100.64.0.1"].over_mesh and not peers["198.18.0.13"].over_mesh
     out = {n.address: n for n in neighbors(settings, own_name="a2", own_address="198.18.0.11",

@@ -4,6 +4,7 @@ it publishes, which neighbors it hands ExaBGP and which clients its BIRD gets, f
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from agent.bgp.supervisor import SupervisorOptions
 from agent.cluster.store import ObjectStore
 from agent.config.bgp import AsnPlan, BgpSettings, MeshAsnMode
 from agent.published import BGP, BGP_KEY, Eligibility, ReflectorInfo, ReflectorKnobs, SpeakerInfo
-from gossip.codec import Codec, Refusals
+from gossip.codec import Codec, DecodeCache, Refusals
 from gossip.events import MemberEvent, MemberInfo, MemberState
 
 ASN = 64512
@@ -157,7 +158,9 @@ async def test_per_machine_asns_refuse_the_role_and_keep_the_full_mesh(tmp_path:
     assert len(sp._neighbors()) == 8
 
 
-async def test_a_replan_decodes_each_members_bgp_value_once(tmp_path: Path, monkeypatch: Any) -> None:
+async def test_a_replan_decodes_each_members_bgp_value_once_per_change(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
     me = expected_reflectors(8)[0]
     members = [member(i) for i in range(8) if f"m{i}" != me]
     sp = speaker(tmp_path, members, name=me)
@@ -170,10 +173,21 @@ async def test_a_replan_decodes_each_members_bgp_value_once(tmp_path: Path, monk
         return real(self, data, sender, refusals)
 
     monkeypatch.setattr(Codec, "decode", counting)
+    sp.bgp_values = DecodeCache(BGP, sp.refusals)  # what the speaker decoded before counting began
     sp.reflection.claim = None  # a reflector without its claim takes one: the rule runs twice
     sp._replan()
     assert sp.reflection.claim is not None
     assert sorted(decoded) == sorted(m.name for m in members)
+    decoded.clear()
+    sp._replan()
+    sp._refresh_mesh()
+    assert decoded == []  # nothing changed: nothing decoded again
+    changed = members[0]
+    was = sp.bgp_values.decode(changed.kv[BGP_KEY][1], changed.name)  # cached: not counted
+    assert was is not None
+    changed.kv[BGP_KEY] = (2, BGP.encode(replace(was, sent=("vip/web",))))  # it announces something
+    sp._replan()
+    assert decoded == [changed.name]
 
 
 def as_member(sp: BgpSpeaker) -> MemberInfo:

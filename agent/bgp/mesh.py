@@ -35,8 +35,8 @@ from dataclasses import dataclass, replace
 from agent.bgp.birdconf import REFLECTOR_PORT
 from agent.bgp.config import AddPath, Neighbor, external_neighbor, mesh_neighbor
 from agent.config.bgp import AsnPlan, BgpSettings, MeshAsnMode
-from agent.published import BGP, BGP_KEY, SpeakerInfo
-from gossip import MemberInfo, MemberState, Refusals
+from agent.published import BGP_KEY, SpeakerInfo
+from gossip import DecodeCache, MemberInfo, MemberState
 
 log = logging.getLogger("wiremesh.bgp.mesh")
 
@@ -81,18 +81,19 @@ def mesh_peers(
     own_asn: int,
     own: SpeakerInfo | None = None,
     *,
-    refusals: Refusals,
+    values: DecodeCache[SpeakerInfo],
 ) -> dict[str, MeshPeer]:
     """Live members that publish speaker info, by their session address (:func:`session_addresses`
     with ``own``, our own published info; without it, the underlay addresses). In shared mode every
     machine's ASN is the plan's; a member publishing another one is misconfigured and gets our ASN as
     its peer AS, so the session's OPEN fails visibly (``bgp neighbors`` shows the error) instead of
-    silently becoming eBGP. A ``bgp`` value this agent cannot read is reported to ``refusals``."""
+    silently becoming eBGP. ``values`` decodes the ``bgp`` values (once per change; one this agent
+    cannot read is reported to its refusals)."""
     out: dict[str, MeshPeer] = {}
     for member in members:
         if member.name == own_name or member.state not in PEERING_STATES:
             continue
-        info = BGP.decode(member.kv.get(BGP_KEY, (0, None))[1], member.name, refusals)
+        info = values.decode(member.kv.get(BGP_KEY, (0, None))[1], member.name)
         if info is None:
             continue
         asn = own_asn if plan.mode is MeshAsnMode.SHARED else info.asn

@@ -35,8 +35,8 @@ from agent.bgp.reflectors import (
     transition,
 )
 from agent.config.bgp import BgpSettings, MeshAsnMode
-from agent.published import BGP, BGP_KEY, Eligibility, ReflectorInfo, ReflectorKnobs, SpeakerInfo
-from gossip import MemberInfo, Refusals
+from agent.published import BGP_KEY, Eligibility, ReflectorInfo, ReflectorKnobs, SpeakerInfo
+from gossip import DecodeCache, MemberInfo
 
 log = logging.getLogger("wiremesh.bgp.reflection")
 
@@ -154,7 +154,7 @@ class Reflection:
         now: float,
         hlc: int,
         up: Set[str],
-        refusals: Refusals,
+        values: DecodeCache[SpeakerInfo],
     ) -> Replanned:
         """Placement, claim and session plan from one gossip view. ``own``: what this machine is about
         to publish (its ``rr`` is replaced by ours); ``now`` on gossip's clock; ``hlc`` the claim time
@@ -164,7 +164,7 @@ class Reflection:
             (m, info)
             for m in members
             if m.name != self.machine
-            and (info := BGP.decode(m.kv.get(BGP_KEY, (0, None))[1], m.name, refusals)) is not None
+            and (info := values.decode(m.kv.get(BGP_KEY, (0, None))[1], m.name)) is not None
         ]
         placement = place(speakers_of(decoded, self.machine, self._own(own), now), self.params)
         publish = False

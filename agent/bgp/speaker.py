@@ -52,7 +52,7 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -97,7 +97,7 @@ from agent.kernel.loopback import desired_addresses
 from agent.published import ANNOUNCE_KEY, BGP, BGP_KEY, SpeakerInfo
 from agent.routing import Attributes, DecisionOptions, PolicyChain, Prefix, Rib
 from common.address import IPAddress
-from gossip import EventKind, MemberEvent, MemberInfo, Refusals
+from gossip import DecodeCache, EventKind, MemberEvent, MemberInfo, Refusals
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 RoutedPrefixes = Mapping[IPAddress, frozenset[IPNetwork]]
@@ -209,6 +209,7 @@ class BgpSpeaker:
         self._member_router_ids: dict[str, str] = {}  # by member name: the last one it published
         self._router_names: dict[str, str] = {}  # the reverse: member name by router id
         self.refusals = Refusals(log)  # members' ``bgp`` values refused, each logged once
+        self.bgp_values = DecodeCache(BGP, self.refusals)  # decoded once per change, read per event
         # WireGuard on: the mesh address once it is up (None: refused, or off); nothing is published and
         # no mesh session configured until then (``_settled``), so no session starts on the underlay.
         self.mesh_address: str | None = None
@@ -313,7 +314,7 @@ class BgpSpeaker:
             return
         own = self._own_info()
         self._mesh = mesh_peers(
-            self._members(), self.machine, self.settings.plan, self.asn, own, refusals=self.refusals
+            self._members(), self.machine, self.settings.plan, self.asn, own, values=self.bgp_values
         )
         for peer in self._mesh.values():
             self._remember_router_id(peer.name, peer.router_id)
@@ -366,7 +367,7 @@ class BgpSpeaker:
             now=trio.current_time(),
             hlc=hlc_now(),
             up={n for n in up if n is not None},
-            refusals=self.refusals,
+            values=self.bgp_values,
         )
         if out.publish:
             self._export_wake.set()  # publish the claim or the settled plan
@@ -571,26 +572,39 @@ class BgpSpeaker:
     # -- gossip --------------------------------------------------------------------------------------
 
     async def _gossip_task(self, events: trio.MemoryReceiveChannel[MemberEvent]) -> None:
+        """Membership and ``bgp`` changes, in batches: whatever is queued when one arrives is taken
+        with it, and the batch costs one mesh refresh and one replan. One each per event made a
+        start-up of N machines cost every agent O(N^2) work on its event loop, late enough to be
+        suspected by its peers, whose suspicions were more events."""
         async with events:
             async for event in events:
-                if event.kind is EventKind.KV:
-                    if event.name == self.machine:
-                        if event.key == ANNOUNCE_KEY:
-                            self._export_wake.set()  # the planner decided something
-                        continue
-                    if event.key != BGP_KEY:
-                        continue
-                self._membership(event)
+                batch = [event]
+                while True:
+                    try:
+                        batch.append(events.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                relevant = []
+                for e in batch:
+                    if e.kind is EventKind.KV:
+                        if e.name == self.machine:
+                            if e.key == ANNOUNCE_KEY:
+                                self._export_wake.set()  # the planner decided something
+                            continue
+                        if e.key != BGP_KEY:
+                            continue
+                    relevant.append(e)
+                if relevant:
+                    self._membership(relevant)
 
-    def _member_router_id(self, name: str) -> ipaddress.IPv4Address | None:
-        """The router id ``name`` publishes (or last published) in its ``bgp`` value: what its
-        paths carry as ORIGINATOR_ID behind a reflector. ``None`` if never seen, or ours."""
-        for member in self._members():
-            if member.name == name:
-                info = BGP.decode(member.kv.get(BGP_KEY, (0, None))[1], name, self.refusals)
-                if info is not None:
-                    self._remember_router_id(name, info.router_id)
-                break
+    def _member_router_id(self, name: str, member: MemberInfo | None) -> ipaddress.IPv4Address | None:
+        """The router id ``name`` publishes (or last published) in its ``bgp`` value (``member``: its
+        gossip entry, if it has one): what its paths carry as ORIGINATOR_ID behind a reflector.
+        ``None`` if never seen, or ours."""
+        if member is not None:
+            info = self.bgp_values.decode(member.kv.get(BGP_KEY, (0, None))[1], name)
+            if info is not None:
+                self._remember_router_id(name, info.router_id)
         known = self._member_router_ids.get(name)
         if known is None or known == self.router_id:
             return None
@@ -609,37 +623,51 @@ class BgpSpeaker:
         self._member_router_ids[name] = router_id
         self._router_names[router_id] = name
 
-    def _membership(self, event: MemberEvent) -> None:
+    def _membership(self, events: Sequence[MemberEvent]) -> None:
+        """A batch of member events, in order: each one's paths dropped or restored in the RIB (at
+        once, not batched away: a dead machine's routes go now), then one replan for them all."""
         before = {p.name: a for a, p in self._mesh.items()}
         self._refresh_mesh()
+        members = {m.name: m for m in self._members()}
+        for event in events:
+            self._member_event(event, before, members)
+        self._reconfigure()
+
+    def _member_event(
+        self, event: MemberEvent, before: Mapping[str, str], members: Mapping[str, MemberInfo]
+    ) -> None:
+        if event.name == self.machine:
+            return
+        if event.kind in (EventKind.DEAD, EventKind.LEFT):
+            self.bgp_values.forget(event.name)
         address = before.get(event.name) or event.addr[0]
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
             ip = None
-        originator = self._member_router_id(event.name) if event.name != self.machine else None
-        if event.name != self.machine and (ip is not None or originator is not None):
-            if event.kind in (EventKind.DEAD, EventKind.LEFT):
-                if (ip is not None and self.rib.is_valid(ip)) or (
-                    originator is not None and self.rib.is_valid_originator(originator)
-                ):
-                    log.info("%s is %s: dropping its paths now", event.name, event.kind.value)
-                if ip is not None:
-                    self.rib.invalidate(ip)
-                if originator is not None:
-                    self.rib.invalidate_originator(originator)
-                self._rib_changed()
-            elif event.kind in (EventKind.JOIN, EventKind.ALIVE, EventKind.UPDATE):
-                if (ip is not None and not self.rib.is_valid(ip)) or (
-                    originator is not None and not self.rib.is_valid_originator(originator)
-                ):
-                    log.info("%s is alive again: its paths are back", event.name)
-                if ip is not None:
-                    self.rib.revalidate(ip)
-                if originator is not None:
-                    self.rib.revalidate_originator(originator)
-                self._rib_changed()
-        self._reconfigure()
+        originator = self._member_router_id(event.name, members.get(event.name))
+        if ip is None and originator is None:
+            return
+        if event.kind in (EventKind.DEAD, EventKind.LEFT):
+            if (ip is not None and self.rib.is_valid(ip)) or (
+                originator is not None and self.rib.is_valid_originator(originator)
+            ):
+                log.info("%s is %s: dropping its paths now", event.name, event.kind.value)
+            if ip is not None:
+                self.rib.invalidate(ip)
+            if originator is not None:
+                self.rib.invalidate_originator(originator)
+            self._rib_changed()
+        elif event.kind in (EventKind.JOIN, EventKind.ALIVE, EventKind.UPDATE):
+            if (ip is not None and not self.rib.is_valid(ip)) or (
+                originator is not None and not self.rib.is_valid_originator(originator)
+            ):
+                log.info("%s is alive again: its paths are back", event.name)
+            if ip is not None:
+                self.rib.revalidate(ip)
+            if originator is not None:
+                self.rib.revalidate_originator(originator)
+            self._rib_changed()
 
     # -- FIB and addresses ---------------------------------------------------------------------------
 
@@ -842,7 +870,7 @@ class WireStatus:
             if member.name == self.speaker.machine:
                 continue
             raw = member.kv.get(BGP_KEY, (0, None))[1]
-            info = BGP.decode(raw, member.name, self.speaker.refusals)
+            info = self.speaker.bgp_values.decode(raw, member.name)
             if info is None:
                 if member.name in decided:
                     out.add(member.name)
