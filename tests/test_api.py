@@ -97,6 +97,21 @@ async def test_real_server_on_ephemeral_port_and_clean_shutdown() -> None:
             await client.get(f"http://127.0.0.1:{port}/v1/health")
 
 
+async def test_ui_templates_are_compiled_once_the_api_is_up_not_before() -> None:
+    """Start-up does not wait for the UI's templates (~0.3 s): create_app leaves them uncompiled and
+    serve_api compiles them all in a worker thread after reporting its port, while the API answers."""
+    app = create_app(fake_node(), token=TOKEN)
+    env = app.state.warm_up.args[0]
+    assert len(env.cache) == 0
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_api, app, "127.0.0.1:0")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/ui/login")).status_code == 200  # renders whether warm or not
+        await eventually(lambda: len(env.cache) == len(env.list_templates()), what="every template compiled")
+        nursery.cancel_scope.cancel()
+
+
 async def test_taken_port_is_a_plain_error_naming_the_address() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
