@@ -184,7 +184,8 @@ def create_app(
     app.include_router(create_keys_router(keys))
 
     # The web UI at /ui (agent.http.ui), over the same sources as the JSON endpoints. Its templates are
-    # compiled by serve_api once the API is up (warm_up): ~0.3 s that start-up need not wait for.
+    # not compiled here but by warm_up (blocking, ~0.3 s), which the runner calls in a worker thread
+    # once the API is up: start-up need not wait for it, and no request need compile one.
     ui = Ui(
         node,
         token=token,
@@ -250,9 +251,7 @@ async def serve_api(
 ) -> None:
     """Serve ``app`` on ``listen`` (``host:port``, port 0 for any) until cancelled; reports the bound port.
 
-    Cancelling it is a graceful shutdown: open requests get up to ``graceful_timeout`` to finish. The
-    app's ``state.warm_up`` (:func:`create_app` sets it: the UI's template compiler), if any, runs in a
-    worker thread once the port is reported, so start-up does not wait for it.
+    Cancelling it is a graceful shutdown: open requests get up to ``graceful_timeout`` to finish.
     """
     sock = bind_listener(parse_listen(listen))
     port = int(sock.getsockname()[1])
@@ -262,13 +261,10 @@ async def serve_api(
     config.errorlog = log
     config.accesslog = None
     stop = trio.Event()
-    warm_up: Callable[[], None] | None = getattr(app.state, "warm_up", None)
     async with trio.open_nursery() as nursery:
         try:
             await nursery.start(_serve_shielded, app, config, stop)
             task_status.started(port)
-            if warm_up is not None:  # blocking, so in a worker thread: the API answers meanwhile
-                await trio.to_thread.run_sync(warm_up)
             await trio.sleep_forever()
         finally:
             stop.set()

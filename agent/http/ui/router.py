@@ -96,7 +96,7 @@ def _environment() -> Environment:
 
 def compile_templates(env: Environment) -> None:
     """Compile every template into ``env``'s cache, so that no request compiles one on the Trio thread.
-    Blocking (~0.3 s): :func:`agent.http.app.serve_api` runs it in a worker thread once the API is up,
+    Blocking (~0.3 s): the runner (:mod:`agent.runner`) runs it in a worker thread once the API is up,
     off the start-up path. A page rendered before it finishes compiles its own template (Jinja's cache
     is thread-safe; the worst case is a template compiled twice)."""
     for name in env.list_templates():
