@@ -3,7 +3,7 @@ its ExaBGP speaker and ExaBGP's API bridge, with BGP on and one peer (BIRD) in n
 
 Per run: a fresh state directory, the agent spawned, and timed until ``GET /healthz`` answers (polled
 every 10 ms over the namespace's loopback); then, once BIRD's session is Established and ``--settle``
-seconds have passed, each process's RSS (``/proc/PID/status``) and PSS (``smaps_rollup``), its CPU
+seconds have passed, each process's RSS (``/proc/PID/status``), PSS and USS (``smaps_rollup``), its CPU
 over ``--window`` seconds (utime + stime from ``/proc/PID/stat``) and its wakeups over the same window
 (context switches of its threads). The figures are the median of ``--runs`` runs; ``/proc/loadavg`` is
 printed beside them because another job on the machine skews CPU and start-up time.
@@ -68,14 +68,14 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def pss_mib(pid: int) -> float:
-    """Proportional set size: RSS with each page shared by n processes counted 1/n. The agent, ExaBGP
-    and the bridge run the same interpreter, so the sum of their RSS counts libpython and the shared
-    libraries three times; the sum of their PSS is what the machine actually spends on them."""
+def smaps_mib(pid: int) -> dict[str, float]:
+    """``Pss`` and ``Uss`` (Private_Clean + Private_Dirty) from ``smaps_rollup``, in MiB."""
+    fields = {}
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no Pss for pid {pid}")
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == "kB":
+            fields[parts[0].rstrip(":")] = int(parts[1]) / 1024
+    return {"pss": fields["Pss"], "uss": fields["Private_Clean"] + fields["Private_Dirty"]}
 
 
 def cpu_ticks(pid: int) -> int:
@@ -168,7 +168,8 @@ def one_run(bgp: bool, settle: float, window: float, env: dict[str, str]) -> dic
             ticks, now = cpu_ticks(pid) - before[role][0], switches(pid)
             ctx = sum(n - before[role][1][tid] for tid, n in now.items() if tid in before[role][1])
             out[f"{role}_rss_mib"] = rss_mib(pid)
-            out[f"{role}_pss_mib"] = pss_mib(pid)
+            smaps = smaps_mib(pid)
+            out[f"{role}_pss_mib"], out[f"{role}_uss_mib"] = smaps["pss"], smaps["uss"]
             out[f"{role}_cpu_pct"] = 100 * ticks / CLK_TCK / window
             out[f"{role}_wakeups_per_s"] = ctx / window
         return out
@@ -198,17 +199,21 @@ def main(argv: list[str] | None = None) -> int:
     medians = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     print(f"median of {args.runs} (loadavg now {Path('/proc/loadavg').read_text().strip()}):")
     print(f"  start-up (spawn to /healthz 200)  {medians['startup_s']:.2f} s")
-    total_rss = total_pss = total_cpu = 0.0
+    total_rss = total_cpu = 0.0
     for role in ("agent", "exabgp", "bridge"):
         if f"{role}_rss_mib" in medians:
-            rss, pss, cpu, wake = (
-                medians[f"{role}_{what}"] for what in ("rss_mib", "pss_mib", "cpu_pct", "wakeups_per_s")
+            rss, uss, cpu, wake = (
+                medians[f"{role}_{what}"] for what in ("rss_mib", "uss_mib", "cpu_pct", "wakeups_per_s")
             )
-            total_rss, total_pss, total_cpu = total_rss + rss, total_pss + pss, total_cpu + cpu
+            total_rss, total_cpu = total_rss + rss, total_cpu + cpu
             print(
-                f"  {role:8} RSS {rss:6.1f} MiB  PSS {pss:6.1f} MiB  CPU {cpu:5.2f} %  wakeups {wake:6.1f}/s"
+                f"  {role:8} RSS {rss:6.1f} MiB  USS {uss:6.1f} MiB  CPU {cpu:5.2f} %  wakeups {wake:6.1f}/s"
             )
-    print(f"  total    RSS {total_rss:6.1f} MiB  PSS {total_pss:6.1f} MiB  CPU {total_cpu:5.2f} %")
+    # ExaBGP and the bridge share the interpreter and the C libraries with the agent: what the machine
+    # spends on the three is the agent's RSS plus the pages only they have.
+    machine = medians["agent_rss_mib"] + medians.get("exabgp_uss_mib", 0) + medians.get("bridge_uss_mib", 0)
+    print(f"  total    RSS {total_rss:6.1f} MiB (shared pages counted in each)  CPU {total_cpu:5.2f} %")
+    print(f"  machine  {machine:6.1f} MiB (agent RSS + ExaBGP USS + bridge USS)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"runs": runs, "median": medians}, indent=2) + "\n")
