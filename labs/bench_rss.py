@@ -5,7 +5,8 @@ of one idle agent (alone, insecure gossip on loopback) after it has settled.
 
 Run it with the interpreter of the install you want to measure: the development venv carries the test
 extras (which make httpx import rich and click); a venv made with ``pip install .`` has only what the
-agent needs.
+agent needs. For the whole machine (agent, ExaBGP and its API bridge, with start-up time and idle
+CPU) see :mod:`labs.bench_startup`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,13 @@ import time
 MODULES = (
     "trio",
     "pydantic",
+    "cryptography.hazmat.primitives.ciphers.aead",
     "fastapi",
     "hypercorn.trio",
+    "jinja2",
+    "prometheus_client",
     "httpx",
+    "pyroute2",  # only with WireGuard on (transit): the agent's own netlink codecs cover the FIB and lo
     "agent.cluster.objects",
     "agent.http.app",
     "agent.runner",

@@ -97,6 +97,16 @@ async def test_real_server_on_ephemeral_port_and_clean_shutdown() -> None:
             await client.get(f"http://127.0.0.1:{port}/v1/health")
 
 
+def test_create_app_leaves_the_ui_templates_to_warm_up() -> None:
+    """Start-up does not wait for the UI's templates (~0.3 s): create_app leaves them uncompiled, and
+    its warm_up (run by the runner in a worker thread once the API is up) compiles every one."""
+    app = create_app(fake_node(), token=TOKEN)
+    env = app.state.warm_up.args[0]
+    assert len(env.cache) == 0
+    app.state.warm_up()
+    assert len(env.cache) == len(env.list_templates()) > 0
+
+
 async def test_taken_port_is_a_plain_error_naming_the_address() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -234,5 +244,7 @@ async def test_the_agent_runs_with_the_configured_stream_limits(tmp_path: Any) -
             headers = {"authorization": f"Bearer {token}"}
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{info.api_port}", headers=headers) as c:
                 text = (await c.get("/metrics")).text
+                # The UI's templates are compiled after start-up, but a page asked for earlier renders.
+                assert (await c.get("/ui/login")).status_code == 200
             nursery.cancel_scope.cancel()
     assert "wiremesh_gossip_stream_buffer_budget_bytes 1.048576e+06" in text, text[-2000:]

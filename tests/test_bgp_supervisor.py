@@ -22,6 +22,7 @@ from agent.bgp.api import Announce, PeerState, SessionState, Withdraw
 from agent.bgp.config import Neighbor
 from agent.bgp.lifecycle import ReloadReason, Resync
 from agent.bgp.supervisor import (
+    REACTOR_SPEED,
     CommandFailed,
     CommandTimeout,
     ExaBGPSupervisor,
@@ -255,3 +256,15 @@ def test_exabgp_dies_with_a_killed_agent(tmp_path: Path) -> None:
         if exabgp is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(exabgp, signal.SIGKILL)
+
+
+def test_exabgp_reactor_runs_slower_than_its_default_unless_the_environment_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ExaBGP's default reactor speed wakes it 100 times a second; ours 10, and an operator's
+    ``exabgp_reactor_speed`` in the agent's environment still wins."""
+    sup = ExaBGPSupervisor(SupervisorOptions(state_dir=tmp_path), [])
+    monkeypatch.delenv("exabgp_reactor_speed", raising=False)
+    assert sup._env()["exabgp_reactor_speed"] == REACTOR_SPEED == "10.0"
+    monkeypatch.setenv("exabgp_reactor_speed", "1.0")
+    assert sup._env()["exabgp_reactor_speed"] == "1.0"

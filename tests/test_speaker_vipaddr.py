@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 
 from agent.cluster.objects import Vip
-from agent.kernel.loopback import AddressPlan, desired_addresses, plan
+from agent.kernel.loopback import (
+    LABEL,
+    RTM_NEWADDR,
+    AddressPlan,
+    desired_addresses,
+    encode_address,
+    parse_address,
+    plan,
+)
 
 V1, V2, V3 = (ipaddress.ip_address(a) for a in ("100.96.0.1", "100.96.0.2", "100.96.0.3"))
 
@@ -89,3 +97,11 @@ def test_loopback_addresses_in_a_namespace(netns: str) -> None:
         ["ip", "-n", netns, "-4", "addr", "show", "dev", "lo"], capture_output=True, text=True
     )
     assert "lo:wm" not in labels.stdout  # nothing of ours left
+
+
+def test_address_codec_round_trip() -> None:
+    """What we send to add an address reads back as ours: index, address, IFA_PROTO and (IPv4) label."""
+    for text, label in (("100.96.0.1", LABEL), ("fd00::10", None)):
+        address = ipaddress.ip_address(text)
+        data = encode_address(RTM_NEWADDR, address, 7, protocol=200, sequence=1, label=LABEL)
+        assert parse_address(data, 0, len(data)) == (7, address, 200, label)

@@ -19,6 +19,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Protocol, cast
 
 import trio
@@ -45,9 +46,9 @@ from agent.http.metrics import (
     StateCollector,
     TransitCollector,
 )
-from agent.http.objects import create_objects_router, object_counts
+from agent.http.objects import create_objects_router, nothing_to_wait_for, object_counts
 from agent.http.peers import PeersSource, create_peers_router, with_reachability
-from agent.http.ui import UiSessionMiddleware, create_ui_router, ui_open_paths
+from agent.http.ui import Ui, UiSessionMiddleware, compile_templates, ui_open_paths, ui_router
 from agent.logs import rfc3339
 from common.address import format_address
 from gossip import MemberInfo
@@ -182,21 +183,23 @@ def create_app(
     app.include_router(create_peers_router(peers, wall_clock=wall_clock))
     app.include_router(create_keys_router(keys))
 
-    # The web UI at /ui (agent.http.ui), over the same sources as the JSON endpoints.
-    app.include_router(
-        create_ui_router(
-            node,
-            token=token,
-            store=store,
-            status=live,
-            checks=checks,
-            peers=peers,
-            bgp=bgp,
-            clock=clock,
-            wall_clock=wall_clock,
-            committed=committed,
-        )
+    # The web UI at /ui (agent.http.ui), over the same sources as the JSON endpoints. Its templates are
+    # not compiled here but by warm_up (blocking, ~0.3 s), which the runner calls in a worker thread
+    # once the API is up: start-up need not wait for it, and no request need compile one.
+    ui = Ui(
+        node,
+        token=token,
+        store=store,
+        status=live,
+        checks=checks,
+        peers=peers,
+        bgp=bgp,
+        clock=clock,
+        wall_clock=wall_clock,
+        committed=committed or nothing_to_wait_for,
     )
+    app.include_router(ui_router(ui))
+    app.state.warm_up = partial(compile_templates, ui.env)
 
     @app.get("/debug/gossip")
     async def debug_gossip() -> dict[str, Any]:

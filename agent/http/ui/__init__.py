@@ -5,7 +5,7 @@ policy sets and machines pages, over the same sources and the same validation as
 them behind the API token (see :mod:`agent.http.ui.session`).
 """
 
-from agent.http.ui.router import create_ui_router
+from agent.http.ui.router import Ui, compile_templates, create_ui_router, ui_router
 from agent.http.ui.session import UiSessionMiddleware, ui_open_paths
 
-__all__ = ["UiSessionMiddleware", "create_ui_router", "ui_open_paths"]
+__all__ = ["Ui", "UiSessionMiddleware", "compile_templates", "create_ui_router", "ui_open_paths", "ui_router"]

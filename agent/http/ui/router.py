@@ -91,9 +91,16 @@ def _environment() -> Environment:
     env.globals.update(
         check_text=check_text, path_text=path_text, prefix=UI_PREFIX, empty_rule=forms.EMPTY_RULE
     )
-    for name in env.list_templates():  # compiled once at startup, not on a request's first render
-        env.get_template(name)
     return env
+
+
+def compile_templates(env: Environment) -> None:
+    """Compile every template into ``env``'s cache, so that no request compiles one on the Trio thread.
+    Blocking (~0.3 s): the runner (:mod:`agent.runner`) runs it in a worker thread once the API is up,
+    off the start-up path. A page rendered before it finishes compiles its own template (Jinja's cache
+    is thread-safe; the worst case is a template compiled twice)."""
+    for name in env.list_templates():
+        env.get_template(name)
 
 
 def _static_assets() -> dict[str, tuple[bytes, str]]:
@@ -244,19 +251,26 @@ def create_ui_router(
 ) -> APIRouter:
     """The ``/ui`` pages, over the sources :func:`agent.http.app.create_app` is given (same meaning). The
     session middleware (:mod:`agent.http.ui.session`) must wrap the app's auth middleware for the login
-    to work; ``token`` is what the login page compares a pasted token with."""
-    ui = Ui(
-        node,
-        token=token,
-        store=store,
-        status=status or NoStatus(),
-        checks=checks,
-        peers=peers,
-        bgp=bgp,
-        clock=clock,
-        wall_clock=wall_clock,
-        committed=committed or nothing_to_wait_for,
+    to work; ``token`` is what the login page compares a pasted token with. The templates are compiled
+    by :func:`compile_templates` (``warm_up``), not here."""
+    return ui_router(
+        Ui(
+            node,
+            token=token,
+            store=store,
+            status=status or NoStatus(),
+            checks=checks,
+            peers=peers,
+            bgp=bgp,
+            clock=clock,
+            wall_clock=wall_clock,
+            committed=committed or nothing_to_wait_for,
+        )
     )
+
+
+def ui_router(ui: Ui) -> APIRouter:
+    """The ``/ui`` pages over ``ui``."""
     router = APIRouter(prefix=UI_PREFIX, include_in_schema=False)
     _add_session(router, ui)
     _add_vips(router, ui)
@@ -741,4 +755,4 @@ def _add_machines(router: APIRouter, ui: Ui) -> None:
         return await _save(ui, Kind.MACHINE, name, body, f"{UI_PREFIX}/machines/{name}?saved=1", refused)
 
 
-__all__ = ["Ui", "UiNode", "check_text", "create_ui_router", "path_text"]
+__all__ = ["Ui", "UiNode", "check_text", "compile_templates", "create_ui_router", "path_text", "ui_router"]
