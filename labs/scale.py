@@ -584,8 +584,15 @@ def run_size(
                 f"BIRD (reflectors) {pct(s, 'bird_cpu_pct')} {mib(s, 'bird_rss_mib')}; a machine "
                 f"{mib(s, 'machine_rss_mib')}; whole machine {busy}% busy (2 cores)"
             )
-            reflectors, _ = reflectors_now(site, site.machines)
+            reflectors: list[str] = []
+            deadline = time.monotonic() + 30.0
+            while not reflectors and time.monotonic() < deadline:  # a poll can catch a switch mid-way
+                reflectors, agreed = reflectors_now(site, site.machines)
+                if not reflectors:
+                    time.sleep(POLL)
             result["reflectors"] = reflectors
+            if not reflectors:
+                tl.say(f"[{n}] the agents do not agree on a settled reflector set (agree: {agreed})")
             if changes:
                 result["vip_change"] = vip_changes(
                     site, tl, group, reflectors, pool, changes=changes, timeout=min(timeout, 60.0)
