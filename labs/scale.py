@@ -220,9 +220,12 @@ class Progress:
     """What one agent showed in one round (-1: no answer)."""
 
     alive: int = -1
-    up: int = -1
-    configured: int = -1
-    wanted: int = -1
+    up: int = -1  # sessions of the plan that are up
+    wanted: int = (
+        -1
+    )  # sessions of the plan: one per reflector (every other machine in a full mesh) + the router
+    extra: int = -1  # neighbors listed beyond the plan (a switch's held sessions, or stale ones)
+    switching: bool = True
     vips: bool = False
 
 
@@ -230,18 +233,22 @@ def probe(site: Site, m: Machine, watch: RouteWatch, group: list[str], need: fro
     """Ask agent ``m`` for what is still ``need``ed: ``members``, ``sessions``, ``vips``."""
     agent = m.agent
     assert agent is not None
-    n = len(site.machines)
     out = Progress()
     if "members" in need:
         members = get(site, agent, "/v1/members")
         out.alive = -1 if members is None else sum(1 for x in members if x["state"] == "alive")
     if "sessions" in need:
         neighbors = get(site, agent, "/v1/bgp/neighbors")
-        if neighbors is not None:
-            out.up, out.configured = sum(1 for x in neighbors if x["state"] == "up"), len(neighbors)
         view = get(site, agent, "/v1/bgp/reflectors")
-        reflected = view is not None and view["mode"] == "reflected" and not view["switching"]
-        out.wanted = len(view["reflectors"]) + 1 if reflected else n  # + the router
+        if neighbors is not None and view is not None:
+            if view["mode"] == "reflected":
+                planned = set(view["reflectors"]) | {None}  # None: the router, not a mesh machine
+            else:
+                planned = set(site.machines) - {m.name} | {None}
+            out.wanted = len(planned)
+            out.up = sum(1 for x in neighbors if x["name"] in planned and x["state"] == "up")
+            out.extra = sum(1 for x in neighbors if x["name"] not in planned)
+            out.switching = bool(view["switching"])
     if "vips" in need:
         routes = watch.routes(m.name)
         kernel_ok = all(
@@ -309,7 +316,7 @@ def converge(
             last[name] = seen
             if seen.alive == n:
                 at["members"][name] = round(when - t0, 3)
-            if seen.up == seen.configured == seen.wanted:
+            if seen.up == seen.wanted and not seen.switching:
                 at["sessions"][name] = round(when - t0, 3)
             if seen.vips:
                 at["vips"][name] = round(when - t0, 3)
@@ -348,6 +355,24 @@ def converge(
         "poll_round_s": percentiles(rounds),
         "last_seen": {name: vars(p) for name, p in last.items()},
     }
+
+
+def beyond_plan(site: Site, pool: ThreadPoolExecutor) -> dict[str, list[str]]:
+    """Per agent, the mesh neighbors it lists that its plan does not have (and their state): what
+    ExaBGP still holds after a reload removed them shows up here."""
+
+    def one(name: str) -> list[str]:
+        agent = site.machines[name].agent
+        assert agent is not None
+        view = get(site, agent, "/v1/bgp/reflectors")
+        neighbors = get(site, agent, "/v1/bgp/neighbors")
+        if view is None or neighbors is None or view["mode"] != "reflected":
+            return []
+        return [
+            f"{x['name']} {x['state']}" for x in neighbors if x["name"] not in (*view["reflectors"], None)
+        ]
+
+    return {name: got for name, (_, got) in fan_out(one, site.machines, pool).items() if got}
 
 
 def reflectors_now(site: Site, live: Iterable[str]) -> tuple[list[str], bool]:
@@ -576,6 +601,9 @@ def run_size(
             per_machine, busy = steady(pids, tl, n, window)
             result["per_machine"] = per_machine
             result["machine_busy_pct_window"] = busy
+            result["neighbors_beyond_plan"] = stale = beyond_plan(site, pool)
+            if stale:
+                tl.say(f"[{n}] {len(stale)} agents list mesh neighbors beyond their plan: {stale}")
             result["summary"] = summarize(per_machine)
             s = result["summary"]
             tl.say(
