@@ -301,6 +301,7 @@ def converge(
     }
     bird_at: float | None = None
     last: dict[str, Progress] = {}
+    held: dict[str, int] = {}  # sessions of the plan up, as last seen
     rounds: list[float] = []
     deadline = time.monotonic() + timeout
     progress_due = time.monotonic() + 10.0
@@ -314,6 +315,8 @@ def converge(
         )
         for (name, _), (when, seen) in answers.items():
             last[name] = seen
+            if seen.up >= 0:
+                held[name] = seen.up
             if seen.alive == n:
                 at["members"][name] = round(when - t0, 3)
             if seen.up == seen.wanted and not seen.switching:
@@ -353,6 +356,7 @@ def converge(
         "every_vip_route_s": full(at["vips"]),
         "per_agent_s": at,
         "poll_round_s": percentiles(rounds),
+        "sessions_per_agent": percentiles([float(v) for v in held.values()]),
         "last_seen": {name: vars(p) for name, p in last.items()},
     }
 
@@ -594,10 +598,6 @@ def run_size(
                 why = dead(site, pids)
                 result["stalled"] = {"bird_protocols": site.protocol_states(), "dead": why}
                 tl.say(f"[{n}] NOT CONVERGED within {timeout:g} s; dead: {why or 'none'}")
-            sessions = [
-                p["up"] for p in result["last_seen"].values() if isinstance(p, dict) and p.get("up", -1) >= 0
-            ]
-            result["sessions_per_agent"] = percentiles([float(s) for s in sessions])
             per_machine, busy = steady(pids, tl, n, window)
             result["per_machine"] = per_machine
             result["machine_busy_pct_window"] = busy
