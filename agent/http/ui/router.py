@@ -17,23 +17,21 @@ behind the sources must not be touched.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import trio
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from agent.announce.status import NoStatus, StatusProvider
+from agent.announce.status import StatusProvider
 from agent.cluster.objects import Kind, MachineSettings, PolicySet, Problem
 from agent.cluster.store import AlreadyExists, InUse, Invalid, NotFound, ObjectStore
 from agent.http.auth import token_matches
 from agent.http.bgp import DestinationOut, Reflecting, SpeakerView, first_destinations
 from agent.http.metrics import CheckSource
-from agent.http.objects import ObjectsApi, nothing_to_wait_for
+from agent.http.objects import ObjectsApi
 from agent.http.peers import PeersSource, peers_view, reachability
 from agent.http.ui import forms
 from agent.http.ui.forms import Errors, Form
@@ -234,39 +232,6 @@ async def _save(
         return refused(forms.errors_from(exc.problems))
     await ui.api.committed()
     return _see_other(done)
-
-
-def create_ui_router(
-    node: UiNode,
-    *,
-    token: str,
-    store: Callable[[], ObjectStore] | None = None,
-    status: StatusProvider | None = None,
-    checks: CheckSource | None = None,
-    peers: PeersSource | None = None,
-    bgp: SpeakerView | None = None,
-    clock: Callable[[], float] = trio.current_time,
-    wall_clock: Callable[[], float] = time.time,
-    committed: Callable[[], Awaitable[None]] | None = None,
-) -> APIRouter:
-    """The ``/ui`` pages, over the sources :func:`agent.http.app.create_app` is given (same meaning). The
-    session middleware (:mod:`agent.http.ui.session`) must wrap the app's auth middleware for the login
-    to work; ``token`` is what the login page compares a pasted token with. The templates are compiled
-    by :func:`compile_templates` (``warm_up``), not here."""
-    return ui_router(
-        Ui(
-            node,
-            token=token,
-            store=store,
-            status=status or NoStatus(),
-            checks=checks,
-            peers=peers,
-            bgp=bgp,
-            clock=clock,
-            wall_clock=wall_clock,
-            committed=committed or nothing_to_wait_for,
-        )
-    )
 
 
 def ui_router(ui: Ui) -> APIRouter:
@@ -755,4 +720,4 @@ def _add_machines(router: APIRouter, ui: Ui) -> None:
         return await _save(ui, Kind.MACHINE, name, body, f"{UI_PREFIX}/machines/{name}?saved=1", refused)
 
 
-__all__ = ["Ui", "UiNode", "check_text", "compile_templates", "create_ui_router", "path_text", "ui_router"]
+__all__ = ["Ui", "UiNode", "check_text", "compile_templates", "path_text", "ui_router"]
