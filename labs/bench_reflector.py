@@ -39,7 +39,7 @@ from typing import Any
 
 from labs.kit.bird import Bird
 from labs.kit.netns import NetnsLab
-from labs.kit.proc import Proc, children, cpu_seconds
+from labs.kit.proc import Proc, children, cpu_seconds, smaps_mib
 from labs.kit.wait import eventually_blocking
 
 ASN = 64512
@@ -167,16 +167,6 @@ def established(bird: Bird) -> bool:
     return "Established" in bird.birdc("show", "protocols", "up")
 
 
-def memory_kib(pid: int) -> tuple[int, int]:
-    rss = pss = 0
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Rss:"):
-            rss = int(line.split()[1])
-        elif line.startswith("Pss:"):
-            pss = int(line.split()[1])
-    return rss, pss
-
-
 def tree(pid: int) -> list[int]:
     """``pid`` and its descendants (ExaBGP's API process; ``ip netns exec`` has exec'd by now)."""
     out = [pid]
@@ -244,10 +234,10 @@ def run(speaker: str, n: int, toggles: int, window: float, workdir: Path) -> dic
         cpu0, t0 = sum(cpu_seconds(p) or 0.0 for p in pids), time.monotonic()
         time.sleep(window)
         cpu1, t1 = sum(cpu_seconds(p) or 0.0 for p in pids), time.monotonic()
-        mem = [memory_kib(p) for p in pids]
+        mem = [smaps_mib(p) for p in pids]
         result["idle_cpu_pct"] = round(100 * (cpu1 - cpu0) / (t1 - t0), 2)
-        result["rss_mib"] = round(sum(r for r, _ in mem) / 1024, 1)
-        result["pss_mib"] = round(sum(p for _, p in mem) / 1024, 1)
+        result["rss_mib"] = round(sum(m["Rss"] for m in mem), 1)
+        result["pss_mib"] = round(sum(m["Pss"] for m in mem), 1)
         result["processes"] = len(pids)
 
         announcer, others = birds[0], birds[2:]

@@ -20,7 +20,6 @@ Needs root, ``ip`` and Debian's ``bird2`` (for ``--no-bgp``, only ``ip``).
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import statistics
 import sys
@@ -30,14 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labs.kit.bird import bird_edge_conf
-from labs.kit.netns import NetnsLab, socket_in_netns
-from labs.kit.proc import sh
+from labs.kit.netns import Agent, NetnsLab
+from labs.kit.proc import cmdline, cpu_seconds, sh, smaps_mib
 from labs.kit.wait import eventually_blocking
 
 ROUTER, EDGE = "198.18.0.1", "198.18.0.10"
 ROUTER_AS, MESH_AS = 65000, 64512
 HTTP_PORT = 7947
-CLK_TCK = 100  # os.sysconf("SC_CLK_TCK") on every Linux we run on
 
 BGP_CONF = f"""
 [bgp]
@@ -62,26 +60,11 @@ class Sample:
     wakeups_per_s: float
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def smaps_mib(pid: int) -> dict[str, float]:
-    """``Pss`` and ``Uss`` (Private_Clean + Private_Dirty) from ``smaps_rollup``, in MiB."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[2] == "kB":
-            fields[parts[0].rstrip(":")] = int(parts[1]) / 1024
-    return {"pss": fields["Pss"], "uss": fields["Private_Clean"] + fields["Private_Dirty"]}
-
-
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+def cpu_s(pid: int) -> float:
+    used = cpu_seconds(pid)
+    if used is None:
+        raise RuntimeError(f"pid {pid} is gone")
+    return used
 
 
 def switches(pid: int) -> dict[int, int]:
@@ -105,32 +88,22 @@ def roles(ns: str) -> dict[str, int]:
     """The pids of the agent, ExaBGP and the bridge in namespace ``ns``, by their command lines."""
     found: dict[str, int] = {}
     for pid in sh("ip", "netns", "pids", ns, check=False).split():
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(a.endswith(b"bridge.py") for a in argv):
+        argv = cmdline(int(pid))
+        if any(a.endswith("bridge.py") for a in argv):
             found["bridge"] = int(pid)
-        elif any(a.endswith(b"/exabgp") for a in argv) and b"server" in argv:
+        elif any(a.endswith("/exabgp") for a in argv) and "server" in argv:
             found["exabgp"] = int(pid)
-        elif b"agent" in argv and b"-m" in argv:
+        elif "agent" in argv and "-m" in argv:
             found["agent"] = int(pid)
     return found
 
 
-def healthz(ns: str) -> bool:
+def healthz(lab: NetnsLab, agent: Agent) -> bool:
     """True once the agent's API answers ``GET /healthz`` with 200 (over the namespace's loopback)."""
-    conn = http.client.HTTPConnection("127.0.0.1", HTTP_PORT, timeout=2)
     try:
-        conn.sock = socket_in_netns(ns)
-        conn.sock.settimeout(2)
-        conn.sock.connect(("127.0.0.1", HTTP_PORT))
-        conn.request("GET", "/healthz")
-        return conn.getresponse().status == 200
+        return lab.request(agent, "GET", "/healthz", timeout=2)[0] == 200
     except OSError:
         return False
-    finally:
-        conn.close()
 
 
 def one_run(bgp: bool, settle: float, window: float, env: dict[str, str]) -> dict[str, float]:
@@ -149,10 +122,10 @@ def one_run(bgp: bool, settle: float, window: float, env: dict[str, str]) -> dic
         agent.proc = lab.spawn(
             agent.name, ns, [sys.executable, "-m", "agent", "agent", "--config", str(agent.config)], env
         )
-        eventually_blocking(lambda: healthz(ns), what="/healthz", timeout=60, poll=0.01)
+        eventually_blocking(lambda: healthz(lab, agent), what="/healthz", timeout=60, poll=0.01)
         out: dict[str, float] = {"startup_s": time.monotonic() - started}
         # CPU the agent spent getting there: unlike the wall-clock time, barely moved by other load.
-        out["startup_cpu_s"] = cpu_ticks(agent.proc.pid) / CLK_TCK
+        out["startup_cpu_s"] = cpu_s(agent.proc.pid)
         if bgp:
             eventually_blocking(
                 lambda: "Established" in bird.birdc("show", "protocols"),
@@ -165,15 +138,15 @@ def one_run(bgp: bool, settle: float, window: float, env: dict[str, str]) -> dic
         want = {"agent", "exabgp", "bridge"} if bgp else {"agent"}
         if set(pids) != want:
             raise RuntimeError(f"expected {sorted(want)} in {ns}, found {pids}: {lab.tail(agent)}")
-        before = {r: (cpu_ticks(p), switches(p)) for r, p in pids.items()}
+        before = {r: (cpu_s(p), switches(p)) for r, p in pids.items()}
         time.sleep(window)
         for role, pid in pids.items():
-            ticks, now = cpu_ticks(pid) - before[role][0], switches(pid)
+            used, now = cpu_s(pid) - before[role][0], switches(pid)
             ctx = sum(n - before[role][1][tid] for tid, n in now.items() if tid in before[role][1])
-            out[f"{role}_rss_mib"] = rss_mib(pid)
             smaps = smaps_mib(pid)
-            out[f"{role}_pss_mib"], out[f"{role}_uss_mib"] = smaps["pss"], smaps["uss"]
-            out[f"{role}_cpu_pct"] = 100 * ticks / CLK_TCK / window
+            out[f"{role}_rss_mib"] = smaps["Rss"]
+            out[f"{role}_pss_mib"], out[f"{role}_uss_mib"] = smaps["Pss"], smaps["Uss"]
+            out[f"{role}_cpu_pct"] = 100 * used / window
             out[f"{role}_wakeups_per_s"] = ctx / window
         return out
 

@@ -70,6 +70,18 @@ def rss_mib(pid: int) -> float | None:
     return round(pages * PAGE / 2**20, 1)
 
 
+def smaps_mib(pid: int) -> dict[str, float]:
+    """``smaps_rollup``'s sizes in MiB (``Rss``, ``Pss``, ...) plus ``Uss``, the pages only ``pid``
+    holds (Private_Clean + Private_Dirty): what two processes running one interpreter do not share."""
+    fields: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == "kB":
+            fields[parts[0].rstrip(":")] = int(parts[1]) / 1024
+    fields["Uss"] = fields.get("Private_Clean", 0.0) + fields.get("Private_Dirty", 0.0)
+    return fields
+
+
 @dataclass
 class Proc:
     """A process started in namespace ``ns``, its stdout and stderr in ``log``."""
