@@ -293,6 +293,28 @@ def parse_messages(data: bytes) -> Iterator[tuple[int, int, int, int]]:
         offset += (length + 3) & ~3
 
 
+def dump_replies(
+    sock: socket.socket, request: bytes, sequence: int, what: str
+) -> Iterator[tuple[int, bytes, int, int]]:
+    """Send the dump ``request`` (numbered ``sequence``) and yield (type, datagram, offset, length) of
+    each message of its answer, up to the kernel's NLMSG_DONE; an error answer raises OSError naming
+    ``what`` was dumped. One reader for the route and the address dumps."""
+    sock.send(request)
+    while True:
+        data = sock.recv(1 << 20)
+        for kind, seq, offset, length in parse_messages(data):
+            if seq != sequence:
+                continue
+            if kind == NLMSG_DONE:
+                return
+            if kind == NLMSG_ERROR:
+                code = -ack_error(data, offset)
+                if code:
+                    raise OSError(code, f"{what} dump failed: {os.strerror(code)}")
+                return
+            yield kind, data, offset, length
+
+
 def ack_error(data: bytes, offset: int) -> int:
     """The (negative) errno of an NLMSG_ERROR message; 0 is an ack."""
     return int(_ERR.unpack_from(data, offset + _NLMSGHDR.size)[0])
@@ -366,24 +388,13 @@ class KernelFib:
     def dump(self) -> dict[Prefix, NextHops]:
         """Our routes as the kernel holds them (both families)."""
         sequence = self._next()
-        self._sock.send(encode_dump(sequence))
         out: dict[Prefix, NextHops] = {}
-        while True:
-            data = self._sock.recv(1 << 20)
-            for kind, seq, offset, length in parse_messages(data):
-                if seq != sequence:
-                    continue
-                if kind == NLMSG_DONE:
-                    return out
-                if kind == NLMSG_ERROR:
-                    code = -ack_error(data, offset)
-                    if code:
-                        raise OSError(code, f"route dump failed: {os.strerror(code)}")
-                    return out
-                if kind == RTM_NEWROUTE:
-                    found = parse_route(data, offset, length, protocol=self.protocol, table=self.table)
-                    if found is not None:
-                        out[found[0]] = found[1]
+        for kind, data, offset, length in dump_replies(self._sock, encode_dump(sequence), sequence, "route"):
+            if kind == RTM_NEWROUTE:
+                found = parse_route(data, offset, length, protocol=self.protocol, table=self.table)
+                if found is not None:
+                    out[found[0]] = found[1]
+        return out
 
     def flush(self) -> int:
         """Delete every route of ours; returns how many were deleted."""

@@ -38,12 +38,12 @@ from agent.kernel.fib import (
     NLM_F_DUMP,
     NLM_F_EXCL,
     NLM_F_REQUEST,
-    NLMSG_DONE,
     NLMSG_ERROR,
     _address,
     _attr,
     _attrs,
     ack_error,
+    dump_replies,
     parse_messages,
 )
 from common.address import IPAddress
@@ -160,25 +160,14 @@ class LoopbackAddresses:
         return self._call("listing the addresses of", self._present)
 
     def _present(self, sock: socket.socket, index: int) -> dict[IPAddress, bool]:
-        sock.send(encode_address_dump(1))
         out: dict[IPAddress, bool] = {}
-        while True:
-            data = sock.recv(1 << 16)
-            for kind, sequence, offset, length in parse_messages(data):
-                if sequence != 1:
-                    continue
-                if kind == NLMSG_DONE:
-                    return out
-                if kind == NLMSG_ERROR:
-                    code = -ack_error(data, offset)
-                    if code:
-                        raise OSError(code, os.strerror(code))
-                    return out
-                if kind == RTM_NEWADDR:
-                    found = parse_address(data, offset, length)
-                    if found is not None and found[0] == index:
-                        _, address, proto, label = found
-                        out[address] = proto == self.protocol or label == LABEL
+        for kind, data, offset, length in dump_replies(sock, encode_address_dump(1), 1, "address"):
+            if kind == RTM_NEWADDR:
+                found = parse_address(data, offset, length)
+                if found is not None and found[0] == index:
+                    _, address, proto, label = found
+                    out[address] = proto == self.protocol or label == LABEL
+        return out
 
     def apply(self, change: AddressPlan) -> list[str]:
         """Carry out ``change``; returns one line per failure."""
