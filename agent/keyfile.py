@@ -56,11 +56,7 @@ class KeyFileStore:
     def check(self, op: str, key: bytes) -> str | None:
         if self.keyring is None or self.path is None:
             return INSECURE
-        try:
-            self.keyring.planned(op, key)
-        except KeyringError as exc:
-            return str(exc)
-        return None
+        return self.keyring.refusal(op, key)
 
     async def apply(self, op: str, key: bytes) -> KeyAnswer:
         ring, path = self.keyring, self.path

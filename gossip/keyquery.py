@@ -76,11 +76,7 @@ class MemoryKeys:
     def check(self, op: str, key: bytes) -> str | None:
         if self.keyring is None:
             return INSECURE
-        try:
-            self.keyring.planned(op, key)
-        except KeyringError as exc:
-            return str(exc)
-        return None
+        return self.keyring.refusal(op, key)
 
     def apply_now(self, op: str, key: bytes) -> KeyAnswer:
         ring = self.keyring

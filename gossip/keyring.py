@@ -124,6 +124,15 @@ class Keyring:
     def __len__(self) -> int:
         return len(self._ring[0])
 
+    def refusal(self, op: str, key: bytes) -> str | None:
+        """Why this ring would refuse ``op`` with ``key`` (:meth:`planned`'s error), or None: the check a
+        key step passes on every member before any member changes its ring."""
+        try:
+            self.planned(op, key)
+        except KeyringError as exc:
+            return str(exc)
+        return None
+
     def planned(self, op: str, key: bytes) -> tuple[bytes, ...]:
         """The keys ``op`` would leave (primary first), or :class:`KeyringError` saying why not.
 
