@@ -29,10 +29,15 @@ each wait bounded by ``--timeout``:
   agent has no route to a live machine's VIP (or, off the anycast machines, to the anycast VIP) is a
   gap, summed; and how long until a new reflector is placed and every client has peered with it.
 
+With ``--unpolled SECONDS`` the lab only starts the agents (no VIPs), leaves them alone for SECONDS
+once their APIs answer, then measures CPU per role over ``--window`` and asks each agent once how many
+members it sees alive: whether the mesh settles by itself, without the lab's load or any objects.
+
 If a wait runs out, the lab says how far it got (members seen, sessions up, which agents or ExaBGPs
 died) and still measures what runs.
 
     python -m labs.scale [--agents 20] [--sizes 10,25,50,100] [--timeout 300] [--window 20]
+    python -m labs.scale --sizes 25,50 --unpolled 120 --window 30
 
 Writes ``labs/results/scale.json`` and ``.png``. Needs root and ``make deps``.
 """
@@ -101,9 +106,9 @@ class Pids:
 
     def refresh(self) -> None:
         """ExaBGP is restarted on a crash and BIRD comes and goes with the role: look them up again."""
-        kids = children(self.agent)
-        self.exabgp = next((c for c in kids if any(a.endswith("/exabgp") for a in cmdline(c))), None)
-        self.bird = next((c for c in kids if cmdline(c)[:1] and cmdline(c)[0].endswith("bird")), None)
+        kids = {c: cmdline(c) for c in children(self.agent)}
+        self.exabgp = next((c for c, argv in kids.items() if any(a.endswith("/exabgp") for a in argv)), None)
+        self.bird = next((c for c, argv in kids.items() if argv[:1] and argv[0].endswith("bird")), None)
         self.bridge = None
         if self.exabgp is not None:
             self.bridge = next(
@@ -136,6 +141,12 @@ def loadavg() -> str:
 
 
 # --- asking the agents ------------------------------------------------------------------------------
+
+
+def agent_of(site: Site, name: str) -> Agent:
+    agent = site.machines[name].agent
+    assert agent is not None, f"{name} has no agent"
+    return agent
 
 
 def get(site: Site, agent: Agent, path: str) -> Any:
@@ -366,8 +377,7 @@ def beyond_plan(site: Site, pool: ThreadPoolExecutor) -> dict[str, list[str]]:
     ExaBGP still holds after a reload removed them shows up here."""
 
     def one(name: str) -> list[str]:
-        agent = site.machines[name].agent
-        assert agent is not None
+        agent = agent_of(site, name)
         view = get(site, agent, "/v1/bgp/reflectors")
         neighbors = get(site, agent, "/v1/bgp/neighbors")
         if view is None or neighbors is None or view["mode"] != "reflected":
@@ -384,8 +394,7 @@ def reflectors_now(site: Site, live: Iterable[str]) -> tuple[list[str], bool]:
     whether they all agree)."""
     views = []
     for name in live:
-        agent = site.machines[name].agent
-        assert agent is not None
+        agent = agent_of(site, name)
         views.append(get(site, agent, "/v1/bgp/reflectors"))
     if any(v is None for v in views):
         return [], False
@@ -409,6 +418,10 @@ def vip_changes(
     n = len(site.machines)
     candidates = [g for g in group if g not in reflectors] or group
     out: dict[str, Any] = {"withdraw": [], "announce": [], "rounds_s": [], "missed": []}
+
+    def hops(name: str) -> set[str] | None:
+        return anycast_hops(site, agent_of(site, name))
+
     for i in range(changes):
         g = candidates[i % len(candidates)]
         gm = site.machines[g]
@@ -421,12 +434,6 @@ def vip_changes(
             deadline = time.monotonic() + timeout
             while pending and time.monotonic() < deadline:
                 began = time.time()
-
-                def hops(name: str) -> set[str] | None:
-                    agent = site.machines[name].agent
-                    assert agent is not None
-                    return anycast_hops(site, agent)
-
                 for name, (when, got) in fan_out(hops, pending, pool).items():
                     if got is not None and (gm.address in got) != failing:
                         seen[name] = when
@@ -480,8 +487,7 @@ def kill_reflector(
         if placed_at is not None:
 
             def settled(name: str, new: list[str] = new) -> bool:
-                agent = site.machines[name].agent
-                assert agent is not None
+                agent = agent_of(site, name)
                 neighbors = get(site, agent, "/v1/bgp/neighbors") or []
                 mesh = {x["name"] for x in neighbors if x["name"] is not None and x["state"] == "up"}
                 return mesh == set(new)
@@ -584,8 +590,9 @@ def run_size(
                 f"({len(errors)} errors)"
             )
             result.update(converge(site, tl, watch, group, pool, t0=t0, timeout=timeout))
+            busy1 = machine_busy()
             result["machine_busy_pct_until_converged"] = round(
-                100 * (machine_busy()[0] - busy0[0]) / max(1.0, machine_busy()[1] - busy0[1]), 1
+                100 * (busy1[0] - busy0[0]) / max(1.0, busy1[1] - busy0[1]), 1
             )
             for p in pids.values():
                 p.refresh()
@@ -636,6 +643,37 @@ def run_size(
         result["exabgp_restarts"] = restarts(site)
         result["churn"] = churn(site)
         tl.say(f"[{n}] churn in the agents' logs: {result['churn']}")
+    return result
+
+
+def run_unpolled(
+    n: int, tl: Timeline, *, settle: float, timeout: float, window: float, hold_time: int
+) -> dict[str, Any]:
+    """The site left alone: ``n`` agents started at once, no VIPs, nothing asked of them but
+    ``/healthz`` until they answer; then ``settle`` seconds untouched, CPU per role over ``window``, and
+    once at the end each agent's count of members alive. Whether the mesh settles by itself, with no
+    lab load and no objects on the machine."""
+    result: dict[str, Any] = {"agents": n, "unpolled": True, "loadavg_before": loadavg()}
+    with Site(machines_count=n, hold_time=hold_time) as site, ThreadPoolExecutor(WORKERS) as pool:
+        up = start_all(site, tl, timeout)
+        result["api_up_s"] = max((v for v in up.values() if v is not None), default=None)
+        tl.say(f"[{n}] APIs up after {report.fmt(result['api_up_s'])}; leaving the site alone {settle:g} s")
+        pids = {name: Pids(m.agent.proc.pid) for name, m in site.machines.items() if m.agent and m.agent.proc}
+        time.sleep(settle)
+        per_machine, busy = steady(pids, tl, n, window)
+        result["summary"] = summarize(per_machine)
+        result["machine_busy_pct_window"] = busy
+        result["loadavg_after"] = loadavg()
+        views = fan_out(lambda name: get(site, agent_of(site, name), "/v1/members"), site.machines, pool)
+        alive = sorted(-1 if v is None else sum(x["state"] == "alive" for x in v) for _, v in views.values())
+        result["alive_seen"] = {"min": alive[0], "median": statistics.median(alive), "max": alive[-1]}
+        result["churn"] = churn(site)
+        s = result["summary"]
+        tl.say(
+            f"[{n}] left alone: agent {pct(s, 'agent_cpu_pct')}, ExaBGP {pct(s, 'exabgp_cpu_pct')}; machine "
+            f"{busy}% busy, load {result['loadavg_after']}; members alive as each agent sees them: "
+            f"{spread(alive)} of {n}; {result['churn']['gossip_suspect_events']} suspect events logged"
+        )
     return result
 
 
@@ -780,6 +818,7 @@ def run(
     hold_time: int = 30,
     anycast: int = 8,
     changes: int = 3,
+    unpolled: float | None = None,
     write: bool = True,
     quiet: bool = False,
     results: Path = report.RESULTS,
@@ -787,7 +826,7 @@ def run(
     tl = Timeline(NAME, quiet=quiet)
     sizes = sizes or [20]
     params = {"sizes": sizes, "timeout_s": timeout, "window_s": window, "hold_time": hold_time,
-              "anycast": anycast, "changes": changes}  # fmt: skip
+              "anycast": anycast, "changes": changes, "unpolled_s": unpolled}  # fmt: skip
     data: dict[str, Any] = {
         "scenario": NAME,
         "params": params,
@@ -796,15 +835,27 @@ def run(
         "timeline": tl.events,  # the same list: it grows as the lab speaks
     }
     for n in sizes:
-        data["sizes"].append(
-            run_size(
-                n, tl, timeout=timeout, window=window, hold_time=hold_time, anycast=anycast, changes=changes
+        if unpolled is not None:
+            data["sizes"].append(
+                run_unpolled(n, tl, settle=unpolled, timeout=timeout, window=window, hold_time=hold_time)
             )
-        )
+        else:
+            data["sizes"].append(
+                run_size(
+                    n,
+                    tl,
+                    timeout=timeout,
+                    window=window,
+                    hold_time=hold_time,
+                    anycast=anycast,
+                    changes=changes,
+                )
+            )
         if write:  # after each size: a long sweep that is interrupted keeps what it measured
             report.write(NAME, data, results)
     for r in data["sizes"]:
-        tl.say(headline(r))
+        if not r.get("unpolled"):
+            tl.say(headline(r))
     if write:
         path = report.write(NAME, data, results)
         png = plot(data["sizes"], results)
@@ -840,6 +891,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold-time", type=int, default=30, help="BGP hold time between BIRD and agents")
     parser.add_argument("--anycast", type=int, default=8, help="machines that carry the anycast VIP")
     parser.add_argument("--changes", type=int, default=3, help="VIP changes (a check failing, then passing)")
+    parser.add_argument(
+        "--unpolled",
+        type=float,
+        metavar="SECONDS",
+        help="instead: start the agents with no VIPs, leave them alone SECONDS, then measure CPU over "
+        "--window and each agent's count of members alive (does the mesh settle by itself?)",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [args.agents]
     if any(not 2 <= s <= 120 for s in sizes):
@@ -855,6 +913,7 @@ def main(argv: list[str] | None = None) -> int:
         hold_time=args.hold_time,
         anycast=args.anycast,
         changes=args.changes,
+        unpolled=args.unpolled,
     )
     return 0
 
