@@ -158,16 +158,22 @@ def get(site: Site, agent: Agent, path: str) -> Any:
     return data if status == 200 else None
 
 
-def start_all(site: Site, tl: Timeline, timeout: float) -> dict[str, float | None]:
+def start_all(site: Site, tl: Timeline, timeout: float, profile: int = 0) -> dict[str, float | None]:
     """Spawn every agent at once (``Site.start_agents`` starts them one after the other), then wait
-    for each API with one shared deadline; seconds from the first spawn until each answered."""
+    for each API with one shared deadline; seconds from the first spawn until each answered.
+
+    The last ``profile`` machines run under cProfile; each writes ``scale-<n>-<name>.pstats`` into the
+    results folder when it is stopped (SIGTERM: the agent leaves and returns)."""
     lab = site.lab
     t0 = time.time()
+    profiled = set(list(site.machines)[len(site.machines) - profile :]) if profile else set()
     for m in site.machines.values():
         agent = lab.agent(m.name, m.name, m.address, site.agent_config(m))
-        agent.proc = lab.spawn(
-            m.name, agent.ns, [sys.executable, "-m", "agent", "agent", "--config", str(agent.config)]
-        )
+        argv = [sys.executable, "-m", "agent", "agent", "--config", str(agent.config)]
+        if m.name in profiled:
+            out = report.RESULTS / f"{NAME}-{len(site.machines)}-{m.name}.pstats"
+            argv[1:1] = ["-m", "cProfile", "-o", str(out)]
+        agent.proc = lab.spawn(m.name, agent.ns, argv)
         m.agent = agent
     tl.say(f"{len(site.machines)} agents spawned at once", t0)
     up: dict[str, float | None] = dict.fromkeys(site.machines)
@@ -563,7 +569,15 @@ def steady(
 
 
 def run_size(
-    n: int, tl: Timeline, *, timeout: float, window: float, hold_time: int, anycast: int, changes: int
+    n: int,
+    tl: Timeline,
+    *,
+    timeout: float,
+    window: float,
+    hold_time: int,
+    anycast: int,
+    changes: int,
+    profile: int = 0,
 ) -> dict[str, Any]:
     """One site of ``n`` agents, start to steady state, a VIP change and a reflector kill."""
     result: dict[str, Any] = {"agents": n, "loadavg_before": loadavg()}
@@ -574,7 +588,7 @@ def run_size(
         with RouteWatch({name: m.ns for name, m in site.machines.items()}) as watch:
             t0 = time.time()
             busy0 = machine_busy()
-            up = start_all(site, tl, timeout)
+            up = start_all(site, tl, timeout, profile)
             api_times = [v for v in up.values() if v is not None]
             result["api_up_s"] = max(api_times) if len(api_times) == n else None
             result["api_up_count"] = len(api_times)
@@ -647,7 +661,7 @@ def run_size(
 
 
 def run_unpolled(
-    n: int, tl: Timeline, *, settle: float, timeout: float, window: float, hold_time: int
+    n: int, tl: Timeline, *, settle: float, timeout: float, window: float, hold_time: int, profile: int = 0
 ) -> dict[str, Any]:
     """The site left alone: ``n`` agents started at once, no VIPs, nothing asked of them but
     ``/healthz`` until they answer; then ``settle`` seconds untouched, CPU per role over ``window``, and
@@ -655,7 +669,7 @@ def run_unpolled(
     lab load and no objects on the machine."""
     result: dict[str, Any] = {"agents": n, "unpolled": True, "loadavg_before": loadavg()}
     with Site(machines_count=n, hold_time=hold_time) as site, ThreadPoolExecutor(WORKERS) as pool:
-        up = start_all(site, tl, timeout)
+        up = start_all(site, tl, timeout, profile)
         result["api_up_s"] = max((v for v in up.values() if v is not None), default=None)
         tl.say(f"[{n}] APIs up after {report.fmt(result['api_up_s'])}; leaving the site alone {settle:g} s")
         pids = {name: Pids(m.agent.proc.pid) for name, m in site.machines.items() if m.agent and m.agent.proc}
@@ -819,6 +833,7 @@ def run(
     anycast: int = 8,
     changes: int = 3,
     unpolled: float | None = None,
+    profile: int = 0,
     write: bool = True,
     quiet: bool = False,
     results: Path = report.RESULTS,
@@ -826,7 +841,7 @@ def run(
     tl = Timeline(NAME, quiet=quiet)
     sizes = sizes or [20]
     params = {"sizes": sizes, "timeout_s": timeout, "window_s": window, "hold_time": hold_time,
-              "anycast": anycast, "changes": changes, "unpolled_s": unpolled}  # fmt: skip
+              "anycast": anycast, "changes": changes, "unpolled_s": unpolled, "profile": profile}  # fmt: skip
     data: dict[str, Any] = {
         "scenario": NAME,
         "params": params,
@@ -837,7 +852,15 @@ def run(
     for n in sizes:
         if unpolled is not None:
             data["sizes"].append(
-                run_unpolled(n, tl, settle=unpolled, timeout=timeout, window=window, hold_time=hold_time)
+                run_unpolled(
+                    n,
+                    tl,
+                    settle=unpolled,
+                    timeout=timeout,
+                    window=window,
+                    hold_time=hold_time,
+                    profile=profile,
+                )
             )
         else:
             data["sizes"].append(
@@ -849,6 +872,7 @@ def run(
                     hold_time=hold_time,
                     anycast=anycast,
                     changes=changes,
+                    profile=profile,
                 )
             )
         if write:  # after each size: a long sweep that is interrupted keeps what it measured
@@ -898,6 +922,13 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: start the agents with no VIPs, leave them alone SECONDS, then measure CPU over "
         "--window and each agent's count of members alive (does the mesh settle by itself?)",
     )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="K",
+        help="run the last K agents under cProfile (labs/results/scale-<n>-<name>.pstats); they run slower",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [args.agents]
     if any(not 2 <= s <= 120 for s in sizes):
@@ -914,6 +945,7 @@ def main(argv: list[str] | None = None) -> int:
         anycast=args.anycast,
         changes=args.changes,
         unpolled=args.unpolled,
+        profile=args.profile,
     )
     return 0
 
