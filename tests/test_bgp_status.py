@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.bgp.api import Ack, Event, Text, parse_line
+from agent.bgp.api import Ack, ApiPeer, Event, Notification, PeerState, SessionState, Text, parse_line
 from agent.bgp.status import SessionTable
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exabgp"
@@ -44,3 +44,18 @@ def test_speaker_down_invalidates_everything() -> None:
     assert all(s.state == "down" and s.prefixes_in == 0 for s in table.snapshot(201.0))
     assert table.configure(["198.18.0.1"]) == {"198.18.1.1", "2001:db8:ff::1"}
     assert [s.address for s in table.snapshot(202.0)] == ["198.18.0.1"]
+
+
+def test_a_removed_neighbor_is_not_brought_back_by_its_late_events() -> None:
+    """Events ExaBGP sent before it let go of a neighbor (still queued when the reload's resync
+    configured the table), or from a peer it failed to drop, do not list it again."""
+    gone, kept = ApiPeer("198.18.0.5", "198.18.0.2", 65001, 65000), "198.18.0.1"
+    table = SessionTable([kept, gone.address])
+    assert table.configure([kept]) == {gone.address}
+    table.apply(PeerState(gone, SessionState.CONNECTED), now=1.0)
+    table.apply(Notification(gone, "receive", 6, 3), now=2.0)
+    table.apply(PeerState(gone, SessionState.DOWN, "notification received (6,3)"), now=3.0)
+    assert [s.address for s in table.snapshot(4.0)] == [kept]
+    table.configure([kept, gone.address])  # planned again: its events count again
+    table.apply(PeerState(gone, SessionState.UP), now=5.0)
+    assert {s.address: s.state for s in table.snapshot(6.0)} == {kept: "idle", gone.address: "up"}

@@ -70,15 +70,22 @@ class Harness:
 
 @asynccontextmanager
 async def running(
-    tmp_path: Path, neighbors: list[Neighbor], ack_timeout: float = 2.0
+    tmp_path: Path,
+    neighbors: list[Neighbor],
+    ack_timeout: float = 2.0,
+    env: dict[str, str] | None = None,
+    reload_attempts: int = 20,
 ) -> AsyncIterator[Harness]:
     log = tmp_path / "commands.log"
     options = SupervisorOptions(
         state_dir=tmp_path / "state",
         exabgp_argv=(sys.executable, str(FAKE)),
-        env={"FAKE_EXABGP_LOG": str(log)},
+        env={"FAKE_EXABGP_LOG": str(log), **(env or {})},
         ack_timeout=ack_timeout,
         reload_window=0.3,
+        reload_retry_initial=0.05,
+        reload_retry_max=0.1,
+        reload_attempts=reload_attempts,
         backoff_initial=0.1,
         stop_timeout=3.0,
     )
@@ -139,6 +146,38 @@ async def test_neighbor_changes_are_batched_into_one_reload(tmp_path: Path) -> N
         assert h.ups("198.18.0.1") == 1  # the unchanged neighbor was not touched
         text = h.sup.config_path.read_text()
         assert all(f"neighbor {a} {{" in text for a in ("198.18.0.1", "198.18.0.3", "198.18.0.5"))
+
+
+async def test_a_dropped_reload_is_sent_again_before_the_resync(tmp_path: Path) -> None:
+    """ExaBGP 5.0.15 acks a reload and may then drop it: the removed neighbor would stay a peer."""
+    env = {"FAKE_EXABGP_DROP_RELOADS": "2"}
+    async with running(tmp_path, [neighbor("198.18.0.1"), neighbor("198.18.0.3")], env=env) as h:
+        await h.wait_for(lambda: bool(h.resyncs))
+        h.sup.set_neighbors([neighbor("198.18.0.1"), neighbor("198.18.0.5")])
+        await h.wait_for(lambda: len(h.resyncs) == 2)
+        assert h.resyncs[1] == Resync(
+            ReloadReason.RELOAD, frozenset({"198.18.0.5"}), frozenset({"198.18.0.3"})
+        )
+        commands = h.commands()
+        assert commands.count("reload") == 3  # two dropped, the third applied
+        assert commands[-1] == "show neighbor summary"  # the resync waited for the confirmation
+        assert h.ups("198.18.0.5") == 1
+        assert not any(isinstance(e, SpeakerDown) for e in h.events)
+
+
+async def test_a_reload_never_applied_ends_the_life(tmp_path: Path) -> None:
+    """The fresh start that follows reads the plan from the config file."""
+    env = {"FAKE_EXABGP_DROP_RELOADS": "3"}
+    async with running(
+        tmp_path, [neighbor("198.18.0.1"), neighbor("198.18.0.3")], env=env, reload_attempts=3
+    ) as h:
+        await h.wait_for(lambda: bool(h.resyncs))
+        h.sup.set_neighbors([neighbor("198.18.0.1")])
+        await h.wait_for(lambda: len(h.resyncs) == 2)
+        down = next(e for e in h.events if isinstance(e, SpeakerDown))
+        assert "did not apply a reload" in down.reason
+        assert h.resyncs[1] == Resync(ReloadReason.RESTART, frozenset({"198.18.0.1"}))
+        assert "198.18.0.3" not in h.sup.config_path.read_text()
 
 
 async def test_killed_exabgp_is_restarted_and_resynced(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import trio
 
+from agent.bgp.api import ApiPeer, PeerState, SessionState
 from agent.bgp.bird import BirdOptions
 from agent.bgp.birdconf import REFLECTOR_PORT
 from agent.bgp.config import AddPath, Neighbor
@@ -243,3 +244,15 @@ async def test_the_speaker_names_an_originator_by_the_router_id_its_member_publi
     assert sp.originator_name("192.0.2.1") is None
     sp._remember_router_id("m2", "192.0.2.2")  # m2 renumbered: its old id is no one's now
     assert sp.originator_name(address(2)) is None and sp.originator_name("192.0.2.2") == "m2"
+
+
+async def test_the_neighbor_view_lists_the_plan_only(tmp_path: Path) -> None:
+    """A session ExaBGP reports for an address not in the plan (one it failed to drop) is not shown."""
+    sp = speaker(tmp_path, [member(1), member(2)])
+    sp._reconfigure()
+    planned = {n.address for n in sp.supervisor.neighbors}
+    assert planned == {address(1), address(2)}
+    stray = ApiPeer(address(9), address(0), ASN, ASN)
+    sp.sessions.apply(PeerState(stray, SessionState.CONNECTED), now=1.0)
+    sp.sessions.apply(PeerState(stray, SessionState.DOWN, "notification received (6,3)"), now=2.0)
+    assert {v.address for v in sp.neighbor_views()} == planned

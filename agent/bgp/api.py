@@ -1,10 +1,10 @@
 """Sans-I/O codec for ExaBGP 5's process API: the commands we write and the lines ExaBGP writes back.
 
 ExaBGP talks to its API process over two pipes (we see them through :mod:`agent.bgp.bridge`). We write
-one command per line (:class:`Announce`, :class:`Withdraw`, :class:`Reload`); ExaBGP writes back one
-line per message: a JSON object for BGP events (``encoder json``), ``done`` / ``error`` acks (plain
-text even with the JSON encoder), and a few other plain lines (``reload`` answers "reload in progress"
-before its ``done``).
+one command per line (:class:`Announce`, :class:`Withdraw`, :class:`Reload`, :class:`ShowNeighbors`);
+ExaBGP writes back one line per message: a JSON object for BGP events (``encoder json``), ``done`` /
+``error`` acks (plain text even with the JSON encoder), and a few other plain lines (``reload`` answers
+"reload in progress" before its ``done``, ``show neighbor summary`` a table).
 
 Facts checked against ExaBGP 5.0.15 (see the fixtures in ``tests/fixtures/exabgp``):
 
@@ -19,6 +19,10 @@ Facts checked against ExaBGP 5.0.15 (see the fixtures in ``tests/fixtures/exabgp
 - Acks are not in command order across command kinds: route commands are queued inside ExaBGP and
   answered later, while ``reload``/``version``/unknown commands are answered at once. Only one command
   may be in flight if acks are to be matched to commands (the supervisor does that).
+- ``reload`` is answered ``done`` before it is applied, and is then dropped without a word if any peer
+  has routes waiting in its adj-rib-out, such as one still connecting with routes queued for it
+  (``Reactor.run`` in ``exabgp/reactor/loop.py`` re-arms the signal, then skips the reload while
+  ``_pending_adjribout()``). So a reload is confirmed with :class:`ShowNeighbors` and sent again.
 - A route sent to a neighbor name that is not configured is answered ``error``; a withdrawal of a
   route that was never announced is answered ``done``.
 - IPv6 updates from a peer that sends a link-local next hop as well list every prefix twice, once under
@@ -36,6 +40,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, TypeAlias
@@ -267,7 +272,30 @@ class Reload:
         return "reload"
 
 
-Command: TypeAlias = Announce | Withdraw | Reload
+@dataclass(frozen=True, slots=True)
+class ShowNeighbors:
+    """List the peers ExaBGP holds (``show neighbor summary``): one text line per peer, then ``done``.
+    Read with :func:`summary_addresses`. It is how a reload is confirmed: ExaBGP 5.0.15 answers
+    ``reload`` with ``done`` before applying it, and may then drop it (see the supervisor)."""
+
+    def encode(self) -> str:
+        return "show neighbor summary"
+
+
+Command: TypeAlias = Announce | Withdraw | Reload | ShowNeighbors
+
+
+def summary_addresses(lines: Iterable[str]) -> frozenset[str]:
+    """The peer addresses in ``show neighbor summary``'s answer: each peer line starts with its address
+    (``%-15s``), the header and anything else do not."""
+    out: set[str] = set()
+    for line in lines:
+        first = line.split(maxsplit=1)[0] if line.strip() else ""
+        try:
+            out.add(normalize_address(first))
+        except ValueError:
+            continue
+    return frozenset(out)
 
 
 def encode_command(command: Command) -> bytes:

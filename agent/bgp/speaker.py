@@ -794,17 +794,18 @@ class BgpSpeaker:
         out: list[NeighborView] = []
         counts = {a: self.adjout.count(a) for a in self._configured}
         statuses = {s.address: s for s in self.sessions.snapshot(now, counts)}
-        for address in sorted(configured.keys() | statuses.keys(), key=lambda a: ipaddress.ip_address(a)):
-            neighbor = configured.get(address)
+        # The plan only: a session ExaBGP has not (yet) let go of is not a neighbor of ours.
+        for address in sorted(configured, key=lambda a: ipaddress.ip_address(a)):
+            neighbor = configured[address]
             status = statuses.get(address) or NeighborStatus(address, "idle", None, None, 0, 0, None, False)
             out.append(
                 NeighborView(
                     address=address,
                     name=self.peer_name(address),
-                    description=neighbor.description if neighbor is not None else "",
-                    peer_as=neighbor.peer_as if neighbor is not None else 0,
-                    local_as=neighbor.local_as if neighbor is not None else self.asn,
-                    passive=neighbor.passive if neighbor is not None else False,
+                    description=neighbor.description,
+                    peer_as=neighbor.peer_as,
+                    local_as=neighbor.local_as,
+                    passive=neighbor.passive,
                     status=status,
                     reflector=address in self._reflector_peers,
                 )

@@ -45,6 +45,9 @@ class _Session:
 class SessionTable:
     def __init__(self, neighbors: Iterable[str] = ()) -> None:
         self._sessions: dict[str, _Session] = {a: _Session() for a in neighbors}
+        # Taken out by configure(): their events still queued (or a peer ExaBGP failed to drop) must
+        # not bring them back as a "down" neighbor nobody planned. Until ExaBGP's next life.
+        self._removed: set[str] = set()
 
     def configure(self, neighbors: Iterable[str]) -> frozenset[str]:
         """The configured set changed; returns the addresses no longer configured."""
@@ -54,6 +57,7 @@ class SessionTable:
             del self._sessions[a]
         for a in wanted:
             self._sessions.setdefault(a, _Session())
+        self._removed = (self._removed | dropped) - wanted
         return dropped
 
     def prefixes(self, neighbor: str) -> frozenset[str]:
@@ -65,6 +69,8 @@ class SessionTable:
         down loses everything it sent). Empty for most events."""
         if isinstance(event, Shutdown):
             return self.speaker_down("exabgp shut down", now)
+        if event.peer.address in self._removed:
+            return {}
         if (
             isinstance(event, PeerState)
             and event.state is SessionState.DOWN
@@ -111,6 +117,7 @@ class SessionTable:
 
     def speaker_down(self, reason: str, now: float) -> dict[str, frozenset[str]]:
         """ExaBGP exited or was killed: every session is gone with it."""
+        self._removed.clear()  # the next ExaBGP reads the plan afresh: no removed peer survives
         out: dict[str, frozenset[str]] = {}
         for address, session in self._sessions.items():
             if session.state != SessionState.DOWN.value:

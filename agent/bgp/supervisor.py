@@ -17,7 +17,11 @@ is cancelled if ExaBGP dies meanwhile, and it runs again for the next life.
 Neighbor changes (:meth:`ExaBGPSupervisor.set_neighbors`) are batched: the first change opens a
 ``reload_window`` (1 s by default) and everything that arrives in it is written in one config and
 applied with one ``reload``, so a join storm costs one reload, not one per member. Unchanged neighbors
-keep their sessions through a reload; new or changed ones get a ``Resync``.
+keep their sessions through a reload; new or changed ones get a ``Resync``. ExaBGP 5.0.15 acks a
+``reload`` before applying it and silently drops it while any peer has routes queued (one still
+connecting, say), which left removed neighbors configured and retried forever; so each reload is
+confirmed by listing ExaBGP's peers (:class:`~agent.bgp.api.ShowNeighbors`) and sent again until they
+match the plan, and a life whose ExaBGP never applies it is ended (a fresh start reads the plan).
 
 Commands go one at a time, each waiting for its ``done``/``error`` ack (``ack_timeout``): ExaBGP
 answers route commands after queueing them but other commands at once, so acks only match commands
@@ -41,7 +45,18 @@ from pathlib import Path
 
 import trio
 
-from agent.bgp.api import Ack, ApiDecoder, Command, Event, Reload, Text, encode_command
+from agent.bgp.api import (
+    Ack,
+    ApiDecoder,
+    Command,
+    Event,
+    Reload,
+    ShowNeighbors,
+    Text,
+    encode_command,
+    normalize_address,
+    summary_addresses,
+)
 from agent.bgp.config import ApiProcess, Neighbor, render_config
 from agent.bgp.lifecycle import NeighborBatcher, Resync
 from common import process
@@ -119,6 +134,11 @@ class SupervisorOptions:
     ack_timeout: float = 10.0
     connect_timeout: float = 30.0  # from start to the bridge's connection
     reload_window: float = 1.0
+    # A reload ExaBGP dropped is sent again after these waits (doubling); the total (~2.5 min) outlasts
+    # a connect attempt and ExaBGP's 60 s wait for an OPEN, which is what keeps routes queued.
+    reload_retry_initial: float = 0.5
+    reload_retry_max: float = 10.0
+    reload_attempts: int = 20
     stop_timeout: float = 5.0
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
@@ -130,6 +150,7 @@ class SupervisorOptions:
 class _Waiter:
     done: trio.Event = field(default_factory=trio.Event)
     ok: bool | None = None  # None: the connection went away first
+    lines: list[str] = field(default_factory=list)  # text ExaBGP wrote before the ack
 
 
 @dataclass(slots=True)
@@ -224,8 +245,9 @@ class ExaBGPSupervisor:
         self._batcher.set_neighbors(neighbors, trio.current_time())
         self._wake.set()
 
-    async def send(self, command: Command) -> None:
-        """Send one command and wait for its ack. Raises :class:`NotConnected`, :class:`CommandFailed`
+    async def send(self, command: Command) -> tuple[str, ...]:
+        """Send one command and wait for its ack; returns the text lines ExaBGP answered before it
+        (``show`` output, "reload in progress"). Raises :class:`NotConnected`, :class:`CommandFailed`
         or :class:`CommandTimeout`. A timeout ends this life of ExaBGP: an ack that never came would
         otherwise be taken for the next command's, and an ExaBGP that cannot answer in
         ``ack_timeout`` is not keeping its sessions alive either."""
@@ -261,6 +283,7 @@ class ExaBGPSupervisor:
             raise NotConnected("the exabgp API connection was lost before the ack")
         if not waiter.ok:
             raise CommandFailed(f"exabgp refused: {line.decode().strip()}")
+        return tuple(waiter.lines)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep ExaBGP running until cancelled, then stop it. Started once the API socket listens.
@@ -448,6 +471,8 @@ class ExaBGPSupervisor:
                         log.warning("an ack from exabgp with no command waiting for it")
                 elif isinstance(message, Text):
                     log.debug("exabgp says: %s", message.text)
+                    if conn.inflight is not None and not conn.stale_acks:
+                        conn.inflight.lines.append(message.text)
                 else:
                     await self._event_tx.send(message)
 
@@ -480,18 +505,48 @@ class ExaBGPSupervisor:
                 len(plan.resync.removed),
             )
             try:
-                await self.send(Reload())
+                applied = await self._reload(frozenset(n.address for n in plan.neighbors))
             except CommandFailed as exc:
                 log.error("exabgp refused to reload: %s", exc)
                 continue
             except SpeakerError as exc:
                 log.warning("reload not confirmed: %s", exc)
                 return
-            # ExaBGP applies the reload before it reads another command (checked in its reactor loop:
-            # the signal is handled at the top of the next pass), so announcements to new neighbors
-            # sent from here on find them configured.
+            if not applied:
+                conn = self._conn
+                if conn is not None:
+                    await conn.fail(f"exabgp did not apply a reload in {self.options.reload_attempts} tries")
+                return
+            # ExaBGP applies a reload before it reads another command (the signal is handled at the
+            # top of its reactor's next pass) and the peers listed match the plan, so announcements to
+            # new neighbors sent from here on find them configured.
             if self._on_resync is not None and (plan.resync.neighbors or plan.resync.removed):
                 await self._resync(plan.resync)
+
+    async def _reload(self, addresses: frozenset[str]) -> bool:
+        """Send ``reload`` until ExaBGP's peers are ``addresses``; ``False`` if they never were.
+
+        ExaBGP 5.0.15 acks ``reload`` at once and applies it at the top of its reactor's next pass,
+        except that it first re-arms the signal and then skips the pass while any peer's adj-rib-out
+        is pending (``Reactor.run``, ``_pending_adjribout``): the reload is lost, and a neighbor it
+        removed stays a peer, reconnecting with backoff for good. Routes stay queued for a peer until
+        its session is up or its connection attempt fails, so a later try gets through."""
+        wanted = frozenset(normalize_address(a) for a in addresses)
+        backoff = RestartBackoff(self.options.reload_retry_initial, self.options.reload_retry_max)
+        for attempt in range(self.options.reload_attempts):
+            if attempt:
+                await trio.sleep(backoff.delay_after(0.0))
+            await self.send(Reload())
+            held = summary_addresses(await self.send(ShowNeighbors()))
+            if held == wanted:
+                return True
+            log.warning(
+                "exabgp did not apply the reload (try %d): %d peers it should not have, %d missing",
+                attempt + 1,
+                len(held - wanted),
+                len(wanted - held),
+            )
+        return False
 
     async def _pump_output(self, stream: trio.abc.ReceiveStream) -> None:
         """ExaBGP's log lines into ours (debug), keeping a tail to explain an exit. Always drained:
