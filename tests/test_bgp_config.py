@@ -6,12 +6,14 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.bgp.config import ApiProcess, Neighbor, mesh_neighbor, render_config
+from agent.bgp.api import configured_descriptions
+from agent.bgp.config import ApiProcess, Neighbor, Stamps, mesh_neighbor, render_config, stamps_shown
 from agent.bgp.supervisor import default_exabgp_argv
 from agent.config.bgp import PRIVATE_ASN4_FIRST, PRIVATE_ASN4_LAST, AsnPlan, MeshAsnMode, derive_private_asn
 
@@ -183,3 +185,34 @@ def test_exabgp_rejects_what_we_would_never_render(tmp_path: Path) -> None:
     conf.write_text(render_config(neighbors(), PROCESS).replace("hold-time 9;", "hold-time 2;"))
     result = subprocess.run([str(exabgp), "validate", str(conf)], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
+
+
+def test_stamps_change_only_with_a_neighbors_settings() -> None:
+    a = Neighbor("198.18.0.1", 65000, 65000, "198.18.0.2", description="mesh m1")
+    b = Neighbor("198.18.0.3", 65000, 65000, "198.18.0.2")
+    stamps = Stamps()
+    written, expected = stamps.apply([a, b])
+    assert [n.description for n in written] == ["mesh m1 [g1]", "[g1]"]
+    assert expected == {"198.18.0.1": 1, "198.18.0.3": 1}
+    written, expected = stamps.apply([a, replace(b, hold_time=30)])
+    assert [n.description for n in written] == ["mesh m1 [g1]", "[g2]"]  # a keeps its session
+    _, expected = stamps.apply([b])  # b back to its first settings: still a change
+    assert expected == {"198.18.0.3": 3}
+
+
+def test_configured_descriptions_read_exabgps_neighbor_blocks() -> None:
+    # as ``show neighbor configuration`` prints them (exabgp/bgp/neighbor.py, Neighbor.string)
+    lines = [
+        "neighbor 198.18.0.1 {",
+        '\tdescription "mesh m1 [g4]";',
+        "\trouter-id 198.18.0.2;",
+        "\thold-time 180;",
+        "}",
+        "neighbor 2001:db8::0001 {",
+        '\tdescription "";',
+        "}",
+        "done",
+    ]
+    shown = configured_descriptions(lines)
+    assert shown == {"198.18.0.1": "mesh m1 [g4]", "2001:db8::1": ""}
+    assert stamps_shown(shown) == {"198.18.0.1": 4, "2001:db8::1": None}

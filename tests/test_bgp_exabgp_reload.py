@@ -1,26 +1,29 @@
-"""The real ExaBGP 5.0.15 on loopback (no root, no namespaces): a reload that removes a neighbor while
-ExaBGP is still opening a session to it, with a route queued for it.
+"""The real ExaBGP 5.0.15 on loopback (no root, no namespaces): a reload that removes a neighbor, or only
+changes its settings, while ExaBGP is still opening a session to it, with a route queued for it.
 
 The neighbor is a socket in this test that accepts the TCP connection and never answers the OPEN, so
 ExaBGP sits in OPENSENT with our route in its adj-rib-out; ExaBGP drops a reload in that state
 (``Reactor.run``: ``_pending_adjribout``). The supervisor must get the reload applied anyway (ExaBGP's
-own peer list no longer has the neighbor) and the session table fed from ExaBGP's events, configured
-from the resyncs as the speaker does, must not show it. ``bgp.openwait`` is cut to a few seconds so
+own peer list no longer has the neighbor, or its configuration shows the new settings) and the session
+table fed from ExaBGP's events, configured from the resyncs as the speaker does, must not show a
+removed one. ``bgp.openwait`` is cut to a few seconds so
 that ExaBGP's wait for the OPEN, which keeps the route queued, ends within the test.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import trio
 
-from agent.bgp.api import Announce, ShowNeighbors, summary_addresses
+from agent.bgp.api import Announce, ShowConfiguration, ShowNeighbors, summary_addresses
 from agent.bgp.config import Neighbor
 from agent.bgp.lifecycle import ReloadReason, Resync
 from agent.bgp.status import SessionTable
@@ -59,8 +62,9 @@ def neighbor(address: str, port: int) -> Neighbor:
     return Neighbor(address, 65001, 65000, LOCAL, local_address=LOCAL, listen=False, port=port)
 
 
-async def test_a_neighbor_removed_while_connecting_is_gone_from_exabgp_and_status(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("change", ["removed", "changed"])
+async def test_a_neighbor_removed_or_changed_while_connecting_is_applied_by_exabgp(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, change: str
 ) -> None:
     caplog.set_level(logging.WARNING, logger="wiremesh.bgp")
     with stalling_listener() as listener:
@@ -114,18 +118,27 @@ async def test_a_neighbor_removed_while_connecting_is_gone_from_exabgp_and_statu
                 assert resyncs[0].reason is ReloadReason.START
                 assert await held_by_exabgp() == {STALLED, KEPT}
 
-                sup.set_neighbors([neighbor(KEPT, port)])
+                if change == "removed":
+                    sup.set_neighbors([neighbor(KEPT, port)])
+                else:  # a mesh session turned into one to a reflector's BIRD changes settings only
+                    sup.set_neighbors([replace(neighbor(STALLED, port), hold_time=30), neighbor(KEPT, port)])
                 with trio.fail_after(WAIT):
                     while len(resyncs) < 2:
                         await trio.sleep(0.05)
-                assert resyncs[1] == Resync(ReloadReason.RELOAD, frozenset(), frozenset({STALLED}))
                 # the case at hand: ExaBGP dropped the first reload, a later one got through
                 assert any("did not apply the reload (try 1)" in r.getMessage() for r in caplog.records)
-                assert await held_by_exabgp() == {KEPT}
-                # ExaBGP's last words about it, and anything after, leave the table alone
-                await trio.sleep(1.0)
-                assert await held_by_exabgp() == {KEPT}
-                assert [s.address for s in table.snapshot(trio.current_time())] == [KEPT]
+                if change == "removed":
+                    assert resyncs[1] == Resync(ReloadReason.RELOAD, frozenset(), frozenset({STALLED}))
+                    assert await held_by_exabgp() == {KEPT}
+                    # ExaBGP's last words about it, and anything after, leave the table alone
+                    await trio.sleep(1.0)
+                    assert await held_by_exabgp() == {KEPT}
+                    assert [s.address for s in table.snapshot(trio.current_time())] == [KEPT]
+                else:
+                    assert resyncs[1] == Resync(ReloadReason.RELOAD, frozenset({STALLED}), frozenset())
+                    shown = "\n".join(await sup.send(ShowConfiguration()))
+                    block = re.search(rf"neighbor {re.escape(STALLED)} {{(.*?)\n}}", shown, re.S)
+                    assert block is not None and "hold-time 30;" in block.group(1)
                 nursery.cancel_scope.cancel()
         finally:
             for conn in held:

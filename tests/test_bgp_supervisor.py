@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -163,6 +163,20 @@ async def test_a_dropped_reload_is_sent_again_before_the_resync(tmp_path: Path) 
         assert commands[-1] == "show neighbor summary"  # the resync waited for the confirmation
         assert h.ups("198.18.0.5") == 1
         assert not any(isinstance(e, SpeakerDown) for e in h.events)
+
+
+async def test_a_dropped_reload_that_only_changes_a_neighbor_is_sent_again(tmp_path: Path) -> None:
+    """The peer list is the same before and after: only the stamp in ExaBGP's configuration tells."""
+    env = {"FAKE_EXABGP_DROP_RELOADS": "1"}
+    async with running(tmp_path, [neighbor("198.18.0.1"), neighbor("198.18.0.3")], env=env) as h:
+        await h.wait_for(lambda: bool(h.resyncs))
+        h.sup.set_neighbors([neighbor("198.18.0.1"), replace(neighbor("198.18.0.3"), hold_time=30)])
+        await h.wait_for(lambda: len(h.resyncs) == 2)
+        assert h.resyncs[1] == Resync(ReloadReason.RELOAD, frozenset({"198.18.0.3"}))
+        assert h.commands().count("reload") == 2  # the first dropped, the second applied
+        text = h.sup.config_path.read_text()
+        assert 'description "[g1]";' in text  # 198.18.0.1 unchanged: its stamp from the start
+        assert 'description "[g2]";' in text  # 198.18.0.3 changed by the reload
 
 
 async def test_a_reload_never_applied_ends_the_life(tmp_path: Path) -> None:

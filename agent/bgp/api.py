@@ -40,6 +40,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -282,7 +283,18 @@ class ShowNeighbors:
         return "show neighbor summary"
 
 
-Command: TypeAlias = Announce | Withdraw | Reload | ShowNeighbors
+@dataclass(frozen=True, slots=True)
+class ShowConfiguration:
+    """The neighbor configuration ExaBGP applied (``show neighbor configuration``: each neighbor's block
+    as its last applied reload parsed it, then ``done``). Read with :func:`configured_descriptions`.
+    Where :class:`ShowNeighbors` shows that a reload which added or removed neighbors was applied, this
+    shows it for one that only changed a neighbor's settings, through the stamp in its description."""
+
+    def encode(self) -> str:
+        return "show neighbor configuration"
+
+
+Command: TypeAlias = Announce | Withdraw | Reload | ShowNeighbors | ShowConfiguration
 
 
 def summary_addresses(lines: Iterable[str]) -> frozenset[str]:
@@ -296,6 +308,29 @@ def summary_addresses(lines: Iterable[str]) -> frozenset[str]:
         except ValueError:
             continue
     return frozenset(out)
+
+
+_BLOCK_START = re.compile(r"^neighbor (\S+) \{$")
+_DESCRIPTION = re.compile(r'^description "(.*)";$')
+
+
+def configured_descriptions(lines: Iterable[str]) -> dict[str, str]:
+    """Each neighbor's description, by address, in ``show neighbor configuration``'s answer (a block per
+    neighbor: ``neighbor <address> {``, then ``description "...";`` among its settings)."""
+    out: dict[str, str] = {}
+    current: str | None = None
+    for raw in lines:
+        line = raw.strip()
+        if (start := _BLOCK_START.match(line)) is not None:
+            try:
+                current = normalize_address(start.group(1))
+            except ValueError:
+                current = None
+            continue
+        if current is not None and (found := _DESCRIPTION.match(line)) is not None:
+            out[current] = found.group(1)
+            current = None
+    return out
 
 
 def encode_command(command: Command) -> bytes:

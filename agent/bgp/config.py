@@ -17,7 +17,7 @@ import base64
 import ipaddress
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from agent.bgp.api import Family, normalize_address
@@ -226,6 +226,39 @@ def _render_neighbor(n: Neighbor, process: str) -> list[str]:
         "}",
     ]
     return lines
+
+
+STAMP = re.compile(r"\[g(\d+)\]$")
+
+
+class Stamps:
+    """Each neighbor is written with the generation at which its settings last changed at the end of its
+    description (``mesh m7 [g12]``), so ``show neighbor configuration`` tells whether ExaBGP applied a
+    reload that only changed a neighbor, which the list of its peers cannot. An unchanged neighbor keeps
+    its stamp, so it is still unchanged to ExaBGP and keeps its session."""
+
+    def __init__(self) -> None:
+        self._generation = 0
+        self._last: dict[str, tuple[Neighbor, int]] = {}
+
+    def apply(self, neighbors: Iterable[Neighbor]) -> tuple[list[Neighbor], dict[str, int]]:
+        """The neighbors as written, and the stamp each address must show once they are applied."""
+        self._generation += 1
+        kept: dict[str, tuple[Neighbor, int]] = {}
+        for n in neighbors:
+            previous = self._last.get(n.address)
+            kept[n.address] = (
+                n,
+                previous[1] if previous is not None and previous[0] == n else self._generation,
+            )
+        self._last = kept
+        written = [replace(n, description=f"{n.description} [g{gen}]".lstrip()) for n, gen in kept.values()]
+        return written, {address: gen for address, (_n, gen) in kept.items()}
+
+
+def stamps_shown(descriptions: dict[str, str]) -> dict[str, int | None]:
+    """The stamp at the end of each description ExaBGP shows (None: none there)."""
+    return {a: int(m.group(1)) if (m := STAMP.search(d)) else None for a, d in descriptions.items()}
 
 
 def render_config(neighbors: Iterable[Neighbor], process: ApiProcess) -> str:

@@ -20,8 +20,9 @@ applied with one ``reload``, so a join storm costs one reload, not one per membe
 keep their sessions through a reload; new or changed ones get a ``Resync``. ExaBGP 5.0.15 acks a
 ``reload`` before applying it and silently drops it while any peer has routes queued (one still
 connecting, say), which left removed neighbors configured and retried forever; so each reload is
-confirmed by listing ExaBGP's peers (:class:`~agent.bgp.api.ShowNeighbors`) and sent again until they
-match the plan, and a life whose ExaBGP never applies it is ended (a fresh start reads the plan).
+confirmed by reading back the configuration ExaBGP applied (each neighbor's description carries a
+stamp of its settings, :class:`~agent.bgp.config.Stamps`) and the peers it holds, and sent again until
+both match the plan; a life whose ExaBGP never applies it is ended (a fresh start reads the plan).
 
 Commands go one at a time, each waiting for its ``done``/``error`` ack (``ack_timeout``): ExaBGP
 answers route commands after queueing them but other commands at once, so acks only match commands
@@ -51,13 +52,15 @@ from agent.bgp.api import (
     Command,
     Event,
     Reload,
+    ShowConfiguration,
     ShowNeighbors,
     Text,
+    configured_descriptions,
     encode_command,
     normalize_address,
     summary_addresses,
 )
-from agent.bgp.config import ApiProcess, Neighbor, render_config
+from agent.bgp.config import ApiProcess, Neighbor, Stamps, render_config, stamps_shown
 from agent.bgp.lifecycle import NeighborBatcher, Resync
 from common import process
 from common.backoff import RestartBackoff
@@ -212,6 +215,7 @@ class ExaBGPSupervisor:
         self.options = options
         self._on_resync = on_resync
         self._batcher = NeighborBatcher(neighbors, window=options.reload_window)
+        self._stamps = Stamps()
         self._backoff = RestartBackoff(
             options.backoff_initial, options.backoff_max, stable_after=options.stable_after
         )
@@ -323,10 +327,13 @@ class ExaBGPSupervisor:
             raise
         return sock
 
-    def _write_config(self, neighbors: Iterable[Neighbor]) -> None:
+    def _write_config(self, neighbors: Iterable[Neighbor]) -> dict[str, int]:
+        """Write the config; the stamp each neighbor's address must show once ExaBGP applied it."""
         process = ApiProcess((*self.options.bridge_argv, str(self.socket_path)))
-        text = render_config(neighbors, process)  # 0600: it may hold MD5 passwords
+        written, stamps = self._stamps.apply(neighbors)
+        text = render_config(written, process)  # 0600: it may hold MD5 passwords
         write_file_atomically(self.config_path, text.encode(), durable=False)
+        return stamps
 
     def _env(self) -> dict[str, str]:
         env = {
@@ -497,7 +504,7 @@ class ExaBGPSupervisor:
             plan = self._batcher.poll(trio.current_time())
             if plan is None:
                 continue
-            self._write_config(plan.neighbors)
+            stamps = self._write_config(plan.neighbors)
             log.info(
                 "reloading exabgp: %d neighbors, %d new or changed, %d removed",
                 len(plan.neighbors),
@@ -505,7 +512,7 @@ class ExaBGPSupervisor:
                 len(plan.resync.removed),
             )
             try:
-                applied = await self._reload(frozenset(n.address for n in plan.neighbors))
+                applied = await self._reload(stamps)
             except CommandFailed as exc:
                 log.error("exabgp refused to reload: %s", exc)
                 continue
@@ -523,28 +530,34 @@ class ExaBGPSupervisor:
             if self._on_resync is not None and (plan.resync.neighbors or plan.resync.removed):
                 await self._resync(plan.resync)
 
-    async def _reload(self, addresses: frozenset[str]) -> bool:
-        """Send ``reload`` until ExaBGP's peers are ``addresses``; ``False`` if they never were.
+    async def _reload(self, stamps: Mapping[str, int]) -> bool:
+        """Send ``reload`` until ExaBGP shows the config written (each neighbor's address with its stamp,
+        :class:`~agent.bgp.config.Stamps`) and holds exactly those peers; ``False`` if it never did.
 
         ExaBGP 5.0.15 acks ``reload`` at once and applies it at the top of its reactor's next pass,
         except that it first re-arms the signal and then skips the pass while any peer's adj-rib-out
         is pending (``Reactor.run``, ``_pending_adjribout``): the reload is lost, and a neighbor it
-        removed stays a peer, reconnecting with backoff for good. Routes stay queued for a peer until
-        its session is up or its connection attempt fails, so a later try gets through."""
-        wanted = frozenset(normalize_address(a) for a in addresses)
+        removed stays a peer, reconnecting with backoff for good, or one it changed (a mesh session
+        turned into one to a reflector's BIRD) keeps its old settings and never comes up. Routes stay
+        queued for a peer until its session is up or its connection attempt fails, so a later try gets
+        through."""
+        wanted = {normalize_address(a): stamp for a, stamp in stamps.items()}
         backoff = RestartBackoff(self.options.reload_retry_initial, self.options.reload_retry_max)
         for attempt in range(self.options.reload_attempts):
             if attempt:
                 await trio.sleep(backoff.delay_after(0.0))
             await self.send(Reload())
+            shown = stamps_shown(configured_descriptions(await self.send(ShowConfiguration())))
             held = summary_addresses(await self.send(ShowNeighbors()))
-            if held == wanted:
+            if shown == wanted and held == wanted.keys():
                 return True
             log.warning(
-                "exabgp did not apply the reload (try %d): %d peers it should not have, %d missing",
+                "exabgp did not apply the reload (try %d): %d neighbors not as written, %d peers it "
+                "should not have, %d missing",
                 attempt + 1,
-                len(held - wanted),
-                len(wanted - held),
+                sum(shown.get(a) != stamp for a, stamp in wanted.items()) + len(shown.keys() - wanted.keys()),
+                len(held - wanted.keys()),
+                len(wanted.keys() - held),
             )
         return False
 
