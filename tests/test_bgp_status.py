@@ -59,3 +59,15 @@ def test_a_removed_neighbor_is_not_brought_back_by_its_late_events() -> None:
     table.configure([kept, gone.address])  # planned again: its events count again
     table.apply(PeerState(gone, SessionState.UP), now=5.0)
     assert {s.address: s.state for s in table.snapshot(6.0)} == {kept: "idle", gone.address: "up"}
+
+
+def test_a_neighbor_planned_again_counts_from_the_reload_not_from_its_confirmation() -> None:
+    """Once handed to ExaBGP again, a removed neighbor's session can come up before the reload is
+    confirmed and the resync configures the table: that "up" must not be lost (it stayed "idle")."""
+    back, kept = ApiPeer("198.18.0.17", "198.18.0.11", 64512, 64512), "198.18.0.1"
+    table = SessionTable([kept, back.address])
+    table.configure([kept])  # a reflector's BIRD dropped from the plan
+    table.expect([kept, back.address])  # then planned again: the reload goes out
+    table.apply(PeerState(back, SessionState.UP), now=5.0)  # up before the confirmation
+    table.configure([kept, back.address])  # the resync, after the reload was confirmed
+    assert {s.address: s.state for s in table.snapshot(6.0)} == {kept: "idle", back.address: "up"}

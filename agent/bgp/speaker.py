@@ -380,7 +380,9 @@ class BgpSpeaker:
     def _reconfigure(self) -> None:
         """Replan and hand ExaBGP its neighbors."""
         self._replan()
-        self.supervisor.set_neighbors(self._neighbors())
+        neighbors = self._neighbors()
+        self.sessions.expect(n.address for n in neighbors)
+        self.supervisor.set_neighbors(neighbors)
 
     async def _bird_task(self) -> None:
         """While this machine reflects: BIRD's sessions every ``BIRD_POLL`` s (the settled check and

@@ -60,6 +60,11 @@ class SessionTable:
         self._removed = (self._removed | dropped) - wanted
         return dropped
 
+    def expect(self, neighbors: Iterable[str]) -> None:
+        """These are about to be handed to ExaBGP (the reload not yet confirmed, so not configured yet):
+        their events count again, since the session may come up before the reload's confirmation."""
+        self._removed.difference_update(neighbors)
+
     def prefixes(self, neighbor: str) -> frozenset[str]:
         session = self._sessions.get(neighbor)
         return frozenset(session.all_prefixes()) if session else frozenset()
