@@ -271,6 +271,15 @@ class MemoryTransport:
         except trio.EndOfChannel:
             raise trio.ClosedResourceError("transport closed") from None
 
+    def pending_datagrams(self, limit: int) -> list[tuple[Address, bytes]]:
+        out: list[tuple[Address, bytes]] = []
+        while len(out) < limit:
+            try:
+                out.append(self._inbox_recv.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        return out
+
     async def request(self, addr: Address, data: bytes, timeout: float) -> bytes | None:
         return await self._net._request(self._addr, addr, bytes(data), timeout)
 

@@ -44,6 +44,7 @@ from gossip.wire import KeyQuery
 LEAVE_POLL_INTERVAL = 0.05
 # The snapshot of remembered members is rewritten at most this often (seconds).
 SNAPSHOT_MIN_INTERVAL = 2.0
+PENDING_BEFORE_TICK = 256  # datagrams read ahead of a tick at most: a flood must not postpone timers for long
 
 
 class StreamRequestLike(Protocol):
@@ -198,6 +199,12 @@ class GossipNode:
             now = trio.current_time()
             # Woken either by the deadline or by an input that moved it; tick only when it is due.
             if now >= self._next_wakeup():
+                # Input first: woken late (a starved CPU), the ack for a probe may be waiting in the
+                # socket while its deadline has passed, and the tick would suspect a live member for
+                # our own slowness (Lifeguard's point). Whatever has arrived is read before timers fire.
+                for src, data in self.transport.pending_datagrams(PENDING_BEFORE_TICK):
+                    self.stats.datagrams_received += 1
+                    self.core.receive_datagram(src, data, now)
                 self._last_tick = now
                 self.stats.ticks += 1
                 self.core.tick(now)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import os
 import socket as stdlib_socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -90,6 +91,11 @@ class Transport(Protocol):
         ...
 
     async def receive_datagram(self) -> tuple[Address, bytes]: ...
+
+    def pending_datagrams(self, limit: int) -> list[tuple[Address, bytes]]:
+        """Up to ``limit`` datagrams that have already arrived, without waiting (the driver reads them
+        before its timers fire: see :meth:`gossip.node.GossipNode`)."""
+        ...
 
     async def request(self, addr: Address, data: bytes, timeout: float) -> bytes | None:
         """One request frame out, one reply frame back; None on any failure, timeout or no reply."""
@@ -319,6 +325,9 @@ class UdpTcpTransport:
     ) -> None:
         limits = _with_overrides(limits, stream_timeout, max_frame, max_connections)
         self._udp = udp
+        # The same socket (a duplicate descriptor, non-blocking like the original) for reads that must
+        # not wait: Trio's recvfrom checkpoints first, so it cannot read what is queued without yielding.
+        self._udp_now = stdlib_socket.socket(fileno=os.dup(udp.fileno()))
         self._listener = trio.SocketListener(tcp)
         self.local_addr: Address = _norm(udp.getsockname())
         self.limits = limits
@@ -353,6 +362,22 @@ class UdpTcpTransport:
             self.stats.datagrams_received += 1
             self.stats.bytes_received += len(data)
             return _norm(src), data
+
+    def pending_datagrams(self, limit: int) -> list[tuple[Address, bytes]]:
+        out: list[tuple[Address, bytes]] = []
+        while len(out) < limit:
+            try:
+                data, src = self._udp_now.recvfrom(MAX_DATAGRAM)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                self.stats.datagram_receive_errors += 1
+                self._log.debug("datagram receive error: %s", exc)
+                continue
+            self.stats.datagrams_received += 1
+            self.stats.bytes_received += len(data)
+            out.append((_norm(src), data))
+        return out
 
     async def request(self, addr: Address, data: bytes, timeout: float) -> bytes | None:
         self.stats.requests += 1
@@ -512,6 +537,7 @@ class UdpTcpTransport:
         if self._closed:
             return
         self._closed = True
+        self._udp_now.close()
         self._udp.close()
         await self._listener.aclose()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -485,3 +487,42 @@ async def test_driver_on_real_udp_and_tcp() -> None:
             await peer.send_datagram(transport.local_addr, b"echo:real")
             assert await peer.receive_datagram() == (transport.local_addr, b"echo:real")
             assert await peer.request(transport.local_addr, b"q", timeout=5.0) == b"re:q"
+
+
+class OrderedCore(FakeCore):
+    """FakeCore that also records the order of its inputs: datagram payloads and ``"tick"``."""
+
+    def __init__(self, name: str, addr: Address) -> None:
+        super().__init__(name, addr)
+        self.order: list[str] = []
+
+    def receive_datagram(self, src: Address, data: bytes, now: float) -> None:
+        self.order.append(data.decode())
+        super().receive_datagram(src, data, now)
+
+    def tick(self, now: float) -> None:
+        self.order.append("tick")
+        super().tick(now)
+
+
+async def test_what_arrived_while_the_process_was_starved_is_read_before_the_tick() -> None:
+    """A node woken late (its CPU starved) finds a deadline passed and a datagram, say the ack of the
+    probe that deadline is for, waiting in the socket: the datagram must reach the core first, or the
+    core suspects a live member for our own slowness. Trio may run the receive loop or the timer loop
+    first, so each round gives the wrong order its chance."""
+    core = OrderedCore("a", A)
+    rounds = 12
+    async with open_udp_tcp_transport("127.0.0.1", 0) as transport, running(core, transport):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            for i in range(rounds):
+                peer.sendto(b"wake:0.05", transport.local_addr)  # a deadline 50 ms from now
+                with trio.fail_after(5):
+                    while core.deadline == FAR:
+                        await trio.sleep(0.005)
+                peer.sendto(f"ack-{i}".encode(), transport.local_addr)
+                time.sleep(0.1)  # the whole Trio run starved past the deadline, the ack in the socket
+                with trio.fail_after(5):
+                    while core.order.count("tick") <= i:
+                        await trio.sleep(0.005)
+    expected = [step for i in range(rounds) for step in ("wake:0.05", f"ack-{i}", "tick")]
+    assert core.order == expected
