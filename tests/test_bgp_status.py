@@ -71,3 +71,17 @@ def test_a_neighbor_planned_again_counts_from_the_reload_not_from_its_confirmati
     table.apply(PeerState(back, SessionState.UP), now=5.0)  # up before the confirmation
     table.configure([kept, back.address])  # the resync, after the reload was confirmed
     assert {s.address: s.state for s in table.snapshot(6.0)} == {kept: "idle", back.address: "up"}
+
+
+def test_the_resync_of_an_older_reload_does_not_take_out_a_neighbor_planned_since() -> None:
+    """Reload A removes the BIRD at 198.18.0.17 and is slow to be confirmed; meanwhile plan B puts it
+    back and its session comes up; then A's resync configures the table without it. The "up" stays."""
+    back, kept = ApiPeer("198.18.0.17", "198.18.0.11", 64512, 64512), "198.18.0.1"
+    table = SessionTable([kept, back.address])
+    table.expect([kept])  # plan A handed over
+    table.expect([kept, back.address])  # plan B, before A's confirmation
+    table.apply(PeerState(back, SessionState.UP), now=5.0)
+    assert table.configure([kept]) == frozenset()  # A's resync: B still has it
+    table.apply(PeerState(back, SessionState.UP), now=6.0)
+    table.configure([kept, back.address])  # B's resync
+    assert {s.address: s.state for s in table.snapshot(7.0)} == {kept: "idle", back.address: "up"}

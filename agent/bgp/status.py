@@ -48,11 +48,15 @@ class SessionTable:
         # Taken out by configure(): their events still queued (or a peer ExaBGP failed to drop) must
         # not bring them back as a "down" neighbor nobody planned. Until ExaBGP's next life.
         self._removed: set[str] = set()
+        # The neighbors last handed to ExaBGP (:meth:`expect`). A resync configures the table for the
+        # reload it confirmed, which may be older than the plan handed over since: what that plan has
+        # is neither dropped nor silenced, or an "up" it already brought would be lost.
+        self._expected: frozenset[str] = frozenset()
 
     def configure(self, neighbors: Iterable[str]) -> frozenset[str]:
         """The configured set changed; returns the addresses no longer configured."""
         wanted = set(neighbors)
-        dropped = frozenset(a for a in self._sessions if a not in wanted)
+        dropped = frozenset(a for a in self._sessions if a not in wanted and a not in self._expected)
         for a in dropped:
             del self._sessions[a]
         for a in wanted:
@@ -62,8 +66,10 @@ class SessionTable:
 
     def expect(self, neighbors: Iterable[str]) -> None:
         """These are about to be handed to ExaBGP (the reload not yet confirmed, so not configured yet):
-        their events count again, since the session may come up before the reload's confirmation."""
-        self._removed.difference_update(neighbors)
+        their events count from now, since a session may come up before the reload's confirmation, and
+        a resync of an older reload does not take them out."""
+        self._expected = frozenset(neighbors)
+        self._removed -= self._expected
 
     def prefixes(self, neighbor: str) -> frozenset[str]:
         session = self._sessions.get(neighbor)
