@@ -94,7 +94,7 @@ class Transport(Protocol):
 
     def pending_datagrams(self, limit: int) -> list[tuple[Address, bytes]]:
         """Up to ``limit`` datagrams that have already arrived, without waiting (the driver reads them
-        before its timers fire: see :meth:`gossip.node.GossipNode`)."""
+        before its timers fire: see :class:`gossip.node.GossipNode`)."""
         ...
 
     async def request(self, addr: Address, data: bytes, timeout: float) -> bytes | None:

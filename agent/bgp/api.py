@@ -1,10 +1,10 @@
 """Sans-I/O codec for ExaBGP 5's process API: the commands we write and the lines ExaBGP writes back.
 
 ExaBGP talks to its API process over two pipes (we see them through :mod:`agent.bgp.bridge`). We write
-one command per line (:class:`Announce`, :class:`Withdraw`, :class:`Reload`, :class:`ShowNeighbors`);
+one command per line (:class:`Announce`, :class:`Withdraw`, :class:`Reload`, the two ``show`` commands);
 ExaBGP writes back one line per message: a JSON object for BGP events (``encoder json``), ``done`` /
 ``error`` acks (plain text even with the JSON encoder), and a few other plain lines (``reload`` answers
-"reload in progress" before its ``done``, ``show neighbor summary`` a table).
+"reload in progress" before its ``done``, the ``show`` commands their text).
 
 Facts checked against ExaBGP 5.0.15 (see the fixtures in ``tests/fixtures/exabgp``):
 
@@ -22,7 +22,8 @@ Facts checked against ExaBGP 5.0.15 (see the fixtures in ``tests/fixtures/exabgp
 - ``reload`` is answered ``done`` before it is applied, and is then dropped without a word if any peer
   has routes waiting in its adj-rib-out, such as one still connecting with routes queued for it
   (``Reactor.run`` in ``exabgp/reactor/loop.py`` re-arms the signal, then skips the reload while
-  ``_pending_adjribout()``). So a reload is confirmed with :class:`ShowNeighbors` and sent again.
+  ``_pending_adjribout()``). So a reload is confirmed with :class:`ShowConfiguration` (the settings
+  applied) and :class:`ShowNeighbors` (the peers held), and sent again.
 - A route sent to a neighbor name that is not configured is answered ``error``; a withdrawal of a
   route that was never announced is answered ``done``.
 - IPv6 updates from a peer that sends a link-local next hop as well list every prefix twice, once under
@@ -276,8 +277,8 @@ class Reload:
 @dataclass(frozen=True, slots=True)
 class ShowNeighbors:
     """List the peers ExaBGP holds (``show neighbor summary``): one text line per peer, then ``done``.
-    Read with :func:`summary_addresses`. It is how a reload is confirmed: ExaBGP 5.0.15 answers
-    ``reload`` with ``done`` before applying it, and may then drop it (see the supervisor)."""
+    Read with :func:`summary_addresses`. With :class:`ShowConfiguration`, how a reload is confirmed:
+    ExaBGP 5.0.15 answers ``reload`` with ``done`` before applying it, and may then drop it."""
 
     def encode(self) -> str:
         return "show neighbor summary"

@@ -228,7 +228,7 @@ def _render_neighbor(n: Neighbor, process: str) -> list[str]:
     return lines
 
 
-STAMP = re.compile(r"\[g(\d+)\]$")
+_STAMP = re.compile(r"\[g(\d+)\]$")
 
 
 class Stamps:
@@ -258,7 +258,7 @@ class Stamps:
 
 def stamps_shown(descriptions: dict[str, str]) -> dict[str, int | None]:
     """The stamp at the end of each description ExaBGP shows (None: none there)."""
-    return {a: int(m.group(1)) if (m := STAMP.search(d)) else None for a, d in descriptions.items()}
+    return {a: int(m.group(1)) if (m := _STAMP.search(d)) else None for a, d in descriptions.items()}
 
 
 def render_config(neighbors: Iterable[Neighbor], process: ApiProcess) -> str:

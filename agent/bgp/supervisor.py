@@ -57,7 +57,6 @@ from agent.bgp.api import (
     Text,
     configured_descriptions,
     encode_command,
-    normalize_address,
     summary_addresses,
 )
 from agent.bgp.config import ApiProcess, Neighbor, Stamps, render_config, stamps_shown
@@ -541,7 +540,7 @@ class ExaBGPSupervisor:
         turned into one to a reflector's BIRD) keeps its old settings and never comes up. Routes stay
         queued for a peer until its session is up or its connection attempt fails, so a later try gets
         through."""
-        wanted = {normalize_address(a): stamp for a, stamp in stamps.items()}
+        wanted = dict(stamps)  # addresses as Neighbor normalized them, as ExaBGP's answers are read
         backoff = RestartBackoff(self.options.reload_retry_initial, self.options.reload_retry_max)
         for attempt in range(self.options.reload_attempts):
             if attempt:
